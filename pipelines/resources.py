@@ -1,0 +1,40 @@
+"""Outside systems as Dagster resources with small interfaces.
+
+Fields left empty fall back to the settings (``RAGTUNE_*``), read when a run
+uses the resource, never at import. Tests pass real resources pointed at a
+temporary data home.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from ragtune.embedder import Embedder, load_embedder
+from ragtune.settings import Settings, load_settings
+from ragtune.store import ChunkStore
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """The sentence embedder used for chunks and queries."""
+
+    model: Optional[str] = Field(None, description="Model id or path; empty = RAGTUNE_EMBEDDER or the bundled MiniLM.")
+
+    def get(self) -> Embedder:
+        settings = load_settings()
+        return load_embedder(self.model or settings.embedder_path(), settings.embed_batch_size)
+
+
+class LanceDBResource(dg.ConfigurableResource):
+    """The LanceDB database in the data home that holds the chunk table."""
+
+    home: Optional[str] = Field(None, description="Data home; empty = RAGTUNE_HOME (default ./.ragtune).")
+
+    def settings(self) -> Settings:
+        return load_settings(home=self.home)
+
+    def store(self, dim: int) -> ChunkStore:
+        s = self.settings()
+        return ChunkStore(s.lancedb_dir, s.table_name, dim)

@@ -1,0 +1,57 @@
+"""`ragtune demo`: the main job on the bundled APIBench subset.
+
+Today: refresh the index from the demo documents through the Dagster job, then
+measure retrieval on the held-out demo questions. Later stages (curation,
+training, evaluation, release) join here as they land.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ragtune.settings import Settings
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def retrieval_scores(retriever, items: list[dict], k: int = 5) -> dict:
+    """recall@1, recall@k and MRR of the gold documents over evaluation items."""
+    hits1 = hitsk = rr = 0.0
+    for item in items:
+        ranked = []
+        for hit in retriever.search(item["question"], k=k):
+            if hit.doc_id not in ranked:
+                ranked.append(hit.doc_id)
+        gold = set(item["gold_doc_ids"])
+        rank = next((i for i, d in enumerate(ranked, start=1) if d in gold), None)
+        hits1 += rank == 1
+        hitsk += rank is not None
+        rr += 1.0 / rank if rank else 0.0
+    n = max(len(items), 1)
+    return {"recall@1": hits1 / n, f"recall@{k}": hitsk / n, "mrr": rr / n, "questions": len(items)}
+
+
+def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False) -> dict:
+    from ragtune.cli import refresh
+    from ragtune.embedder import load_embedder
+    from ragtune.retriever import Retriever
+    from ragtune.store import ChunkStore
+
+    docs = demo_dir / "docs"
+    interactions = read_jsonl(demo_dir / "interactions.jsonl")
+    eval_items = read_jsonl(demo_dir / "eval.jsonl")
+    outcome = refresh(settings, str(docs), allow_empty=False, verbose=verbose)
+    if not outcome.success:
+        return {"ok": False, "error": outcome.error, "run_id": outcome.run_id}
+    store = ChunkStore(settings.lancedb_dir, settings.table_name)
+    retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), rrf_k=settings.rrf_k)
+    return {
+        "ok": True,
+        "data": {"documents": len(list(docs.glob("*.md"))), "interactions": len(interactions), "eval_items": len(eval_items)},
+        "refresh": {"run_id": outcome.run_id, **outcome.outputs["chunk_index"]},
+        "retrieval": retrieval_scores(retriever, eval_items),
+        "dagster_home": str(settings.dagster_home),
+    }

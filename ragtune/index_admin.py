@@ -1,0 +1,47 @@
+"""Index time travel: status, history and rollback to an earlier LanceDB version."""
+
+from __future__ import annotations
+
+from ragtune.indexing import read_history, record_history
+from ragtune.settings import Settings
+from ragtune.store import ChunkStore
+
+
+class NoIndexError(RuntimeError):
+    pass
+
+
+def open_store(settings: Settings) -> ChunkStore:
+    store = ChunkStore(settings.lancedb_dir, settings.table_name)
+    if not store.exists():
+        raise NoIndexError(f"no index in {settings.lancedb_dir}; run `ragtune refresh --source DIR` first")
+    return store
+
+
+def index_status(settings: Settings) -> dict:
+    store = open_store(settings)
+    table = store.table()
+    return {
+        "index_version": store.version(),
+        "chunks": store.count(),
+        "documents": len(store.chunk_ids_by_doc()),
+        "indexes": sorted(ix.index_type + ":" + ",".join(ix.columns) for ix in table.list_indices()),
+        "uri": str(settings.lancedb_dir),
+    }
+
+
+def default_rollback_target(history: list[dict], current: int) -> int:
+    """The version before the most recent refresh that changed something."""
+    for entry in reversed(history):
+        if entry.get("action") == "refresh" and entry.get("version_before") and entry["version_before"] != current:
+            return int(entry["version_before"])
+    raise ValueError("no earlier index version recorded by a refresh; pass --to VERSION")
+
+
+def rollback_index(settings: Settings, to: int | None = None, reason: str = "") -> dict:
+    store = open_store(settings)
+    before = store.version()
+    target = to if to is not None else default_rollback_target(read_history(settings.index_history), before)
+    after = store.restore(target)
+    return record_history(settings.index_history, "rollback", version_before=before, restored_from=target,
+                          version_after=after, chunks=store.count(), reason=reason)

