@@ -1,6 +1,5 @@
 """Group `knowledge`: documents -> chunks -> the LanceDB index, and their checks."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
@@ -99,6 +98,7 @@ def chunk_index(
         store,
         model,
         allow_empty=config.allow_empty_source,
+        write_batch=s.write_batch,
         vector_index_min_rows=s.vector_index_min_rows,
         keep_versions_days=s.keep_index_versions_days,
         progress=progress,

@@ -5,7 +5,6 @@ uses the resource, never at import. Tests pass real resources pointed at a
 temporary data home.
 """
 
-from __future__ import annotations
 
 from typing import Optional
 

@@ -125,8 +125,13 @@ def import_apibench(api_file: Path, questions_file: Path, out: Path, eval_fracti
 
     docs_dir = Path(out) / "docs"
     docs_dir.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
     for doc_id, api in zip(ids, apis):
-        (docs_dir / file_name(doc_id)).write_text(render_document(doc_id, api), encoding="utf-8")
+        name = file_name(doc_id)
+        if name in used:  # two ids that differ only in characters a file name cannot hold
+            name = name[:-3] + f"-{short_hash(doc_id)}.md"
+        used.add(name)
+        (docs_dir / name).write_text(render_document(doc_id, api), encoding="utf-8")
     report.documents = len(apis)
 
     by_pair = {(str(a.get("api_name", "")), str(a.get("api_call", ""))): i for i, a in zip(ids, apis)}

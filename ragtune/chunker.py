@@ -62,18 +62,34 @@ def split_blocks(text: str) -> list[str]:
     return blocks
 
 
+def word_start(text: str, offsets, i: int) -> bool:
+    return offsets[i][0] == 0 or text[offsets[i][0] - 1].isspace()
+
+
 def token_windows(text: str, counter: TokenCounter, size: int, overlap: int) -> list[str]:
-    """Cut text into windows of at most `size` tokens, neighbours sharing `overlap` tokens."""
+    """Cut text into windows of at most `size` tokens, neighbours sharing up to `overlap` tokens.
+
+    Windows start and end on word boundaries whenever a word is shorter than a window.
+    """
     offsets = counter.offsets(text)
     if len(offsets) <= size:
         return [text]
-    step = max(size - overlap, 1)
     windows = []
-    for start in range(0, len(offsets), step):
+    start = 0
+    while start < len(offsets):
         end = min(start + size, len(offsets))
+        if end < len(offsets):
+            cut = end
+            while cut > start + 1 and not word_start(text, offsets, cut):
+                cut -= 1  # do not end inside a word
+            end = cut if cut > start + 1 else end
         windows.append(text[offsets[start][0] : offsets[end - 1][1]])
         if end == len(offsets):
             break
+        nxt = max(end - overlap, start + 1)
+        while nxt < end and not word_start(text, offsets, nxt):
+            nxt += 1  # do not start inside a word
+        start = nxt
     return windows
 
 
@@ -81,24 +97,25 @@ def tail_tokens(text: str, counter: TokenCounter, n: int) -> str:
     if n <= 0:
         return ""
     offsets = counter.offsets(text)
-    if not offsets:
-        return ""
-    return text[offsets[max(len(offsets) - n, 0)][0] :]
+    i = max(len(offsets) - n, 0)
+    while i < len(offsets) and offsets[i][0] > 0 and not text[offsets[i][0] - 1].isspace():
+        i += 1  # start on a word boundary, never inside a word
+    return text[offsets[i][0] :] if i < len(offsets) else ""
 
 
 def chunk_text(text: str, counter: TokenCounter, size: int, overlap: int) -> list[str]:
     """Greedy packing of blocks into chunks of at most `size` tokens."""
     if overlap >= size:
         raise ValueError(f"chunk overlap ({overlap}) must be smaller than chunk size ({size})")
-    pieces: list[tuple[str, int]] = []
+    pieces: list[tuple[str, int, bool]] = []  # (text, tokens, continues the window before)
     for block in split_blocks(text):
-        for window in token_windows(block, counter, size, overlap):
-            pieces.append((window, counter.count(window)))
+        for i, window in enumerate(token_windows(block, counter, size, overlap)):
+            pieces.append((window, counter.count(window), i > 0))
 
     chunks: list[str] = []
     current: list[str] = []
     current_tokens = 0
-    for piece, n in pieces:
+    for piece, n, continues in pieces:
         if current and current_tokens + n <= size:
             current.append(piece)
             current_tokens += n
@@ -106,7 +123,8 @@ def chunk_text(text: str, counter: TokenCounter, size: int, overlap: int) -> lis
         if current:
             chunks.append("\n\n".join(current))
             # Carry the end of the previous chunk so a sentence cut at the border is seen whole once.
-            carry = tail_tokens(chunks[-1], counter, min(overlap, size - n))
+            # A window that continues a long paragraph already overlaps the one before it.
+            carry = "" if continues else tail_tokens(chunks[-1], counter, min(overlap, size - n))
             carry_n = counter.count(carry) if carry else 0
             current, current_tokens = ([carry], carry_n) if carry and carry_n + n <= size else ([], 0)
         current.append(piece)

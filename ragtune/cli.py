@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--reason", default="", help="why, recorded in the index history")
     h = with_json(index_sub.add_parser("history", help="refreshes and rollbacks, newest last"))
     h.add_argument("--limit", type=int, default=20)
-    p.set_defaults(index_command="status", json=False)
+    p.set_defaults(index_command="status")
 
     p = command("ui", cmd_ui, "Start the Dagster UI and daemon (schedules) on the ragtune instance.")
     p.add_argument("--host", default="127.0.0.1")

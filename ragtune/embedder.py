@@ -17,6 +17,10 @@ class Embedder:
     def __init__(self, model_path: str, batch_size: int = 64, device: str | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # token counts of whole documents exceed 256 on purpose
+        hf_logging.disable_progress_bar()
 
         self.model_path = model_path
         self.batch_size = batch_size

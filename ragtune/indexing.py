@@ -123,7 +123,7 @@ def apply_sync(
         if progress:
             progress(report.chunks_embedded, len(plan.to_embed))
     report.chunks_deleted = store.delete_chunks(plan.stale_ids)
-    if store.count():
+    if store.count() and (report.chunks_embedded or report.chunks_deleted or not store.has_fts_index()):
         report.indexes = store.ensure_indexes(vector_index_min_rows, keep_versions_days)
     report.docs_added = len(plan.docs_added)
     report.docs_updated = len(plan.docs_updated)

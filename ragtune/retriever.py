@@ -59,7 +59,7 @@ class Retriever:
         q = table.search(self.embedder.embed([query])[0], vector_column_name="vector").distance_type("cosine")
         if where:
             q = q.where(where, prefilter=True)
-        rows = q.select(COLUMNS).limit(n).to_list()
+        rows = q.select(COLUMNS + ["_distance"]).limit(n).to_list()
         for r in rows:
             r["score"] = 1.0 - float(r.pop("_distance"))
         return rows
@@ -68,7 +68,7 @@ class Retriever:
         q = table.search(query, query_type="fts", fts_columns="text")
         if where:
             q = q.where(where, prefilter=True)
-        rows = q.select(COLUMNS).limit(n).to_list()
+        rows = q.select(COLUMNS + ["_score"]).limit(n).to_list()
         for r in rows:
             r["score"] = float(r.pop("_score"))
         return rows

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     )
     embedder: str = Field("", description="Sentence-transformers model id or path; empty = bundled all-MiniLM-L6-v2.")
     embed_batch_size: int = Field(64, ge=1)
+    write_batch: int = Field(256, ge=1, description="Chunks embedded and upserted per LanceDB write.")
     chunk_tokens: int = Field(200, ge=16, description="Chunk size in embedder tokens.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens carried over between neighbouring chunks.")
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Files larger than this are skipped.")

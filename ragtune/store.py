@@ -68,6 +68,9 @@ class ChunkStore:
     def count(self) -> int:
         return self.table().count_rows() if self.exists() else 0
 
+    def has_fts_index(self) -> bool:
+        return self.exists() and any(tuple(ix.columns) == (FTS_COLUMN,) for ix in self.table().list_indices())
+
     def read_columns(self, columns: list[str]) -> pa.Table:
         if not self.exists():
             return pa.table({c: pa.array([], pa.string()) for c in columns})

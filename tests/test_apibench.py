@@ -1,0 +1,63 @@
+"""The APIBench importer: documents with stable ids, a seeded split, gold ids that the loader produces."""
+
+import json
+
+import pytest
+
+from ragtune.apibench import import_apibench
+from ragtune.documents import load_documents
+
+from conftest import APIBENCH
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    apis = [
+        {"api_name": "org/model-a", "api_call": "AutoModel.from_pretrained('org/model-a')", "description": "Model A.", "domain": "NLP"},
+        {"api_name": "model_id", "api_call": "hub.load('https://tfhub.dev/x/1')", "description": "X."},
+        {"api_name": "model_id", "api_call": "hub.load('https://tfhub.dev/y/1')", "description": "Y."},
+    ]
+    questions = [
+        {"code": f"###Instruction: question {i}\n###Output: <<<api_call>>>: {a['api_call']}", "api_call": a["api_call"], "api_data": a}
+        for i, a in enumerate(apis * 4)
+    ]
+    write_jsonl(tmp_path / "api.jsonl", apis)
+    write_jsonl(tmp_path / "q.json", questions)
+    (tmp_path / "api.jsonl").write_text((tmp_path / "api.jsonl").read_text() + "{broken\n")
+    return tmp_path
+
+
+def test_import_writes_documents_interactions_and_eval(tiny):
+    out = tiny / "out"
+    report = import_apibench(tiny / "api.jsonl", tiny / "q.json", out, eval_fraction=0.25, seed=1)
+    assert report.documents == 3 and report.eval_items == 3 and report.interactions == 9
+    assert len(report.bad_lines) == 1
+    ids = {d.doc_id for d in load_documents(out / "docs").documents}
+    assert "org/model-a" in ids
+    repeated = sorted(i for i in ids if i.startswith("model_id-"))
+    assert len(repeated) == 2  # repeated names get a short hash of the api_call
+    evals = [json.loads(l) for l in (out / "eval.jsonl").read_text().splitlines()]
+    inters = [json.loads(l) for l in (out / "interactions.jsonl").read_text().splitlines()]
+    assert all(set(e["gold_doc_ids"]) <= ids and e["answerable"] for e in evals)
+    assert {"id", "ts", "user", "question", "answer", "citations", "model_version", "index_version", "latency_ms", "feedback", "correction"} <= set(inters[0])
+    assert all(i["feedback"] == "up" and i["citations"][0]["doc_id"] in ids for i in inters)
+    assert not {e["id"] for e in evals} & {i["id"] for i in inters}
+
+
+def test_import_is_deterministic_for_a_seed(tiny):
+    a = import_apibench(tiny / "api.jsonl", tiny / "q.json", tiny / "a", seed=3)
+    b = import_apibench(tiny / "api.jsonl", tiny / "q.json", tiny / "b", seed=3)
+    assert a.as_dict() == b.as_dict()
+    assert (tiny / "a" / "eval.jsonl").read_text() == (tiny / "b" / "eval.jsonl").read_text()
+
+
+@pytest.mark.skipif(not APIBENCH.exists(), reason="../shared/data/apibench not present")
+def test_real_huggingface_split_finds_every_gold_document(tmp_path):
+    report = import_apibench(APIBENCH / "huggingface_api.jsonl", APIBENCH / "huggingface_eval.json", tmp_path)
+    assert report.documents == 936 and report.questions_without_gold == 0
+    assert report.eval_items + report.interactions == 911
+    assert len(list((tmp_path / "docs").glob("*.md"))) == 936  # no two ids collide on disk
