@@ -94,12 +94,22 @@ def run_job(settings: Settings, job_name: str, run_config: dict | None = None, v
             outputs[node] = result.output_for_node(node)
         except Exception:  # the step failed or never ran; the error below says why
             outputs[node] = None
-    error = None
-    if not result.success:
-        failures = [e for e in result.all_events if e.is_step_failure or e.is_failure]
-        messages = []
-        for event in failures:
-            info = getattr(event.event_specific_data, "error", None)
-            messages.append(f"{event.step_key or job_name}: {info.message.strip() if info else event.message}")
-        error = "; ".join(messages) or "run failed"
+    error = None if result.success else failure_message(result, job_name)
     return JobOutcome(success=result.success, run_id=result.run_id, outputs=outputs, error=error)
+
+
+def root_cause(info) -> str:
+    """The innermost error of a Dagster step failure: the one a person can act on."""
+    while getattr(info, "cause", None) is not None:
+        info = info.cause
+    return f"{info.cls_name}: {info.message.strip()}" if info.cls_name else info.message.strip()
+
+
+def failure_message(result, job_name: str) -> str:
+    steps = [e for e in result.all_events if e.is_step_failure]
+    events = steps or [e for e in result.all_events if e.is_failure]
+    messages = []
+    for event in events:
+        info = getattr(event.event_specific_data, "error", None)
+        messages.append(f"{event.step_key or job_name}: {root_cause(info) if info else event.message}")
+    return "; ".join(dict.fromkeys(messages)) or f"{job_name} failed"

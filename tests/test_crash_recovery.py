@@ -1,0 +1,89 @@
+"""SIGKILL the refresh while it writes the index: the index stays usable and the next run converges."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import pytest
+
+from ragtune.chunker import chunk_document
+from ragtune.documents import load_documents
+from ragtune.orchestration import get_instance
+from ragtune.retriever import Retriever
+from ragtune.settings import load_settings
+from ragtune.store import ChunkStore
+
+pytestmark = pytest.mark.integration
+
+
+def start_refresh(source, home):
+    env = {**os.environ, "RAGTUNE_HOME": str(home), "RAGTUNE_WRITE_BATCH": "4"}
+    return subprocess.Popen([sys.executable, "-m", "ragtune.cli", "refresh", "--source", str(source), "--json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def kill_once_version_passes(proc, store, version, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("refresh finished before it could be killed; make the corpus larger")
+        if store.exists() and store.version() > version and store.count() > 0:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("index write never started")
+
+
+def wanted_ids(source, embedder):
+    s = load_settings()
+    return {c.chunk_id for d in load_documents(source).documents for c in chunk_document(d, embedder.counter, s.chunk_tokens, s.chunk_overlap)}
+
+
+def converge(source, home):
+    proc = start_refresh(source, home)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    return json.loads(out)
+
+
+def check_index(store, source, embedder):
+    ids = store.read_columns(["chunk_id"]).column("chunk_id").to_pylist()
+    assert len(ids) == len(set(ids)), "duplicate chunk ids"
+    assert set(ids) == wanted_ids(source, embedder)
+
+
+def test_killed_refresh_converges_on_the_next_run(home, corpus, embedder):
+    store = ChunkStore(load_settings().lancedb_dir)
+
+    # 1. killed during the first build
+    proc = start_refresh(corpus, home)
+    kill_once_version_passes(proc, store, 0)
+    partial = store.count()
+    assert 0 < partial < len(wanted_ids(corpus, embedder))
+    assert Retriever(store, embedder).search("model", k=3, mode="vector")  # usable while partial
+    report = converge(corpus, home)
+    assert report["chunks_embedded"] == len(wanted_ids(corpus, embedder)) - partial  # earlier batches kept
+    check_index(store, corpus, embedder)
+
+    # 2. killed while updating many documents: old and new rows may coexist, never the same id twice
+    for path in sorted(corpus.glob("*.md"))[:30]:
+        path.write_text(path.read_text().replace("## Details", "## Details (revised)"))
+    version = store.version()
+    proc = start_refresh(corpus, home)
+    kill_once_version_passes(proc, store, version)
+    ids = store.read_columns(["chunk_id"]).column("chunk_id").to_pylist()
+    assert len(ids) == len(set(ids))
+    assert Retriever(store, embedder).search("model", k=3)  # still answers
+    converge(corpus, home)
+    check_index(store, corpus, embedder)
+
+    # the killed runs were marked failed, which released the lancedb_writer pool slot
+    instance = get_instance(load_settings())
+    statuses = [r.status for r in instance.get_runs(filters=dg.RunsFilter(job_name="index_refresh"))]
+    assert statuses.count(dg.DagsterRunStatus.FAILURE) == 2 and statuses.count(dg.DagsterRunStatus.SUCCESS) == 2
