@@ -1,0 +1,64 @@
+"""The command line as a user runs it: real processes, a temporary data home, --json reports."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DEMO
+
+
+def ragtune(home, *args, check=True):
+    env = {**os.environ, "RAGTUNE_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "ragtune.cli", *args], env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc
+
+
+def test_help_explains_every_command(tmp_path):
+    out = ragtune(tmp_path, "--help").stdout
+    for command in ("demo", "import-apibench", "refresh", "search", "index", "ui"):
+        assert command in out
+    assert "--source" in ragtune(tmp_path, "refresh", "--help").stdout
+
+
+def test_clear_errors_for_missing_inputs(tmp_path):
+    missing = ragtune(tmp_path, "refresh", "--source", str(tmp_path / "nope"), "--json", check=False)
+    assert missing.returncode == 1 and "does not exist" in json.loads(missing.stdout)["error"]
+    no_index = ragtune(tmp_path, "search", "anything", "--json", check=False)
+    assert no_index.returncode == 1 and "no index" in json.loads(no_index.stdout)["error"]
+    no_file = ragtune(tmp_path, "import-apibench", "--api", "x.jsonl", "--questions", "y.json", "--out", str(tmp_path), check=False)
+    assert no_file.returncode == 1 and "--api file not found" in no_file.stderr
+
+
+@pytest.mark.integration
+def test_refresh_search_and_rollback_from_the_cli(tmp_path):
+    home, src = tmp_path / "home", tmp_path / "src"
+    src.mkdir()
+    for path in sorted((DEMO / "docs").glob("*.md"))[:15]:
+        (src / path.name).write_bytes(path.read_bytes())
+    (src / "broken.jsonl").write_text('{"id": "j1", "title": "Kept", "text": "a good line"}\n{oops\n')
+    (src / "blob.md").write_bytes(b"\x00\x01\x02binary")
+
+    first = json.loads(ragtune(home, "refresh", "--source", str(src), "--json").stdout)
+    assert first["ok"] and first["docs_added"] == 16 and first["chunks_embedded"] == first["chunks_total"] > 0
+    reasons = {s["path"]: s["reason"] for s in first["skipped"]}
+    assert "malformed JSON" in reasons["broken.jsonl:2"] and "binary" in reasons["blob.md"]
+
+    (src / "broken.jsonl").unlink()
+    second = json.loads(ragtune(home, "refresh", "--source", str(src), "--json").stdout)
+    assert second["docs_deleted"] == 1 and second["chunks_embedded"] == 0 and second["chunks_deleted"] >= 1
+
+    hits = json.loads(ragtune(home, "search", "a good line", "--k", "3", "--json").stdout)["hits"]
+    assert "j1" not in [h["doc_id"] for h in hits]
+    back = json.loads(ragtune(home, "index", "rollback", "--reason", "bad deploy", "--json").stdout)
+    assert back["restored_from"] == first["index_version"]
+    hits = json.loads(ragtune(home, "search", "a good line", "--k", "3", "--json").stdout)["hits"]
+    assert hits[0]["doc_id"] == "j1" and set(hits[0]) == {"doc_id", "chunk_id", "title", "text", "score"}
+    history = json.loads(ragtune(home, "index", "history", "--json").stdout)["history"]
+    assert [h["action"] for h in history] == ["refresh", "refresh", "rollback"] and history[-1]["reason"] == "bad deploy"
+    status = json.loads(ragtune(home, "index", "status", "--json").stdout)
+    assert status["documents"] == 16 and any(ix.startswith("FTS") for ix in status["indexes"])
