@@ -38,10 +38,23 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 
 def get_instance(settings: Settings):
+    """The persistent instance; its sqlite schemas are created once, under a file lock.
+
+    Two commands started at the same moment on a fresh data home would otherwise
+    both try to create the same tables.
+    """
+    import fcntl
+
     from dagster import DagsterInstance
 
-    prepare_dagster_home(settings)
-    return DagsterInstance.get()
+    home = prepare_dagster_home(settings)
+    with open(home / ".instance.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = DagsterInstance.get()
+        instance.get_runs(limit=1)
+        instance.event_log_storage.get_concurrency_keys()
+        instance.all_instigator_state()
+    return instance
 
 
 def pid_alive(pid: int) -> bool:

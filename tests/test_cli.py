@@ -62,3 +62,11 @@ def test_refresh_search_and_rollback_from_the_cli(tmp_path):
     assert [h["action"] for h in history] == ["refresh", "refresh", "rollback"] and history[-1]["reason"] == "bad deploy"
     status = json.loads(ragtune(home, "index", "status", "--json").stdout)
     assert status["documents"] == 16 and any(ix.startswith("FTS") for ix in status["indexes"])
+
+
+@pytest.mark.integration
+def test_demo_refreshes_the_bundled_data_and_scores_retrieval(tmp_path):
+    summary = json.loads(ragtune(tmp_path / "home", "demo", "--json").stdout)
+    assert summary["ok"] and summary["data"] == {"documents": 150, "interactions": 139, "eval_items": 35}
+    assert summary["refresh"]["docs_added"] == 150 and summary["refresh"]["skipped"] == []
+    assert summary["retrieval"]["questions"] == 35 and 0.0 < summary["retrieval"]["recall@5"] <= 1.0
