@@ -22,6 +22,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         jobs=[index_refresh_job],
         schedules=[nightly_index_refresh(settings.timezone)],
         resources={
+            "io_manager": dg.mem_io_manager,
             "lancedb": LanceDBResource(home=str(settings.home_dir)),
             "embedder": EmbedderResource(model=settings.embedder or None),
         },

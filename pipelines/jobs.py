@@ -13,6 +13,9 @@ index_refresh_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("knowledge"),
     description="Load the source folder, chunk, embed only what changed into LanceDB, check the result.",
     tags={"ragtune/stage": "knowledge"},
+    # One process per run: the embedder loads once, and documents and chunks pass between
+    # steps in memory, so two runs at once never read each other's intermediate values.
+    executor_def=dg.in_process_executor,
 )
 
 
