@@ -124,3 +124,27 @@ def test_empty_source_never_wipes_the_index(home, corpus, tmp_path):
     assert store.count() == count
     wiped = run(empty, allow_empty=True)
     assert wiped.success and store.count() == 0
+
+
+def test_vector_index_is_built_past_the_threshold_and_kept_current(tmp_path, embedder):
+    from conftest import DEMO
+    from ragtune.indexing import refresh_index
+
+    s = load_settings()
+    source = DEMO / "docs"
+    load = load_documents(source)
+    chunks = [c for d in load.documents for c in chunk_document(d, embedder.counter, s.chunk_tokens, s.chunk_overlap)]
+    assert len(chunks) >= 256
+    store = ChunkStore(tmp_path / "lancedb", "chunks", embedder.dim)
+    small = refresh_index(load, chunks[:100], store, embedder, vector_index_min_rows=256)
+    assert "vector:created" not in small.indexes  # below the threshold exact search is used
+    full = refresh_index(load, chunks, store, embedder, vector_index_min_rows=256)
+    assert "vector:created" in full.indexes
+    kinds = {tuple(ix.columns): ix.index_type for ix in store.table().list_indices()}
+    assert kinds[("vector",)].upper().startswith("IVF") and ("text",) in kinds
+    target = chunks[0]
+    hits = Retriever(store, embedder).search(target.text, k=5, mode="vector")
+    assert target.chunk_id in [h.chunk_id for h in hits]
+    edited = refresh_index(load, chunks[:-5], store, embedder, vector_index_min_rows=256)
+    assert edited.chunks_deleted == 5 and "optimized" in edited.indexes
+    assert store.count() == len(chunks) - 5
