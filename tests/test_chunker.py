@@ -26,7 +26,8 @@ def test_long_paragraph_windows_overlap_by_the_configured_tokens(embedder):
     assert len(chunks) > 5
     for left, right in zip(chunks, chunks[1:]):
         shared = max((n for n in range(1, len(right)) if left.endswith(right[:n])), default=0)
-        assert 1 <= embedder.counter.count(right[:shared]) <= 10
+        shared_tokens = embedder.counter.count(right[:shared])
+        assert 0 < shared_tokens <= 10
         assert right.split()[0] in left.split()  # starts on a whole word of the window before
 
 
