@@ -8,23 +8,29 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.behaviour import BEHAVIOUR_ASSETS, BEHAVIOUR_CHECKS
+from assets.interactions import INTERACTION_ASSETS, INTERACTION_CHECKS
 from assets.knowledge import KNOWLEDGE_ASSETS, KNOWLEDGE_CHECKS
-from pipelines.jobs import index_refresh_job, nightly_index_refresh
-from pipelines.resources import EmbedderResource, LanceDBResource
+from pipelines.jobs import adapter_retrain_job, index_refresh_job, interaction_curation_job, nightly_index_refresh
+from pipelines.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
 from ragtune.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
+    home = str(settings.home_dir)
     return dg.Definitions(
-        assets=KNOWLEDGE_ASSETS,
-        asset_checks=KNOWLEDGE_CHECKS,
-        jobs=[index_refresh_job],
+        assets=KNOWLEDGE_ASSETS + INTERACTION_ASSETS + BEHAVIOUR_ASSETS,
+        asset_checks=KNOWLEDGE_CHECKS + INTERACTION_CHECKS + BEHAVIOUR_CHECKS,
+        jobs=[index_refresh_job, interaction_curation_job, adapter_retrain_job],
         schedules=[nightly_index_refresh(settings.timezone)],
         resources={
             "io_manager": dg.mem_io_manager,
-            "lancedb": LanceDBResource(home=str(settings.home_dir)),
+            "lancedb": LanceDBResource(home=home),
             "embedder": EmbedderResource(model=settings.embedder or None),
+            "interaction_log": InteractionLogResource(home=home),
+            "mlflow": MLflowResource(home=home),
+            "pipes_subprocess": dg.PipesSubprocessClient(),
         },
     )
 

@@ -5,16 +5,34 @@ from __future__ import annotations
 import dagster as dg
 
 INDEX_REFRESH = "index_refresh"
+INTERACTION_CURATION = "interaction_curation"
+ADAPTER_RETRAIN = "adapter_retrain"
 NIGHTLY_INDEX_REFRESH = "nightly_index_refresh"
 NIGHTLY_CRON = "0 2 * * *"
 
+# One process per run: models load once, and values pass between steps in memory,
+# so two runs at once never read each other's intermediate values.
 index_refresh_job = dg.define_asset_job(
     name=INDEX_REFRESH,
     selection=dg.AssetSelection.groups("knowledge"),
     description="Load the source folder, chunk, embed only what changed into LanceDB, check the result.",
     tags={"ragtune/stage": "knowledge"},
-    # One process per run: the embedder loads once, and documents and chunks pass between
-    # steps in memory, so two runs at once never read each other's intermediate values.
+    executor_def=dg.in_process_executor,
+)
+
+interaction_curation_job = dg.define_asset_job(
+    name=INTERACTION_CURATION,
+    selection=dg.AssetSelection.groups("interactions"),
+    description="Read the interaction log and curate it: feedback rules, length, PII scrubbing, de-duplication.",
+    tags={"ragtune/stage": "interactions"},
+    executor_def=dg.in_process_executor,
+)
+
+adapter_retrain_job = dg.define_asset_job(
+    name=ADAPTER_RETRAIN,
+    selection=dg.AssetSelection.groups("interactions", "behaviour"),
+    description="Curate interactions, build the RAFT dataset from the live index, train and register a LoRA adapter.",
+    tags={"ragtune/stage": "behaviour"},
     executor_def=dg.in_process_executor,
 )
 

@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from ragtune.embedder import Embedder, load_embedder
+from ragtune.interactions import InteractionLog
 from ragtune.settings import Settings, load_settings
 from ragtune.store import ChunkStore
 
@@ -37,3 +38,33 @@ class LanceDBResource(dg.ConfigurableResource):
     def store(self, dim: int) -> ChunkStore:
         s = self.settings()
         return ChunkStore(s.lancedb_dir, s.table_name, dim)
+
+
+class InteractionLogResource(dg.ConfigurableResource):
+    """The interaction log (sqlite in the data home, or a server database)."""
+
+    url: Optional[str] = Field(None, description="SQLAlchemy URL; empty = RAGTUNE_INTERACTIONS_URL or sqlite in the data home.")
+    home: Optional[str] = Field(None, description="Data home; empty = RAGTUNE_HOME.")
+
+    def settings(self) -> Settings:
+        return load_settings(home=self.home)
+
+    def get(self) -> InteractionLog:
+        return InteractionLog(self.url or self.settings().interactions_db)
+
+
+class MLflowResource(dg.ConfigurableResource):
+    """MLflow tracking and the adapter registry."""
+
+    tracking_uri: Optional[str] = Field(None, description="Tracking/registry URI; empty = RAGTUNE_MLFLOW_TRACKING_URI or sqlite in the data home.")
+    registered_model: Optional[str] = Field(None, description="Registered model name; empty = RAGTUNE_REGISTERED_MODEL.")
+    home: Optional[str] = Field(None, description="Data home; empty = RAGTUNE_HOME.")
+
+    def settings(self) -> Settings:
+        return load_settings(home=self.home)
+
+    def uri(self) -> str:
+        return self.tracking_uri or self.settings().tracking_uri
+
+    def model_name(self) -> str:
+        return self.registered_model or self.settings().registered_model

@@ -105,6 +105,29 @@ def split_instruction(code: str) -> tuple[str, str]:
     return match.group(1).strip(), match.group(2).strip()
 
 
+def output_fields(output: str) -> dict[str, str]:
+    """APIBench's '<<<api_call>>>: ... <<<explanation>>>: ...' output, split into its fields."""
+    parts = re.split(r"<<<(\w+)>>>:", output)
+    return {parts[i].strip(): parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+
+
+def concise_answer(output: str, identifier: str, max_chars: int = 320) -> str:
+    """The API call plus the one explanation step that says what the model does.
+
+    APIBench's full outputs (about 1,200 characters, with code) would make every
+    training example and every generated answer several times longer on CPU; the
+    call and one sentence carry what an assistant must get right.
+    """
+    fields = output_fields(output)
+    call = identifier or fields.get("api_call", "")
+    steps = [s.strip() for s in re.split(r"\s*\d+\.\s+", fields.get("explanation", "")) if s.strip()]
+    model = re.search(r"['\"]([\w\-.]+/[\w\-.]+)['\"]", call)
+    useful = [s for s in steps if not s.lower().startswith(("import", "we import", "first, import"))]
+    pick = next((s for s in useful if model and model.group(1) in s), useful[0] if useful else "")
+    answer = f"Use {call}. {pick}".strip() if call else pick or output.strip()
+    return answer if len(answer) <= max_chars else answer[: max_chars - 3].rsplit(" ", 1)[0] + "..."
+
+
 def find_gold(question: dict, by_pair: dict, by_name: dict, by_call: dict) -> str | None:
     data = question.get("api_data") or {}
     name, call = str(data.get("api_name", "")), str(question.get("api_call") or data.get("api_call", ""))
@@ -148,7 +171,8 @@ def import_apibench(api_file: Path, questions_file: Path, out: Path, eval_fracti
         if not question or gold is None:
             report.questions_without_gold += 1
             continue
-        items.append({"n": n, "question": question, "answer": output, "gold": gold, "identifier": str(q.get("api_call", ""))})
+        identifier = str(q.get("api_call", ""))
+        items.append({"n": n, "question": question, "answer": concise_answer(output, identifier), "gold": gold, "identifier": identifier})
 
     random.Random(seed).shuffle(items)
     n_eval = round(len(items) * eval_fraction)

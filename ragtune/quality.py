@@ -99,3 +99,79 @@ def validate_vectors(df: pd.DataFrame, dim: int) -> SuiteResult:
             gx.expectations.ExpectColumnValuesToBeUnique(column="chunk_id"),
         ],
     )
+
+
+# -- interactions and the RAFT dataset ------------------------------------------
+CURATED_COLUMNS = ["id", "ts", "user", "question", "answer", "gold_doc_ids", "source"]
+# Unambiguous secret and PII shapes, checked independently of the scrubber that should have removed them.
+PII_REGEXES = [
+    r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
+    r"\b\d{3}-\d{2}-\d{4}\b",
+    r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{16,}",
+    r"\b(?:sk-[A-Za-z0-9_\-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|hf_[A-Za-z0-9]{30,})",
+]
+
+
+def curated_frame(records: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(records, columns=CURATED_COLUMNS)
+
+
+def validate_curated_schema(df: pd.DataFrame) -> SuiteResult:
+    """The curated records have exactly the expected columns, unique ids, text, and a known source."""
+    import great_expectations as gx
+
+    return run_suite("curated_schema", df, [
+        gx.expectations.ExpectTableColumnsToMatchSet(column_set=CURATED_COLUMNS, exact_match=True),
+        gx.expectations.ExpectColumnValuesToBeUnique(column="id"),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="question"),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="answer"),
+        gx.expectations.ExpectColumnValueLengthsToBeBetween(column="question", min_value=1),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="source", value_set=["feedback", "correction"]),
+    ])
+
+
+def validate_no_pii(df: pd.DataFrame, columns: list[str]) -> SuiteResult:
+    """No text column matches a PII pattern, and Presidio finds nothing left in it."""
+    import great_expectations as gx
+
+    from ragtune.pii import find_pii
+
+    frame = df[columns].fillna("").astype(str).copy()
+    frame["pii_left"] = [sum(len(find_pii(row[c])) for c in columns) for _, row in frame.iterrows()]
+    expectations = [gx.expectations.ExpectColumnValuesToNotMatchRegexList(column=c, regex_list=PII_REGEXES)
+                    for c in columns]
+    expectations.append(gx.expectations.ExpectColumnValuesToBeBetween(column="pii_left", min_value=0, max_value=0))
+    return run_suite("no_pii_left", frame, expectations)
+
+
+def validate_not_empty(df: pd.DataFrame, name: str) -> SuiteResult:
+    import great_expectations as gx
+
+    return run_suite(name, df, [gx.expectations.ExpectTableRowCountToBeBetween(min_value=1)])
+
+
+def raft_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per example with what the checks need: text, answer JSON validity, gold/distractor overlap."""
+    from ragtune.prompting import parse_answer
+
+    return pd.DataFrame({
+        "id": [r["id"] for r in rows],
+        "question": [r["question"] for r in rows],
+        "prompt": [r["prompt"] for r in rows],
+        "completion": [r["completion"] for r in rows],
+        "target_valid": [parse_answer(r["target"]) is not None for r in rows],
+        "gold_in_distractors": [bool(set(r["gold_doc_ids"]) & set(r["distractor_doc_ids"])) for r in rows],
+    }, columns=["id", "question", "prompt", "completion", "target_valid", "gold_in_distractors"])
+
+
+def validate_raft(df: pd.DataFrame) -> SuiteResult:
+    """Examples exist, have a prompt and a completion, targets are valid answer JSON, gold is never a distractor."""
+    import great_expectations as gx
+
+    return run_suite("raft_dataset", df, [
+        gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
+        gx.expectations.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1),
+        gx.expectations.ExpectColumnValueLengthsToBeBetween(column="completion", min_value=1),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="target_valid", value_set=[True]),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="gold_in_distractors", value_set=[False]),
+    ])

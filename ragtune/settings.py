@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     table_name: str = Field("chunks")
     timezone: str = Field("UTC", description="Timezone of the schedules.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    interactions_url: str = Field("", description="SQLAlchemy URL of the interaction log; empty = sqlite in the data home.")
+    mlflow_tracking_uri: str = Field("", description="MLflow tracking and registry URI; empty = sqlite in the data home.")
+    registered_model: str = Field("ragtune-adapter", description="Registered model that holds every adapter version.")
+    base_model: str = Field("", description="Hugging Face id or local path; empty = bundled SmolLM2-135M-Instruct.")
 
     @property
     def home_dir(self) -> Path:
@@ -53,6 +57,27 @@ class Settings(BaseSettings):
     @property
     def index_history(self) -> Path:
         return self.home_dir / "index_history.jsonl"
+
+    @property
+    def interactions_db(self) -> str:
+        return self.interactions_url or f"sqlite:///{self.home_dir / 'interactions.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home_dir / "mlartifacts"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home_dir / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Curated snapshots and RAFT datasets, one folder per content hash."""
+        return self.home_dir / "datasets"
 
     def embedder_path(self) -> str:
         if self.embedder:

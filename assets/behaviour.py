@@ -1,0 +1,117 @@
+"""Group `behaviour`: curated interactions + the live index -> RAFT dataset -> LoRA adapter, and their checks."""
+
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from assets.interactions import check_result
+from assets.knowledge import chunk_index
+from pipelines.resources import EmbedderResource, LanceDBResource, MLflowResource
+from ragtune.datasets import read_jsonl
+from ragtune.quality import raft_frame, validate_no_pii, validate_raft
+from ragtune.registry import EXPERIMENT, code_version
+from ragtune.retriever import Retriever
+from ragtune.settings import REPO_ROOT
+from training.config import SftConfig
+from training.raft import RaftConfig
+
+GROUP = "behaviour"
+DEFAULT_RAFT = RaftConfig()
+DEFAULT_TRAINING = REPO_ROOT / "training" / "configs" / "default.yaml"
+
+
+class RaftDatasetConfig(dg.Config):
+    distractors: int = Field(DEFAULT_RAFT.distractors, description="Hard negatives per example: the retriever's best non-gold chunks.")
+    random_distractors: int = Field(DEFAULT_RAFT.random_distractors, description="Extra distractors drawn at random from the index.")
+    oracle_probability: float = Field(DEFAULT_RAFT.oracle_probability, description="P: share of examples whose context holds the gold chunk.")
+    validation_fraction: float = Field(DEFAULT_RAFT.validation_fraction, description="Share of examples held out for validation loss.")
+    seed: int = Field(DEFAULT_RAFT.seed, description="Seed of the sampler and the split.")
+    include_restricted: bool = Field(False, description="Also train on documents with an access list (off: weights cannot enforce ACLs).")
+
+
+class LoraAdapterConfig(dg.Config):
+    training_config: str = Field(str(DEFAULT_TRAINING), description="YAML of training hyper-parameters (training/config.py:SftConfig).")
+    max_steps: Optional[int] = Field(None, description="Override the YAML's max_steps (a short run).")
+
+
+@dg.asset(group_name=GROUP, deps=[chunk_index], description="RAFT examples: oracle chunks plus the retriever's hard negatives, rendered with the chat template.")
+def raft_dataset(curated_interactions: list[dict], config: RaftDatasetConfig, lancedb: LanceDBResource,
+                 embedder: EmbedderResource) -> dg.Output[dict]:
+    from transformers import AutoTokenizer
+
+    from training.base_model import resolve_base_model
+    from training.dataset_builder import build_dataset
+
+    s = lancedb.settings()
+    model = embedder.get()
+    store = lancedb.store(model.dim)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(s.base_model, s.models_dir))
+    raft = RaftConfig(**config.model_dump(exclude={"include_restricted"}))
+    built = build_dataset(curated_interactions, store, Retriever(store, model, s.rrf_k), tokenizer, raft,
+                          s.datasets_dir, config.include_restricted)
+    value = {**built.as_dict(), "curated_records": len(curated_interactions), "distractors": raft.distractors,
+             "oracle_probability": raft.oracle_probability}
+    return dg.Output(value, metadata={
+        "dataset_hash": built.digest, "train": built.train, "validation": built.validation,
+        "oracle_share": built.oracle_share, "oracle_probability": raft.oracle_probability, "distractors": raft.distractors,
+        "index_version": built.index_version, "skipped": dg.MetadataValue.json(built.skipped), "folder": str(built.folder),
+    })
+
+
+@dg.asset(group_name=GROUP, description="A LoRA adapter trained by `python -m training.sft` through Dagster Pipes, registered in MLflow.")
+def lora_adapter(context: dg.AssetExecutionContext, raft_dataset: dict, config: LoraAdapterConfig,
+                 mlflow: MLflowResource, pipes_subprocess: dg.PipesSubprocessClient) -> dg.Output[dict]:
+    s = mlflow.settings()
+    run_dir = s.home_dir / "runs" / context.run_id
+    sft = SftConfig.from_yaml(config.training_config, max_steps=config.max_steps)
+    sft.train_file = f"{raft_dataset['folder']}/train.jsonl"
+    sft.validation_file = f"{raft_dataset['folder']}/validation.jsonl"
+    sft.output_dir, sft.base_model, sft.models_dir = str(run_dir), s.base_model, str(s.models_dir)
+    sft.tracking_uri, sft.artifact_location, sft.experiment = mlflow.uri(), str(s.mlflow_artifacts), EXPERIMENT
+    sft.registered_model, sft.run_name = mlflow.model_name(), f"lora-{raft_dataset['digest']}"
+    sft.version_tags = {"dataset_hash": raft_dataset["digest"], "index_version": str(raft_dataset["index_version"]),
+                        "curated_records": str(raft_dataset["curated_records"]), "code_version": code_version(),
+                        "dagster_run_id": context.run_id}
+    sft.run_tags = {"dagster_run_id": context.run_id, "dataset_hash": raft_dataset["digest"]}
+    config_path = sft.to_yaml(run_dir / "sft.yaml")
+    invocation = pipes_subprocess.run(
+        context=context,
+        command=[sys.executable, "-m", "training.sft", "--config", str(config_path)],
+        env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    )
+    reported = {}
+    for result in invocation.get_results():
+        reported.update({k: v.value for k, v in (result.metadata or {}).items()})
+    summary = reported.get("summary")
+    if not summary:
+        raise RuntimeError("training finished without reporting a summary through Dagster Pipes")
+    value = {**summary, "dataset_hash": raft_dataset["digest"], "index_version": raft_dataset["index_version"]}
+    return dg.Output(value, metadata={
+        "mlflow_run_id": summary["run_id"], "model_version": summary["model_version"] or "",
+        "registered_model": mlflow.model_name(), "dataset_hash": raft_dataset["digest"],
+        **{k: float(v) for k, v in summary["metrics"].items()}, "training_config": str(config_path),
+    })
+
+
+@dg.asset_check(asset=raft_dataset, blocking=True, description="Great Expectations: examples exist, targets are valid answer JSON, gold never a distractor.")
+def raft_dataset_is_valid(raft_dataset: dict) -> dg.AssetCheckResult:
+    rows = [r for split in ("train", "validation") for r in read_jsonl_split(raft_dataset, split)]
+    return check_result(validate_raft(raft_frame(rows)))
+
+
+@dg.asset_check(asset=raft_dataset, blocking=True, description="Great Expectations: no PII pattern in what the model will be trained on.")
+def raft_dataset_has_no_pii(raft_dataset: dict) -> dg.AssetCheckResult:
+    rows = [r for split in ("train", "validation") for r in read_jsonl_split(raft_dataset, split)]
+    return check_result(validate_no_pii(raft_frame(rows), ["question", "completion"]))
+
+
+def read_jsonl_split(raft_dataset: dict, split: str) -> list[dict]:
+    return read_jsonl(Path(raft_dataset["folder"]) / f"{split}.jsonl")
+
+
+BEHAVIOUR_ASSETS = [raft_dataset, lora_adapter]
+BEHAVIOUR_CHECKS = [raft_dataset_is_valid, raft_dataset_has_no_pii]

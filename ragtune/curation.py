@@ -1,0 +1,136 @@
+"""Curation: from the raw interaction log to records fit to train on.
+
+    curate(records, forgotten_users, CurationPolicy()) -> Curated(records, report)
+
+Rules, in order: forgotten users out; keep a record only when a person approved
+it (feedback "up") or corrected it (the correction replaces the answer); drop
+empty, too short and too long ones; scrub personal data and secrets (Presidio);
+then remove exact and near-duplicate questions (datasketch MinHash LSH),
+keeping the newest. Pure: no Dagster, no database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from ragtune.pii import scrub
+
+
+@dataclass
+class CurationPolicy:
+    min_question_chars: int = 10
+    min_answer_chars: int = 20
+    max_question_chars: int = 2000
+    max_answer_chars: int = 2000
+    near_duplicate_threshold: float = 0.8  # estimated Jaccard similarity of question word 3-grams
+    minhash_permutations: int = 128
+    seed: int = 0
+
+
+@dataclass
+class CurationReport:
+    input: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)  # reason -> count
+    redactions: Counter = field(default_factory=Counter)  # PII kind -> count
+
+    def as_dict(self) -> dict:
+        return {"input": self.input, "kept": self.kept, "dropped": dict(self.dropped), "redactions": dict(self.redactions)}
+
+
+@dataclass
+class Curated:
+    records: list[dict]
+    report: CurationReport
+
+
+def normalise_question(text: str) -> str:
+    return " ".join(re.findall(r"\w+|<\w+>", text.lower()))
+
+
+def accepted_answer(record: dict) -> tuple[str | None, str]:
+    """(answer to train on, why) or (None, reason to drop)."""
+    correction = (record.get("correction") or "").strip()
+    if correction:
+        return correction, "correction"
+    if record.get("feedback") == "up":
+        return record.get("answer") or "", "feedback"
+    return None, "no_positive_feedback"
+
+
+def length_problem(question: str, answer: str, policy: CurationPolicy) -> str | None:
+    if not question.strip() or not answer.strip():
+        return "empty"
+    if len(question.strip()) < policy.min_question_chars or len(answer.strip()) < policy.min_answer_chars:
+        return "too_short"
+    if len(question) > policy.max_question_chars or len(answer) > policy.max_answer_chars:
+        return "too_long"
+    return None
+
+
+def gold_doc_ids(record: dict) -> list[str]:
+    return list(dict.fromkeys(c["doc_id"] for c in record.get("citations") or [] if c.get("doc_id")))
+
+
+def shingles(text: str, n: int = 3) -> set[str]:
+    words = normalise_question(text).split()
+    if len(words) < n:
+        return set(words)
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def deduplicate(records: list[dict], policy: CurationPolicy, report: CurationReport) -> list[dict]:
+    """Keep the newest of each group of exact or near-duplicate questions."""
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=policy.near_duplicate_threshold, num_perm=policy.minhash_permutations)
+    seen_exact: set[str] = set()
+    kept = []
+    for i, record in enumerate(sorted(records, key=lambda r: r["ts"], reverse=True)):
+        key = normalise_question(record["question"])
+        if key in seen_exact:
+            report.dropped["duplicate"] += 1
+            continue
+        minhash = MinHash(num_perm=policy.minhash_permutations, seed=policy.seed)
+        minhash.update_batch([s.encode("utf-8") for s in shingles(record["question"])])
+        if lsh.query(minhash):
+            report.dropped["near_duplicate"] += 1
+            continue
+        seen_exact.add(key)
+        lsh.insert(str(i), minhash)
+        kept.append(record)
+    return sorted(kept, key=lambda r: r["ts"])
+
+
+def curate(records: list[dict], forgotten: set[str], policy: CurationPolicy | None = None) -> Curated:
+    policy = policy or CurationPolicy()
+    report = CurationReport(input=len(records))
+    candidates = []
+    for record in records:
+        if record.get("user") in forgotten:
+            report.dropped["forgotten_user"] += 1
+            continue
+        answer, why = accepted_answer(record)
+        if answer is None:
+            report.dropped[why] += 1
+            continue
+        problem = length_problem(record.get("question") or "", answer, policy)
+        if problem:
+            report.dropped[problem] += 1
+            continue
+        question, found_q = scrub(record["question"])
+        answer, found_a = scrub(answer)
+        report.redactions.update(found_q + found_a)
+        candidates.append({
+            "id": record["id"], "ts": record["ts"], "user": record["user"],
+            "question": question, "answer": answer, "gold_doc_ids": gold_doc_ids(record), "source": why,
+        })
+    kept = deduplicate(candidates, policy, report)
+    report.kept = len(kept)
+    return Curated(records=kept, report=report)
+
+
+def policy_dict(policy: CurationPolicy) -> dict:
+    return asdict(policy)

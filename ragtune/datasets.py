@@ -1,0 +1,80 @@
+"""Curated snapshots and RAFT datasets on disk, and erasing a user from them.
+
+    $RAGTUNE_HOME/datasets/curated.jsonl           the latest curated interactions
+    $RAGTUNE_HOME/datasets/raft-<hash>/train.jsonl  one folder per RAFT dataset,
+                                     validation.jsonl  named by its content hash,
+                                     meta.json         which the registry tags record
+
+Files are written to a temporary name and renamed, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+CURATED_FILE = "curated.jsonl"
+RAFT_PREFIX = "raft-"
+SPLITS = ("train", "validation")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + f".{os.getpid()}.partial")
+    with partial.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    partial.replace(path)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def save_curated(datasets_dir: Path, records: list[dict]) -> Path:
+    return write_jsonl(datasets_dir / CURATED_FILE, records)
+
+
+def load_curated(datasets_dir: Path) -> list[dict]:
+    return read_jsonl(datasets_dir / CURATED_FILE)
+
+
+def raft_dir(datasets_dir: Path, digest: str) -> Path:
+    return datasets_dir / f"{RAFT_PREFIX}{digest}"
+
+
+def save_raft(datasets_dir: Path, digest: str, splits: dict[str, list[dict]], meta: dict) -> Path:
+    folder = raft_dir(datasets_dir, digest)
+    for name, rows in splits.items():
+        write_jsonl(folder / f"{name}.jsonl", rows)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def forget_user(datasets_dir: Path, user: str) -> dict:
+    """Remove `user`'s rows from the curated snapshot and every RAFT dataset.
+
+    Returns {"curated_removed": n, "datasets": {hash: rows removed}}: the hashes
+    name the datasets (and so the adapter versions) that held the user's data.
+    """
+    curated = load_curated(datasets_dir)
+    kept = [r for r in curated if r.get("user") != user]
+    if len(kept) != len(curated):
+        save_curated(datasets_dir, kept)
+    touched: dict[str, int] = {}
+    for folder in sorted(datasets_dir.glob(f"{RAFT_PREFIX}*")):
+        removed = 0
+        for split in SPLITS:
+            rows = read_jsonl(folder / f"{split}.jsonl")
+            left = [r for r in rows if r.get("user") != user]
+            if len(left) != len(rows):
+                write_jsonl(folder / f"{split}.jsonl", left)
+                removed += len(rows) - len(left)
+        if removed:
+            touched[folder.name.removeprefix(RAFT_PREFIX)] = removed
+    return {"curated_removed": len(curated) - len(kept), "datasets": touched}

@@ -1,0 +1,250 @@
+"""The interaction log: every question asked, every answer given, and the feedback on it.
+
+Stored in a SQL database through SQLAlchemy: by default one sqlite file in the
+data home (`RAGTUNE_INTERACTIONS_URL` points it at PostgreSQL or any server
+database instead). sqlite in WAL mode lets many processes append at once: each
+write is one short transaction, and writers queue on the database lock (with a
+busy timeout) instead of failing, so nothing is lost or written twice.
+
+The log is append-only: interactions are inserted once (a repeated id is
+ignored), feedback is a separate stream of events whose newest entry wins.
+The one exception is `forget(user)`, which deletes, because erasure is the point.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+FEEDBACK_VALUES = ("up", "down")
+UPSERT_DIALECTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # insert-or-ignore by id
+RECORD_FIELDS = (
+    "id", "ts", "user", "question", "answer", "citations",
+    "model_version", "index_version", "latency_ms", "feedback", "correction",
+)
+
+metadata = sa.MetaData()
+interactions = sa.Table(
+    "interactions", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("ts", sa.String(40), nullable=False),
+    sa.Column("user", sa.String(200), nullable=False, index=True),
+    sa.Column("question", sa.Text, nullable=False),
+    sa.Column("answer", sa.Text, nullable=False),
+    sa.Column("citations", sa.Text, nullable=False),  # JSON list of {doc_id, chunk_id}
+    sa.Column("model_version", sa.String(64)),
+    sa.Column("index_version", sa.String(64)),
+    sa.Column("latency_ms", sa.Float),
+)
+feedback_events = sa.Table(
+    "feedback", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("interaction_id", sa.String(64), nullable=False, index=True),
+    sa.Column("rating", sa.String(8)),
+    sa.Column("correction", sa.Text),
+    sa.Column("ts", sa.String(40), nullable=False),
+)
+forgotten_users = sa.Table(
+    "forgotten_users", metadata,
+    sa.Column("user", sa.String(200), primary_key=True),
+    sa.Column("ts", sa.String(40), nullable=False),
+)
+
+
+class RecordError(ValueError):
+    """An interaction record that does not fit the format in DESIGN.md."""
+
+
+@dataclass
+class ImportReport:
+    read: int = 0
+    added: int = 0
+    already_present: int = 0
+    bad_lines: list[dict] = field(default_factory=list)  # {line, reason}
+
+    def as_dict(self) -> dict:
+        return {"read": self.read, "added": self.added, "already_present": self.already_present, "bad_lines": self.bad_lines}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def normalise_record(raw: dict) -> dict:
+    """Validate one interaction record and fill the optional fields; raises RecordError."""
+    if not isinstance(raw, dict):
+        raise RecordError("a record must be a JSON object")
+    for name in ("question", "answer"):
+        if not isinstance(raw.get(name), str):
+            raise RecordError(f"field {name!r} must be a string")
+    feedback = raw.get("feedback")
+    if feedback not in (None, *FEEDBACK_VALUES):
+        raise RecordError(f"feedback must be 'up', 'down' or null, not {feedback!r}")
+    citations = raw.get("citations") or []
+    if not isinstance(citations, list) or not all(isinstance(c, dict) and c.get("doc_id") for c in citations):
+        raise RecordError("citations must be a list of objects with a doc_id")
+    latency = raw.get("latency_ms")
+    if latency is not None and not isinstance(latency, (int, float)):
+        raise RecordError("latency_ms must be a number or null")
+    correction = raw.get("correction")
+    if correction is not None and not isinstance(correction, str):
+        raise RecordError("correction must be a string or null")
+    return {
+        "id": str(raw.get("id") or uuid.uuid4().hex),
+        "ts": str(raw.get("ts") or now_iso()),
+        "user": str(raw.get("user") or "anonymous"),
+        "question": raw["question"],
+        "answer": raw["answer"],
+        "citations": [{"doc_id": str(c["doc_id"]), "chunk_id": c.get("chunk_id")} for c in citations],
+        "model_version": None if raw.get("model_version") is None else str(raw["model_version"]),
+        "index_version": None if raw.get("index_version") is None else str(raw["index_version"]),
+        "latency_ms": None if latency is None else float(latency),
+        "feedback": feedback,
+        "correction": correction,
+    }
+
+
+def make_engine(url: str) -> sa.Engine:
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+    @sa.event.listens_for(engine, "connect")
+    def _wal(dbapi_connection, _record):  # WAL: readers never block the writer, writers queue
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    return engine
+
+
+class InteractionLog:
+    """Append interactions and feedback; read them back with the newest feedback applied."""
+
+    def __init__(self, url: str):
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.engine = make_engine(url)
+        metadata.create_all(self.engine)
+
+    # -- writes ------------------------------------------------------------
+    def append(self, record: dict) -> tuple[str, bool]:
+        """Insert one record (validated); returns (id, added). A known id is left as it was."""
+        record = normalise_record(record)
+        return record["id"], bool(self.extend([record]))
+
+    def extend(self, records: list[dict]) -> int:
+        """Insert many already-normalised records in one transaction; returns how many were new."""
+        added = 0
+        with self.engine.begin() as conn:
+            for record in records:
+                row, feedback = self._row(record)
+                if self._insert(conn, row):  # a repeated id keeps the record and feedback it has
+                    added += 1
+                    if feedback:
+                        conn.execute(feedback_events.insert(), [feedback])
+        return added
+
+    def import_jsonl(self, path: Path) -> ImportReport:
+        """Import a JSONL file; malformed lines are skipped and reported with their reason."""
+        report, good = ImportReport(), []
+        with Path(path).open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                report.read += 1
+                try:
+                    good.append(normalise_record(json.loads(line)))
+                except (json.JSONDecodeError, RecordError) as e:
+                    report.bad_lines.append({"line": n, "reason": str(e)})
+        known = self.known_ids([r["id"] for r in good])
+        fresh = [r for r in good if r["id"] not in known]
+        report.added = self.extend(fresh)
+        report.already_present = len(good) - report.added
+        return report
+
+    def add_feedback(self, interaction_id: str, rating: str | None, correction: str | None = None) -> None:
+        if rating not in (None, *FEEDBACK_VALUES):
+            raise RecordError(f"rating must be 'up' or 'down', not {rating!r}")
+        with self.engine.begin() as conn:
+            found = conn.execute(sa.select(interactions.c.id).where(interactions.c.id == interaction_id)).first()
+            if found is None:
+                raise KeyError(f"no interaction with id {interaction_id!r}")
+            conn.execute(feedback_events.insert(), [{"interaction_id": interaction_id, "rating": rating, "correction": correction, "ts": now_iso()}])
+
+    def forget(self, user: str) -> int:
+        """Delete every record of `user` and remember the user, so a later import cannot bring them back."""
+        with self.engine.begin() as conn:
+            ids = sa.select(interactions.c.id).where(interactions.c.user == user)
+            conn.execute(feedback_events.delete().where(feedback_events.c.interaction_id.in_(ids)))
+            removed = conn.execute(interactions.delete().where(interactions.c.user == user)).rowcount
+            if conn.execute(sa.select(forgotten_users.c.user).where(forgotten_users.c.user == user)).first() is None:
+                conn.execute(forgotten_users.insert(), [{"user": user, "ts": now_iso()}])
+        return removed
+
+    # -- reads -------------------------------------------------------------
+    def records(self, limit: int | None = None, newest_first: bool = False) -> list[dict]:
+        order = interactions.c.seq.desc() if newest_first else interactions.c.seq
+        query = sa.select(interactions).order_by(order).limit(limit)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+            latest = self._latest_feedback(conn, [r["id"] for r in rows])
+        return [self._as_record(r, latest.get(r["id"])) for r in rows]
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(interactions)).scalar_one()
+
+    def known_ids(self, ids: list[str]) -> set[str]:
+        known: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                batch = ids[start:start + 500]
+                known.update(conn.execute(sa.select(interactions.c.id).where(interactions.c.id.in_(batch))).scalars())
+        return known
+
+    def forgotten(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(forgotten_users.c.user)).scalars())
+
+    # -- helpers -----------------------------------------------------------
+    @staticmethod
+    def _row(r: dict) -> tuple[dict, dict | None]:
+        row = {k: (json.dumps(r["citations"]) if k == "citations" else r[k]) for k in RECORD_FIELDS if k not in ("feedback", "correction")}
+        if r.get("feedback") is None and r.get("correction") is None:
+            return row, None
+        return row, {"interaction_id": r["id"], "rating": r.get("feedback"), "correction": r.get("correction"), "ts": r["ts"]}
+
+    @staticmethod
+    def _insert(conn, row: dict) -> int:
+        insert = UPSERT_DIALECTS.get(conn.dialect.name)
+        if insert is None:  # other servers: callers filter known ids first (import_jsonl does)
+            return conn.execute(interactions.insert(), [row]).rowcount
+        return conn.execute(insert(interactions).on_conflict_do_nothing(index_elements=["id"]), [row]).rowcount
+
+    @staticmethod
+    def _latest_feedback(conn, ids: list[str]) -> dict[str, dict]:
+        latest: dict[str, dict] = {}
+        for start in range(0, len(ids), 500):
+            query = (sa.select(feedback_events).where(feedback_events.c.interaction_id.in_(ids[start:start + 500]))
+                     .order_by(feedback_events.c.seq))
+            for row in conn.execute(query):
+                latest[row.interaction_id] = {"feedback": row.rating, "correction": row.correction}
+        return latest
+
+    @staticmethod
+    def _as_record(row: dict, feedback: dict | None) -> dict:
+        record = {k: row[k] for k in RECORD_FIELDS if k in row}
+        record["citations"] = json.loads(row["citations"])
+        record.update(feedback or {"feedback": None, "correction": None})
+        return record

@@ -1,0 +1,89 @@
+"""Find and scrub personal data and secrets with Microsoft Presidio's recognizers.
+
+Presidio's pattern and validation recognizers (e-mail, phone via the
+`phonenumbers` library, Luhn-checked payment cards, US SSNs, IPv4/IPv6, IBANs
+with their checksum) run directly, without the spaCy NER engine: structured
+identifiers do not need a language model, and no model has to be downloaded.
+API keys and bearer tokens are two more Presidio `PatternRecognizer`s defined
+here. Each finding is replaced by a typed placeholder such as `<EMAIL_ADDRESS>`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+# tldextract (used by Presidio's e-mail recognizer) would fetch the public suffix list from
+# the internet; an empty URL list makes it use the snapshot it ships with.
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+KINDS = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "IBAN_CODE", "API_KEY", "BEARER_TOKEN")
+MIN_SCORE = 0.4  # Presidio's "medium" patterns and up; the very weak ones (any 9 digits) are noise without context
+
+API_KEY_PATTERNS = [
+    ("openai/stripe style", r"\b(?:sk|rk|pk)-(?:proj-|live-|test-)?[A-Za-z0-9_\-]{20,}"),
+    ("aws access key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    ("github token", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
+    ("hugging face token", r"\bhf_[A-Za-z0-9]{30,}\b"),
+    ("slack token", r"\bxox[abprs]-[A-Za-z0-9\-]{10,}"),
+    ("google api key", r"\bAIza[0-9A-Za-z_\-]{35}\b"),
+    ("assigned secret", r"(?i)(?<=\b(?:api[_-]?key|secret[_-]?key|access[_-]?token|client[_-]?secret)[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9_\-\.]{16,}"),
+]
+BEARER_PATTERNS = [
+    ("authorization bearer", r"(?i)(?<=\bbearer\s+)[A-Za-z0-9\-\._~\+/]{16,}=*"),
+    ("json web token", r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
+]
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    start: int
+    end: int
+    score: float
+
+
+def placeholder(kind: str) -> str:
+    return f"<{kind}>"
+
+
+@lru_cache(maxsize=1)
+def recognizers() -> tuple:
+    from presidio_analyzer import Pattern, PatternRecognizer
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer, EmailRecognizer, IbanRecognizer, IpRecognizer, PhoneRecognizer, UsSsnRecognizer,
+    )
+
+    def custom(kind: str, patterns: list[tuple[str, str]]) -> PatternRecognizer:
+        return PatternRecognizer(supported_entity=kind, patterns=[Pattern(name, regex, 0.9) for name, regex in patterns])
+
+    return (
+        EmailRecognizer(), PhoneRecognizer(), CreditCardRecognizer(), UsSsnRecognizer(), IpRecognizer(), IbanRecognizer(),
+        custom("API_KEY", API_KEY_PATTERNS), custom("BEARER_TOKEN", BEARER_PATTERNS),
+    )
+
+
+def find_pii(text: str) -> list[Finding]:
+    """Non-overlapping findings, best first where two overlap (higher score, then longer span)."""
+    found = []
+    for recognizer in recognizers():
+        for r in recognizer.analyze(text, recognizer.supported_entities, None):
+            if r.score >= MIN_SCORE and r.entity_type in KINDS:
+                found.append(Finding(r.entity_type, r.start, r.end, r.score))
+    kept: list[Finding] = []
+    for f in sorted(found, key=lambda f: (-f.score, -(f.end - f.start), f.start)):
+        if all(f.end <= k.start or f.start >= k.end for k in kept):
+            kept.append(f)
+    return sorted(kept, key=lambda f: f.start)
+
+
+def scrub(text: str) -> tuple[str, Counter]:
+    """`text` with every finding replaced by its placeholder, and how many of each kind."""
+    if not text:
+        return text, Counter()
+    findings = find_pii(text)
+    for f in reversed(findings):
+        text = text[: f.start] + placeholder(f.kind) + text[f.end :]
+    return text, Counter(f.kind for f in findings)

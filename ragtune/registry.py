@@ -1,0 +1,108 @@
+"""The MLflow registry for adapters: one registered model, versions, tags and aliases.
+
+Consumers load `models:/NAME@champion`. The aliases live here and nowhere else.
+Versions are never deleted; every move is recorded as tags.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous_champion"
+ALIASES = (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)
+EXPERIMENT = "ragtune-adapter"
+NEEDS_RETRAIN = "needs_retrain"  # tag set when a version was trained on data that has since been erased
+
+
+def code_version() -> str:
+    """The git commit of the code that trained a version (plus "+dirty"), or the package version."""
+    import subprocess
+
+    from ragtune.settings import REPO_ROOT
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        from importlib.metadata import version
+
+        return f"ragtune {version('ragtune')}"
+
+
+def client(tracking_uri: str):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: Path | None) -> str:
+    """The experiment's id, creating it with artifacts in the data home (not ./mlruns of the cwd)."""
+    c = client(tracking_uri)
+    found = c.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = artifact_location.resolve().as_uri() if artifact_location else None
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it first; its id is what we want
+        found = c.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def register_adapter(tracking_uri: str, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> str:
+    """A new version of `name` whose source is the adapter folder logged by `run_id`."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking_uri)
+    try:
+        c.create_registered_model(name, description="LoRA adapters trained by ragtune (RAFT on curated interactions).")
+    except MlflowException as e:
+        if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
+            raise
+    source = f"{c.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    version = c.create_model_version(name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+    return str(version.version)
+
+
+def list_versions(tracking_uri: str, name: str) -> list[dict]:
+    """Every version, newest first, with its aliases and tags; [] when nothing is registered yet."""
+    c = client(tracking_uri)
+    try:
+        model = c.get_registered_model(name)
+    except Exception:
+        return []
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    versions = c.search_model_versions(f"name = '{name}'")
+    rows = [{
+        "version": str(v.version),
+        "run_id": v.run_id,
+        "created": datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds"),
+        "aliases": sorted(aliases.get(str(v.version), [])),
+        "source": v.source,
+        "tags": dict(v.tags or {}),
+    } for v in versions]
+    return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+
+
+def mark_needs_retrain(tracking_uri: str, name: str, dataset_hashes: set[str], reason: str) -> list[str]:
+    """Tag every version trained on one of `dataset_hashes`; returns the versions tagged."""
+    c = client(tracking_uri)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tagged = []
+    for row in list_versions(tracking_uri, name):
+        if row["tags"].get("dataset_hash") in dataset_hashes:
+            c.set_model_version_tag(name, row["version"], NEEDS_RETRAIN, "true")
+            c.set_model_version_tag(name, row["version"], "needs_retrain_reason", f"{now} {reason}")
+            tagged.append(row["version"])
+    return tagged

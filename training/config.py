@@ -1,0 +1,62 @@
+"""Training hyper-parameters: one dataclass, loadable from YAML (training/configs/*.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class SftConfig:
+    train_file: str = ""
+    validation_file: str = ""
+    output_dir: str = ".ragtune/runs/adapter"
+    base_model: str = ""  # Hugging Face id or local path; "" = the bundled SmolLM2-135M-Instruct
+    models_dir: str = ".ragtune/models"  # where the bundled base model is converted once
+    # LoRA
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # optimisation
+    learning_rate: float = 2e-4
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: int = 0
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 wins over epochs
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    max_length: int = 1024
+    # padding-free needs a flash-attention kernel (GPU); on CPU, batches grouped by length waste little padding
+    padding_free: bool = False
+    packing: bool = False
+    group_by_length: bool = True
+    gradient_checkpointing: bool = False
+    eval_at_end: bool = True
+    seed: int = 0
+    # tracking
+    tracking_uri: str = "sqlite:///.ragtune/mlflow.db"
+    artifact_location: str = ".ragtune/mlartifacts"
+    experiment: str = "ragtune-adapter"
+    run_name: str = ""
+    registered_model: str = ""  # "" = log only, do not register
+    version_tags: dict[str, str] = field(default_factory=dict)
+    run_tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> "SftConfig":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown training settings {', '.join(unknown)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+    def to_yaml(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(asdict(self), sort_keys=False))
+        return path

@@ -1,0 +1,66 @@
+"""Turn curated interactions into a RAFT dataset on disk, using the live index.
+
+The glue between the pure sampler (`training.raft`), the production retriever
+(hard negatives), the base model's chat template and the dataset folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ragtune.datasets import save_raft
+from ragtune.prompting import render_example
+from ragtune.retriever import Retriever
+from ragtune.store import ChunkStore
+from training.raft import RaftConfig, build_raft_examples, dataset_hash, split_examples
+
+CHUNK_COLUMNS = ["doc_id", "chunk_id", "title", "text", "position", "public"]
+
+
+@dataclass
+class RaftDataset:
+    folder: Path
+    digest: str
+    train: int
+    validation: int
+    oracle_share: float
+    skipped: dict
+    index_version: int
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "folder": str(self.folder)}
+
+
+def chunks_by_doc(store: ChunkStore, public_only: bool) -> dict[str, list[dict]]:
+    rows = store.read_columns(CHUNK_COLUMNS).to_pylist()
+    grouped: dict[str, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: (r["doc_id"], r["position"])):
+        if row["public"] or not public_only:
+            grouped.setdefault(row["doc_id"], []).append(row)
+    return grouped
+
+
+def build_dataset(records: list[dict], store: ChunkStore, retriever: Retriever, tokenizer, config: RaftConfig,
+                  datasets_dir: Path, include_restricted: bool = False) -> RaftDataset:
+    """Sample, render with the chat template, split, hash and save; returns where and what."""
+    if not store.exists() or store.count() == 0:
+        raise RuntimeError("the index is empty: run `ragtune refresh` before building a RAFT dataset")
+    # Restricted documents stay out unless asked for: weights cannot enforce an access list.
+    groups = None if include_restricted else []
+
+    def rank(question: str, n: int) -> list[dict]:
+        return [hit.as_dict() for hit in retriever.search(question, k=n, groups=groups)]
+
+    result = build_raft_examples(records, rank, chunks_by_doc(store, public_only=not include_restricted), config)
+    for example in result.examples:
+        example.update(render_example(tokenizer, example["question"], example["documents"], example["target"]))
+    train, validation = split_examples(result.examples, config.validation_fraction, config.seed)
+    digest = dataset_hash(train, validation, config)
+    index_version = store.version()
+    meta = {"hash": digest, "config": asdict(config), "train": len(train), "validation": len(validation),
+            "oracle_share": round(result.oracle_share, 4), "skipped": dict(result.skipped), "index_version": index_version,
+            "include_restricted": include_restricted}
+    folder = save_raft(datasets_dir, digest, {"train": train, "validation": validation}, meta)
+    return RaftDataset(folder=folder, digest=digest, train=len(train), validation=len(validation),
+                       oracle_share=round(result.oracle_share, 4), skipped=dict(result.skipped), index_version=index_version)

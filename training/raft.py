@@ -1,0 +1,131 @@
+"""RAFT training examples drawn from the live index.
+
+For each curated question with gold documents: the oracle chunk(s) of the gold
+documents plus the k chunks the production retriever ranks highest among the
+non-gold ones (hard negatives: what the model will really see beside the
+answer), optionally a few random chunks. With probability P the oracle is kept;
+otherwise the context holds distractors only and the target says the documents
+do not cover the question. Documents are shuffled. Deterministic for a seed:
+each record draws from its own generator (seed, record id), so adding records
+does not change the examples already drawn.
+
+Reference: Zhang et al., "RAFT: Adapting Language Model to Domain Specific RAG" (2024).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from ragtune.prompting import NOT_COVERED, answer_json
+
+# (question, n) -> ranked chunks [{doc_id, chunk_id, title, text}], best first
+Ranker = Callable[[str, int], list[dict]]
+
+
+@dataclass
+class RaftConfig:
+    distractors: int = 3  # hard negatives per example
+    random_distractors: int = 0  # extra chunks drawn at random from the index
+    oracle_probability: float = 0.8  # P: share of examples whose context holds the gold chunk
+    oracle_chunks: int = 1  # gold chunks per gold document (the best-ranked ones)
+    candidates: int = 30  # retrieved per question to choose hard negatives from
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.oracle_probability <= 1.0:
+            raise ValueError(f"oracle_probability must be within [0, 1], got {self.oracle_probability}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be within [0, 1), got {self.validation_fraction}")
+
+
+@dataclass
+class RaftResult:
+    examples: list[dict]
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+
+    @property
+    def oracle_share(self) -> float:
+        return sum(e["oracle_kept"] for e in self.examples) / len(self.examples) if self.examples else 0.0
+
+
+def record_rng(seed: int, record_id: str) -> random.Random:
+    return random.Random(int(hashlib.sha256(f"{seed}:{record_id}".encode()).hexdigest()[:16], 16))
+
+
+def pick_oracles(gold_chunks: list[dict], ranked: list[dict], per_doc: int) -> list[dict]:
+    """The gold chunks the retriever ranks highest, per gold document; unranked ones in document order."""
+    rank = {c["chunk_id"]: i for i, c in enumerate(ranked)}
+    by_doc: dict[str, list[dict]] = {}
+    for chunk in gold_chunks:
+        by_doc.setdefault(chunk["doc_id"], []).append(chunk)
+    oracles = []
+    for chunks in by_doc.values():
+        chunks = sorted(chunks, key=lambda c: (rank.get(c["chunk_id"], len(ranked)), c.get("position", 0)))
+        oracles.extend(chunks[:per_doc])
+    return oracles
+
+
+def sample_example(record: dict, gold_chunks: list[dict], ranked: list[dict], pool: list[dict], config: RaftConfig) -> dict:
+    """One RAFT example for a curated record (see the module docstring)."""
+    rng = record_rng(config.seed, record["id"])
+    gold = set(record["gold_doc_ids"])
+    hard = [c for c in ranked if c["doc_id"] not in gold][: config.distractors]
+    chosen = {c["chunk_id"] for c in hard}
+    spare = [c for c in pool if c["doc_id"] not in gold and c["chunk_id"] not in chosen]
+    extra = rng.sample(spare, min(config.random_distractors, len(spare)))
+    keep_oracle = rng.random() < config.oracle_probability
+    documents = hard + extra + (pick_oracles(gold_chunks, ranked, config.oracle_chunks) if keep_oracle else [])
+    rng.shuffle(documents)
+    documents = [{k: c[k] for k in ("doc_id", "chunk_id", "title", "text")} for c in documents]
+    if keep_oracle:
+        target = answer_json(record["answer"], [d for d in record["gold_doc_ids"] if d in {c["doc_id"] for c in gold_chunks}])
+    else:
+        target = answer_json(NOT_COVERED, [])
+    return {
+        "id": record["id"], "user": record["user"], "question": record["question"], "documents": documents,
+        "oracle_kept": keep_oracle, "gold_doc_ids": record["gold_doc_ids"],
+        "distractor_doc_ids": [c["doc_id"] for c in hard + extra], "target": target,
+    }
+
+
+def build_raft_examples(records: list[dict], rank: Ranker, chunks_by_doc: dict[str, list[dict]], config: RaftConfig) -> RaftResult:
+    """Examples for every curated record that has gold documents present in the index."""
+    result = RaftResult(examples=[])
+    pool = [c for chunks in chunks_by_doc.values() for c in chunks] if config.random_distractors else []
+    for record in records:
+        if not record.get("gold_doc_ids"):
+            result.skipped["no_gold_documents"] += 1
+            continue
+        gold_chunks = [c for d in record["gold_doc_ids"] for c in chunks_by_doc.get(d, [])]
+        if not gold_chunks:
+            result.skipped["gold_not_in_index"] += 1
+            continue
+        ranked = rank(record["question"], config.candidates)
+        result.examples.append(sample_example(record, gold_chunks, ranked, pool, config))
+    return result
+
+
+def split_examples(examples: list[dict], validation_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Stable split by a hash of the record id, so a record stays on its side as data grows."""
+    train, validation = [], []
+    for example in examples:
+        u = int(hashlib.sha256(f"split:{seed}:{example['id']}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (validation if u < validation_fraction else train).append(example)
+    if not train and validation:  # tiny sets: never leave training empty
+        train.append(validation.pop())
+    return train, validation
+
+
+def dataset_hash(train: list[dict], validation: list[dict], config: RaftConfig) -> str:
+    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    for split in (train, validation):
+        for example in split:
+            digest.update(json.dumps(example, sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\x1e")
+    return digest.hexdigest()[:16]

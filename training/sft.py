@@ -1,0 +1,188 @@
+"""LoRA supervised fine-tuning with TRL, tracked in MLflow. Runs on its own:
+
+    python -m training.sft --config training/configs/default.yaml --train-file DIR/train.jsonl
+
+Reads a RAFT dataset (jsonl rows with `prompt` and `completion`, as written by
+the `raft_dataset` asset), trains a PEFT LoRA on the base model with the loss on
+the completion only, and logs parameters, per-step loss, non-padding tokens per
+second and the adapter to MLflow. Saves the adapter only, and registers it as a
+new version when `registered_model` is set. Launched by the `lora_adapter`
+asset through Dagster Pipes (a local subprocess by default; the same command on
+a GPU node), in which case the run id and metrics go back to Dagster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from training.config import SftConfig
+
+log = logging.getLogger("training.sft")
+
+
+def load_split(path: str):
+    from datasets import load_dataset
+
+    return load_dataset("json", data_files=path, split="train").select_columns(["prompt", "completion"])
+
+
+class StepMetrics(TrainerCallback):
+    """Per-step loss and non-padding tokens/s to the active MLflow run."""
+
+    def __init__(self):
+        self.last_time, self.last_tokens = None, 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.last_time is None:
+            self.last_time, self.last_tokens = time.perf_counter(), state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import mlflow
+
+        now = time.perf_counter()
+        rate = (state.num_input_tokens_seen - self.last_tokens) / max(now - self.last_time, 1e-9)
+        mlflow.log_metric("tokens_per_second", rate, step=state.global_step)
+        self.last_time, self.last_tokens = now, state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        import mlflow
+
+        numeric = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float)) and k != "epoch"}
+        if numeric:
+            mlflow.log_metrics(numeric, step=state.global_step)
+
+
+def training_arguments(config: SftConfig, has_validation: bool):
+    import torch
+    from trl import SFTConfig
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return SFTConfig(
+        output_dir=config.output_dir,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_steps,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_checkpointing=config.gradient_checkpointing,
+        max_length=config.max_length,
+        padding_free=config.padding_free,
+        packing=config.packing,
+        completion_only_loss=True,
+        train_sampling_strategy="group_by_length" if config.group_by_length and config.per_device_train_batch_size > 1 else "random",
+        include_num_input_tokens_seen="non_padding",
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=bf16,
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+        disable_tqdm=False,
+    )
+
+
+def train(config: SftConfig) -> dict:
+    """Train, log and (optionally) register; returns a summary (run id, version, metrics)."""
+    import mlflow
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    from ragtune.registry import ensure_experiment, register_adapter
+    from training.base_model import base_model_label, resolve_base_model
+
+    if not config.train_file or not Path(config.train_file).is_file():
+        raise FileNotFoundError(f"training file not found: {config.train_file!r}")
+    base = resolve_base_model(config.base_model, Path(config.models_dir))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    train_set = load_split(config.train_file)
+    has_validation = bool(config.validation_file) and Path(config.validation_file).is_file() and Path(config.validation_file).stat().st_size > 0
+    eval_set = load_split(config.validation_file) if has_validation else None
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+
+    experiment_id = ensure_experiment(config.tracking_uri, config.experiment, Path(config.artifact_location))
+    with mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name or None, tags=config.run_tags) as run:
+        mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in asdict(config).items()
+                           if k not in ("version_tags", "run_tags")})
+        mlflow.log_params({"base_model_resolved": base_model_label(config.base_model), "train_examples": len(train_set),
+                           "validation_examples": len(eval_set) if eval_set is not None else 0})
+        step_metrics = StepMetrics()
+        trainer = SFTTrainer(model=model, args=training_arguments(config, has_validation), train_dataset=train_set,
+                             eval_dataset=eval_set, processing_class=tokenizer, peft_config=lora, callbacks=[step_metrics])
+        started = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - started
+        metrics = {
+            "train_loss": float(result.training_loss),
+            "train_seconds": seconds,
+            "train_tokens": float(trainer.state.num_input_tokens_seen),
+            "tokens_per_second": trainer.state.num_input_tokens_seen / max(seconds, 1e-9),
+            "steps": float(trainer.state.global_step),
+        }
+        if eval_set is not None and config.eval_at_end:
+            metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
+        if not all(math.isfinite(v) for v in metrics.values()):
+            raise FloatingPointError(f"training produced a non-finite metric: {metrics}")
+        mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+
+        adapter_dir = Path(config.output_dir) / "adapter"
+        trainer.model.save_pretrained(adapter_dir)  # a PeftModel saves the LoRA weights only
+        mlflow.log_artifacts(str(adapter_dir), artifact_path="adapter")
+        version = None
+        if config.registered_model:
+            tags = {"base_model": base_model_label(config.base_model), **config.version_tags,
+                    "train_loss": f"{metrics['train_loss']:.4f}"}
+            version = register_adapter(config.tracking_uri, config.registered_model, run.info.run_id, "adapter", tags)
+    return {"run_id": run.info.run_id, "model_version": version, "adapter_dir": str(adapter_dir),
+            "adapter_uri": f"runs:/{run.info.run_id}/adapter", "metrics": metrics}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.sft", description="Train a LoRA adapter with TRL on a RAFT dataset.")
+    parser.add_argument("--config", required=True, help="YAML file of SftConfig fields (see training/configs/default.yaml)")
+    parser.add_argument("--train-file", help="overrides train_file")
+    parser.add_argument("--validation-file", help="overrides validation_file")
+    parser.add_argument("--output-dir", help="overrides output_dir")
+    parser.add_argument("--max-steps", type=int, help="overrides max_steps")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = SftConfig.from_yaml(args.config, train_file=args.train_file, validation_file=args.validation_file,
+                                 output_dir=args.output_dir, max_steps=args.max_steps)
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:  # standalone: print the summary
+        print(json.dumps(train(config)))
+        return 0
+    with open_dagster_pipes() as pipes:  # launched by the lora_adapter asset
+        pipes.log.info(f"training {config.base_model or 'the bundled base model'} on {config.train_file}")
+        summary = train(config)
+        pipes.report_asset_materialization(metadata={
+            "summary": {"raw_value": summary, "type": "json"},
+            "mlflow_run_id": summary["run_id"],
+            "model_version": summary["model_version"] or "",
+            **{k: {"raw_value": v, "type": "float"} for k, v in summary["metrics"].items()},
+        })
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
