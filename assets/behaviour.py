@@ -103,10 +103,10 @@ def raft_dataset_is_valid(raft_dataset: dict) -> dg.AssetCheckResult:
     return check_result(validate_raft(raft_frame(rows)))
 
 
-@dg.asset_check(asset=raft_dataset, blocking=True, description="Great Expectations: no PII pattern in what the model will be trained on.")
+@dg.asset_check(asset=raft_dataset, blocking=True, description="Great Expectations: no PII pattern in the questions and answers the model will be trained on.")
 def raft_dataset_has_no_pii(raft_dataset: dict) -> dg.AssetCheckResult:
     rows = [r for split in ("train", "validation") for r in read_jsonl_split(raft_dataset, split)]
-    return check_result(validate_no_pii(raft_frame(rows), ["question", "completion"]))
+    return check_result(validate_no_pii(raft_frame(rows), ["question", "answer"]))
 
 
 def read_jsonl_split(raft_dataset: dict, split: str) -> list[dict]:

@@ -150,8 +150,9 @@ class status_spinner:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ragtune",
-        description="Keep a hybrid LLM system fresh: a nightly-refreshed document index (LanceDB) "
-        "orchestrated by Dagster. Data lives in RAGTUNE_HOME (default ./.ragtune).",
+        description="Keep a hybrid LLM system fresh: a nightly-refreshed document index (LanceDB) and a LoRA "
+        "adapter trained on curated interactions (TRL, MLflow), orchestrated by Dagster. "
+        "Data lives in RAGTUNE_HOME (default ./.ragtune).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -195,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     h = with_json(index_sub.add_parser("history", help="refreshes and rollbacks, newest last"))
     h.add_argument("--limit", type=int, default=20)
     p.set_defaults(index_command="status")
+
+    from ragtune.behaviour_commands import add_commands
+
+    add_commands(command, with_json)
 
     p = command("ui", cmd_ui, "Start the Dagster UI and daemon (schedules) on the ragtune instance.")
     p.add_argument("--host", default="127.0.0.1")

@@ -21,6 +21,7 @@ class JobOutcome:
     success: bool
     run_id: str
     outputs: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)  # asset key -> its materialization metadata
     error: str | None = None
 
 
@@ -107,8 +108,12 @@ def run_job(settings: Settings, job_name: str, run_config: dict | None = None, v
             outputs[node] = result.output_for_node(node)
         except Exception:  # the step failed or never ran; the error below says why
             outputs[node] = None
+    metadata = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        metadata[materialization.asset_key.to_user_string()] = {k: v.value for k, v in materialization.metadata.items()}
     error = None if result.success else failure_message(result, job_name)
-    return JobOutcome(success=result.success, run_id=result.run_id, outputs=outputs, error=error)
+    return JobOutcome(success=result.success, run_id=result.run_id, outputs=outputs, metadata=metadata, error=error)
 
 
 def root_cause(info) -> str:

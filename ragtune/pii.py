@@ -20,6 +20,7 @@ from functools import lru_cache
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 KINDS = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "IBAN_CODE", "API_KEY", "BEARER_TOKEN")
+NUMERIC_KINDS = {"PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE"}
 MIN_SCORE = 0.4  # Presidio's "medium" patterns and up; the very weak ones (any 9 digits) are noise without context
 
 API_KEY_PATTERNS = [
@@ -65,11 +66,20 @@ def recognizers() -> tuple:
     )
 
 
+def inside_identifier(text: str, start: int, end: int) -> bool:
+    """Digits glued to a word, path or id (`demo-1659958764`, `v2/12345678`) are not a number on their own."""
+    before = text[start - 1] if start > 0 else " "
+    after = text[end] if end < len(text) else " "
+    return before.isalnum() or before in "-_/.\\" or after.isalnum() or after in "-_/\\"
+
+
 def find_pii(text: str) -> list[Finding]:
     """Non-overlapping findings, best first where two overlap (higher score, then longer span)."""
     found = []
     for recognizer in recognizers():
         for r in recognizer.analyze(text, recognizer.supported_entities, None):
+            if r.entity_type in NUMERIC_KINDS and inside_identifier(text, r.start, r.end):
+                continue
             if r.score >= MIN_SCORE and r.entity_type in KINDS:
                 found.append(Finding(r.entity_type, r.start, r.end, r.score))
     kept: list[Finding] = []

@@ -154,14 +154,16 @@ def raft_frame(rows: list[dict]) -> pd.DataFrame:
     """One row per example with what the checks need: text, answer JSON validity, gold/distractor overlap."""
     from ragtune.prompting import parse_answer
 
+    parsed = [parse_answer(r["target"]) for r in rows]
     return pd.DataFrame({
         "id": [r["id"] for r in rows],
         "question": [r["question"] for r in rows],
+        "answer": [p["answer"] if p else r["target"] for p, r in zip(parsed, rows)],
         "prompt": [r["prompt"] for r in rows],
         "completion": [r["completion"] for r in rows],
-        "target_valid": [parse_answer(r["target"]) is not None for r in rows],
+        "target_valid": [p is not None for p in parsed],
         "gold_in_distractors": [bool(set(r["gold_doc_ids"]) & set(r["distractor_doc_ids"])) for r in rows],
-    }, columns=["id", "question", "prompt", "completion", "target_valid", "gold_in_distractors"])
+    }, columns=["id", "question", "answer", "prompt", "completion", "target_valid", "gold_in_distractors"])
 
 
 def validate_raft(df: pd.DataFrame) -> SuiteResult:

@@ -39,3 +39,53 @@ def print_demo(p: dict) -> None:
     )
     console.print(f"retrieval on held-out questions: recall@1 {r['recall@1']:.2f}, recall@5 {r['recall@5']:.2f}, MRR {r['mrr']:.2f}")
     console.print(f"Dagster run {p['refresh']['run_id']} is in the instance at {p['dagster_home']} (`make ui` to browse)")
+
+
+def print_import(p: dict) -> None:
+    console.print(f"read {p['read']} records from {p['file']}: {p['added']} added, {p['already_present']} already in the log "
+                  f"({p['total']} in total)")
+    for bad in p["bad_lines"]:
+        console.print(f"[yellow]skipped[/] line {bad['line']}: {bad['reason']}")
+
+
+def print_records(p: dict) -> None:
+    kind = "curated" if p["curated"] else "logged"
+    table = Table(title=f"{len(p['records'])} of {p['total']} {kind} interactions, newest first")
+    for column in ("id", "ts", "user", "feedback", "question", "answer"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=40 if column in ("question", "answer") else None)
+    for r in p["records"]:
+        feedback = r.get("source") if p["curated"] else (r.get("feedback") or "-") + (" +correction" if r.get("correction") else "")
+        table.add_row(r["id"][:12], r["ts"][:19], r["user"], feedback, r["question"][:120], r["answer"][:120])
+    console.print(table)
+
+
+def print_curation(p: dict) -> None:
+    console.print(f"curated {p['kept']} of {p['input']} interactions (run {p['run_id'][:8]}); snapshot {p['snapshot']}")
+    for reason, n in sorted(p["dropped"].items()):
+        console.print(f"  dropped {n:>5}  {reason.replace('_', ' ')}")
+    for kind, n in sorted(p["redactions"].items()):
+        console.print(f"  redacted {n:>4}  {kind}")
+    if p.get("error"):
+        console.print(f"[red]blocked:[/] {p['error']}")
+
+
+def print_forget(p: dict) -> None:
+    console.print(f"forgot user {p['user']!r}: {p['interactions_removed']} logged, {p['curated_removed']} curated and "
+                  f"{p['dataset_rows_removed']} training rows removed")
+    if p["versions_flagged"]:
+        console.print(f"adapter versions flagged for retraining: {', '.join(p['versions_flagged'])}")
+
+
+def print_models(p: dict) -> None:
+    if not p["versions"]:
+        console.print(f"no versions of {p['registered_model']} yet: run the adapter_retrain job (`ragtune demo`)")
+        return
+    table = Table(title=f"registered model {p['registered_model']}")
+    for column in ("version", "aliases", "created", "dataset", "index", "curated", "train loss", "flags"):
+        table.add_column(column)
+    for v in p["versions"]:
+        t = v["tags"]
+        flags = "needs retrain" if t.get("needs_retrain") == "true" else ""
+        table.add_row(v["version"], ", ".join(v["aliases"]) or "-", v["created"], t.get("dataset_hash", "-"),
+                      t.get("index_version", "-"), t.get("curated_records", "-"), t.get("train_loss", "-"), flags)
+    console.print(table)

@@ -1,0 +1,92 @@
+"""CLI commands of the behaviour half: the interaction log, curation, erasure, the adapter registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragtune.cli import emit, fail, status_spinner
+from ragtune.settings import load_settings
+
+
+def cmd_logs(args) -> int:
+    from ragtune.datasets import load_curated
+    from ragtune.interactions import InteractionLog
+    from ragtune.render import print_import, print_records
+
+    settings = load_settings()
+    log = InteractionLog(settings.interactions_db)
+    if args.logs_command == "import":
+        if not Path(args.file).is_file():
+            return fail(args, f"file not found: {args.file}")
+        report = log.import_jsonl(Path(args.file))
+        emit(args, {"ok": True, "file": str(args.file), **report.as_dict(), "total": log.count()}, print_import)
+        return 0
+    if args.curated:
+        records = load_curated(settings.datasets_dir)
+        total, records = len(records), records[::-1][: args.limit]  # newest first, like the log
+    else:
+        total, records = log.count(), log.records(limit=args.limit, newest_first=True)
+    emit(args, {"curated": args.curated, "total": total, "records": records}, print_records)
+    return 0
+
+
+def cmd_curate(args) -> int:
+    from ragtune.orchestration import run_job
+    from ragtune.render import print_curation
+
+    settings = load_settings()
+    with status_spinner(args, "curating the interaction log"):
+        outcome = run_job(settings, "interaction_curation", verbose=args.verbose)
+    report = outcome.metadata.get("curated_interactions")
+    if report is None:
+        return fail(args, outcome.error or "curation failed", run_id=outcome.run_id)
+    payload = {"ok": outcome.success, "run_id": outcome.run_id, **report}
+    if not outcome.success:  # curated, but a blocking check failed: say which, keep the counts
+        payload["error"] = outcome.error
+    emit(args, payload, print_curation)
+    return 0 if outcome.success else 1
+
+
+def cmd_forget(args) -> int:
+    from ragtune.erasure import forget
+    from ragtune.render import print_forget
+
+    try:
+        report = forget(load_settings(), args.user)
+    except ValueError as exc:
+        return fail(args, str(exc))
+    emit(args, {"ok": True, **report}, print_forget)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from ragtune.registry import list_versions
+    from ragtune.render import print_models
+
+    settings = load_settings()
+    versions = list_versions(settings.tracking_uri, settings.registered_model)
+    emit(args, {"registered_model": settings.registered_model, "versions": versions}, print_models)
+    return 0
+
+
+def add_commands(command, with_json) -> None:
+    """Register the commands on the main parser (see ragtune.cli.build_parser)."""
+    p = command("logs", cmd_logs, "The interaction log: import records, show recent or curated ones.")
+    sub = p.add_subparsers(dest="logs_command", metavar="ACTION")
+    i = with_json(sub.add_parser("import", help="append a JSONL file of interaction records (malformed lines skipped and counted)"))
+    i.add_argument("file")
+    s = with_json(sub.add_parser("show", help="the newest records (or the curated snapshot with --curated)"))
+    s.add_argument("--curated", action="store_true", help="show the last curated snapshot instead of the raw log")
+    s.add_argument("--limit", type=int, default=20, help="how many records (default 20)")
+    p.set_defaults(logs_command="show", curated=False, limit=20, json=False)
+
+    p = with_json(command("curate", cmd_curate, "Run the interaction_curation job: feedback rules, length, PII scrubbing, de-duplication."))
+    p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
+
+    p = with_json(command("forget", cmd_forget, "Erase a user from the log and curated data; flag adapters trained on them for retraining."))
+    p.add_argument("--user", required=True, help="the user id as logged")
+
+    p = command("models", cmd_models, "The adapter registry in MLflow: versions, aliases and tags.")
+    sub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    with_json(sub.add_parser("list", help="every version, newest first, with aliases and tags"))
+    p.set_defaults(models_command="list", json=False)

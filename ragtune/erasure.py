@@ -1,0 +1,30 @@
+"""Erase one user: from the interaction log, from curated data, and flag the adapters trained on them.
+
+Adapter weights cannot un-learn a record, so every version whose training set
+held the user's data is tagged `needs_retrain`; the next retrain (which reads
+the log without them) replaces it, and `ragtune models list` shows the flag.
+"""
+
+from __future__ import annotations
+
+from ragtune.datasets import forget_user
+from ragtune.interactions import InteractionLog
+from ragtune.registry import mark_needs_retrain
+from ragtune.settings import Settings
+
+
+def forget(settings: Settings, user: str) -> dict:
+    if not user.strip():
+        raise ValueError("--user must not be empty")
+    removed = InteractionLog(settings.interactions_db).forget(user)
+    datasets = forget_user(settings.datasets_dir, user)
+    versions = mark_needs_retrain(settings.tracking_uri, settings.registered_model, set(datasets["datasets"]),
+                                  "trained on data of a user who asked to be forgotten") if datasets["datasets"] else []
+    return {
+        "user": user,
+        "interactions_removed": removed,
+        "curated_removed": datasets["curated_removed"],
+        "dataset_rows_removed": sum(datasets["datasets"].values()),
+        "datasets": sorted(datasets["datasets"]),
+        "versions_flagged": versions,
+    }
