@@ -5,7 +5,7 @@
 Rules, in order: forgotten users out; keep a record only when a person approved
 it (feedback "up") or corrected it (the correction replaces the answer); drop
 empty, too short and too long ones; scrub personal data and secrets (Presidio);
-then remove exact and near-duplicate questions (datasketch MinHash LSH),
+then remove exact and near-duplicate questions (datasketch MinHash LSH on word bigrams),
 keeping the newest. Pure: no Dagster, no database.
 """
 
@@ -24,7 +24,7 @@ class CurationPolicy:
     min_answer_chars: int = 20
     max_question_chars: int = 2000
     max_answer_chars: int = 2000
-    near_duplicate_threshold: float = 0.8  # estimated Jaccard similarity of question word 3-grams
+    near_duplicate_threshold: float = 0.7  # estimated Jaccard similarity of question word bigrams
     minhash_permutations: int = 128
     seed: int = 0
 
@@ -74,7 +74,7 @@ def gold_doc_ids(record: dict) -> list[str]:
     return list(dict.fromkeys(c["doc_id"] for c in record.get("citations") or [] if c.get("doc_id")))
 
 
-def shingles(text: str, n: int = 3) -> set[str]:
+def shingles(text: str, n: int = 2) -> set[str]:
     words = normalise_question(text).split()
     if len(words) < n:
         return set(words)

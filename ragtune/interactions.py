@@ -144,7 +144,8 @@ class InteractionLog:
         return record["id"], bool(self.extend([record]))
 
     def extend(self, records: list[dict]) -> int:
-        """Insert many already-normalised records in one transaction; returns how many were new."""
+        """Insert many records in one transaction (validated first); returns how many were new."""
+        records = [normalise_record(r) for r in records]
         added = 0
         with self.engine.begin() as conn:
             for record in records:

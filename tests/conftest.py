@@ -39,3 +39,37 @@ def corpus(tmp_path):
     for path in sorted((DEMO / "docs").glob("*.md"))[:40]:
         shutil.copy(path, src / path.name)
     return src
+
+
+@pytest.fixture(scope="session")
+def base_model(tmp_path_factory):
+    """The bundled SmolLM2-135M-Instruct, converted from its GGUF once for the whole session."""
+    from training.base_model import resolve_base_model
+
+    return resolve_base_model("", tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(base_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_model)
+
+
+def doc_records(docs_dir: Path, n_per_doc: int = 1, feedback: str = "up") -> list[dict]:
+    """Interaction records asking about real documents: question from the description, gold = the document."""
+    import frontmatter
+
+    records = []
+    for path in sorted(docs_dir.glob("*.md")):
+        post = frontmatter.load(path)
+        lines = [line for line in post.content.splitlines() if line.strip() and not line.startswith(("#", "-", "`"))]
+        description = lines[0] if lines else post["title"]
+        for i in range(n_per_doc):
+            records.append({
+                "id": f"{post['id']}#{i}", "ts": f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00", "user": f"user{i % 3}",
+                "question": f"Which model should I use for this ({i}): {description[:200]}",
+                "answer": f"Use {post['title']}: it is described as {description[:120]}",
+                "citations": [{"doc_id": post["id"], "chunk_id": None}], "feedback": feedback, "correction": None,
+            })
+    return records

@@ -76,7 +76,7 @@ def training_arguments(config: SftConfig, has_validation: bool):
         per_device_train_batch_size=config.per_device_train_batch_size,
         per_device_eval_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        gradient_checkpointing=config.gradient_checkpointing,
+        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
         max_length=config.max_length,
         padding_free=config.padding_free,
         packing=config.packing,
@@ -96,8 +96,11 @@ def training_arguments(config: SftConfig, has_validation: bool):
     )
 
 
-def train(config: SftConfig) -> dict:
-    """Train, log and (optionally) register; returns a summary (run id, version, metrics)."""
+def train(config: SftConfig, keep_model: bool = False) -> dict:
+    """Train, log and (optionally) register; returns a summary (run id, version, metrics).
+
+    keep_model=True adds the trained PeftModel under "model" (tests inspect its weights).
+    """
     import mlflow
     import torch
     from peft import LoraConfig
@@ -151,8 +154,9 @@ def train(config: SftConfig) -> dict:
             tags = {"base_model": base_model_label(config.base_model), **config.version_tags,
                     "train_loss": f"{metrics['train_loss']:.4f}"}
             version = register_adapter(config.tracking_uri, config.registered_model, run.info.run_id, "adapter", tags)
-    return {"run_id": run.info.run_id, "model_version": version, "adapter_dir": str(adapter_dir),
-            "adapter_uri": f"runs:/{run.info.run_id}/adapter", "metrics": metrics}
+    summary = {"run_id": run.info.run_id, "model_version": version, "adapter_dir": str(adapter_dir),
+               "adapter_uri": f"runs:/{run.info.run_id}/adapter", "metrics": metrics}
+    return {**summary, "model": trainer.model} if keep_model else summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,120 @@
+"""RAFT sampling: oracle share close to P, gold never a distractor, hard negatives from the real retriever, deterministic."""
+
+import json
+
+import pytest
+
+from conftest import doc_records
+from ragtune.chunker import chunk_document
+from ragtune.documents import load_documents
+from ragtune.indexing import refresh_index
+from ragtune.prompting import NOT_COVERED, parse_answer
+from ragtune.retriever import Retriever
+from ragtune.settings import load_settings
+from ragtune.store import ChunkStore
+from training.dataset_builder import build_dataset, chunks_by_doc
+from training.raft import RaftConfig, build_raft_examples, dataset_hash, split_examples
+
+
+@pytest.fixture()
+def indexed(tmp_path, corpus, embedder):
+    """The 40-document corpus indexed in a temporary LanceDB, with its retriever."""
+    s = load_settings()
+    load = load_documents(corpus)
+    chunks = [c for d in load.documents for c in chunk_document(d, embedder.counter, s.chunk_tokens, s.chunk_overlap)]
+    store = ChunkStore(tmp_path / "lancedb", "chunks", embedder.dim)
+    refresh_index(load, chunks, store, embedder)
+    return store, Retriever(store, embedder)
+
+
+def synthetic(n_docs: int = 50, chunks_per_doc: int = 2):
+    """A toy index: ranking is by a fixed pseudo-random order, enough for the sampler's statistics."""
+    by_doc = {f"d{i}": [{"doc_id": f"d{i}", "chunk_id": f"d{i}-{j}", "title": f"T{i}", "text": f"text {i} {j}", "position": j}
+                        for j in range(chunks_per_doc)] for i in range(n_docs)}
+    everything = [c for cs in by_doc.values() for c in cs]
+
+    def rank(question: str, n: int) -> list[dict]:
+        start = sum(map(ord, question)) % len(everything)
+        return (everything[start:] + everything[:start])[:n]
+
+    return by_doc, rank
+
+
+def records(n: int, n_docs: int = 50) -> list[dict]:
+    return [{"id": f"r{i}", "user": "u", "question": f"question number {i}", "answer": f"answer {i}",
+             "gold_doc_ids": [f"d{i % n_docs}"]} for i in range(n)]
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.8, 1.0])
+def test_oracle_share_matches_p_and_gold_is_never_a_distractor(p):
+    by_doc, rank = synthetic()
+    result = build_raft_examples(records(2000), rank, by_doc, RaftConfig(oracle_probability=p, distractors=3, random_distractors=1))
+    assert len(result.examples) == 2000
+    assert result.oracle_share == pytest.approx(p, abs=0.035)  # 3.5 standard errors at n=2000
+    for ex in result.examples:
+        docs = [d["doc_id"] for d in ex["documents"]]
+        gold = set(ex["gold_doc_ids"])
+        assert not gold & set(ex["distractor_doc_ids"])
+        assert len(ex["distractor_doc_ids"]) == 4
+        assert (gold <= set(docs)) is ex["oracle_kept"]
+        target = parse_answer(ex["target"])
+        if ex["oracle_kept"]:
+            assert target["citations"] == ex["gold_doc_ids"] and target["answer"].startswith("answer")
+        else:
+            assert target == {"answer": NOT_COVERED, "citations": []}
+
+
+def test_sampling_is_deterministic_and_stable_as_data_grows():
+    by_doc, rank = synthetic()
+    config = RaftConfig(random_distractors=2, seed=7)
+    first = build_raft_examples(records(300), rank, by_doc, config).examples
+    assert first == build_raft_examples(records(300), rank, by_doc, config).examples
+    grown = build_raft_examples(records(400), rank, by_doc, config).examples
+    assert grown[:300] == first  # each record draws from its own seeded generator
+    other = build_raft_examples(records(300), rank, by_doc, RaftConfig(random_distractors=2, seed=8)).examples
+    assert other != first
+    train, validation = split_examples(first, 0.2, seed=7)
+    assert 30 <= len(validation) <= 90 and len(train) + len(validation) == 300
+    assert split_examples(first, 0.2, seed=7) == (train, validation)
+    assert dataset_hash(train, validation, config) == dataset_hash(*split_examples(first, 0.2, seed=7), config)
+    assert dataset_hash(train, validation, config) != dataset_hash(train, validation, RaftConfig(seed=8))
+
+
+def test_records_without_gold_in_the_index_are_skipped_with_a_reason():
+    by_doc, rank = synthetic()
+    recs = records(3) + [{"id": "x", "user": "u", "question": "q", "answer": "a", "gold_doc_ids": []},
+                         {"id": "y", "user": "u", "question": "q", "answer": "a", "gold_doc_ids": ["not-indexed"]}]
+    result = build_raft_examples(recs, rank, by_doc, RaftConfig())
+    assert len(result.examples) == 3 and result.skipped == {"no_gold_documents": 1, "gold_not_in_index": 1}
+
+
+def test_hard_negatives_are_the_retrievers_best_non_gold_chunks(indexed, corpus):
+    store, retriever = indexed
+    recs = [dict(r, gold_doc_ids=[c["doc_id"] for c in r["citations"]]) for r in doc_records(corpus)[:12]]
+    config = RaftConfig(distractors=3, oracle_probability=1.0, candidates=30)
+
+    def rank(question, n):
+        return [h.as_dict() for h in retriever.search(question, k=n, groups=[])]
+
+    result = build_raft_examples(recs, rank, chunks_by_doc(store, public_only=True), config)
+    assert len(result.examples) == 12
+    for ex, rec in zip(result.examples, recs):
+        expected = [h["chunk_id"] for h in rank(rec["question"], 30) if h["doc_id"] not in rec["gold_doc_ids"]][:3]
+        chosen = [d["chunk_id"] for d in ex["documents"] if d["doc_id"] not in rec["gold_doc_ids"]]
+        assert sorted(chosen) == sorted(expected)
+        assert any(d["doc_id"] in rec["gold_doc_ids"] for d in ex["documents"])
+
+
+def test_dataset_on_disk_renders_the_chat_template(indexed, corpus, tokenizer, tmp_path):
+    store, retriever = indexed
+    recs = [dict(r, gold_doc_ids=[c["doc_id"] for c in r["citations"]]) for r in doc_records(corpus)[:20]]
+    built = build_dataset(recs, store, retriever, tokenizer, RaftConfig(oracle_probability=0.5, validation_fraction=0.2), tmp_path / "ds")
+    assert built.train + built.validation == 20 and built.validation >= 1
+    meta = json.loads((built.folder / "meta.json").read_text())
+    assert meta["hash"] == built.digest and meta["index_version"] == store.version()
+    rows = [json.loads(line) for line in (built.folder / "train.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert row["prompt"].startswith("<|im_start|>system") and row["prompt"].endswith("<|im_start|>assistant\n")
+        assert row["question"].strip() in row["prompt"] and all(f"[{d['doc_id']}]" in row["prompt"] for d in row["documents"])
+        assert row["completion"].endswith(tokenizer.eos_token)
+        assert parse_answer(row["completion"].removesuffix(tokenizer.eos_token)) == parse_answer(row["target"])
