@@ -27,11 +27,18 @@ API_KEY_PATTERNS = [
     ("openai/stripe style", r"\b(?:sk|rk|pk)-(?:proj-|live-|test-)?[A-Za-z0-9_\-]{20,}"),
     ("aws access key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
     ("github token", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
+    ("github fine-grained token", r"\bgithub_pat_[A-Za-z0-9_]{50,}"),
     ("hugging face token", r"\bhf_[A-Za-z0-9]{30,}\b"),
     ("slack token", r"\bxox[abprs]-[A-Za-z0-9\-]{10,}"),
     ("google api key", r"\bAIza[0-9A-Za-z_\-]{35}\b"),
-    ("assigned secret", r"(?i)(?<=\b(?:api[_-]?key|secret[_-]?key|access[_-]?token|client[_-]?secret)[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9_\-\.]{16,}"),
+    # The name may end an env var (WANDB_API_KEY=...) or a subscript (os.environ["X_API_KEY"] = "...").
+    ("assigned secret", r"(?i)(?<=(?:\b|_)(?:api[_-]?key|secret[_-]?key|access[_-]?token|client[_-]?secret)[\"']?\]?\s*[:=]\s*[\"']?)[A-Za-z0-9_\-\.]{16,}"),
 ]
+# Presidio's card pattern with Mastercard's 2221-2720 range (in use since 2017) added; Luhn still decides.
+CREDIT_CARD_PATTERN = (
+    r"\b(?!1\d{12}(?!\d))((4\d{3})|(5[0-5]\d{2})|(2(?:22[1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720))|(6\d{3})|(1\d{3})|(3\d{3}))"
+    r"[- ]?(\d{3,4})[- ]?(\d{3,4})[- ]?(\d{3,5})\b"
+)
 BEARER_PATTERNS = [
     ("authorization bearer", r"(?i)(?<=\bbearer\s+)[A-Za-z0-9\-\._~\+/]{16,}=*"),
     ("json web token", r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
@@ -61,7 +68,8 @@ def recognizers() -> tuple:
         return PatternRecognizer(supported_entity=kind, patterns=[Pattern(name, regex, 0.9) for name, regex in patterns])
 
     return (
-        EmailRecognizer(), PhoneRecognizer(), CreditCardRecognizer(), UsSsnRecognizer(), IpRecognizer(), IbanRecognizer(),
+        EmailRecognizer(), PhoneRecognizer(), CreditCardRecognizer(patterns=[Pattern("All Credit Cards (weak)", CREDIT_CARD_PATTERN, 0.3)]),
+        UsSsnRecognizer(), IpRecognizer(), IbanRecognizer(),
         custom("API_KEY", API_KEY_PATTERNS), custom("BEARER_TOKEN", BEARER_PATTERNS),
     )
 

@@ -449,6 +449,8 @@ def value_for(kind: str, rng: random.Random) -> tuple[str, str, str | None]:
 def positive(kind: str, rng: random.Random) -> Sample:
     value, variant, template = value_for(kind, rng)
     template = template or rng.choice(TEMPLATES[kind])
+    if kind == "IP_ADDRESS" and ":" in value:  # an IPv6 address in a URL or before a port is written in brackets
+        template = template.replace("http://{}:", "http://[{}]:")
     if "\n" not in template and not template.startswith(("{", "'", '"')):
         template = rng.choice(OPENERS) + template + rng.choice(CLOSERS)
     text, spans = compose(template, [(kind, value)])
@@ -508,7 +510,11 @@ def negative(rng: random.Random) -> Sample:
         "version": lambda: f"pip install transformers=={r(2, 4)}.{r(0, 45)}.{r(0, 9)} accelerate=={r(0, 1)}.{r(0, 30)}.{r(0, 9)} torch=={r(1, 2)}.{r(0, 5)}.{r(0, 3)}+cu121",
         "version-2": lambda: f"works on 4.{r(10, 45)}.{r(0, 9)}, broken since v{r(1, 3)}.{r(0, 20)}.{r(0, 9)}-rc{r(1, 4)}",
         "date": lambda: f"the run started {r(2019, 2025)}-{r(1, 12):02d}-{r(1, 28):02d} and crashed on {r(1, 28):02d}/{r(1, 12):02d}/{r(2019, 2025)}",
-        "timestamp": lambda: f"[{r(2019, 2025)}-{r(1, 12):02d}-{r(1, 28):02d}T{r(0, 23):02d}:{r(0, 59):02d}:{r(0, 59):02d}Z] step {r(1, 20000)}/{r(20000, 99999)} loss={r(0, 3)}.{r(1000, 9999)}",
+        "timestamp": lambda: f"[{r(2019, 2025)}-{r(1, 12):02d}-{r(1, 28):02d}T{r(0, 23):02d}:{r(0, 59):02d}:{r(0, 59):02d}Z] epoch {r(1, 10)} loss={r(0, 3)}.{r(1000, 9999)}",
+        "step-fraction": lambda: rng.choice([
+            f"step {r(1, 20000)}/{r(20000, 99999)} loss={r(0, 3)}.{r(1000, 9999)}",
+            f"{r(1, 99)}%|#####     | {r(1, 20000)}/{r(20000, 99999)} [{r(0, 59):02d}:{r(0, 59):02d}<{r(0, 59):02d}:{r(0, 59):02d}, {r(1, 20)}.{r(10, 99)}it/s]",
+        ]),
         "commit": lambda: f"regression introduced in commit {hexs(40)}, reverted in {hexs(7)}",
         "digest": lambda: f"docker pull ghcr.io/acme/serve@sha256:{hexs(64)}",
         "numbers": lambda: f"batch size {rng.choice([8, 16, 32, 64])}, lr {r(1, 9)}e-{r(4, 6)}, {r(1, 10)} epochs, max_length={rng.choice([128, 256, 512, 1024])}, seed={r(0, 9999)}",
@@ -526,7 +532,7 @@ def negative(rng: random.Random) -> Sample:
                                          "numpy a @ b is slower than torch.matmul"]),
         "model-name": lambda: rng.choice(["gpt-4o-2024-08-06", "Llama-2-7b-chat-hf", "mistralai/Mistral-7B-Instruct-v0.2", "meta-llama/Meta-Llama-3-8B",
                                           "facebook/bart-large-cnn", "google/flan-t5-xxl", "openai/whisper-large-v3"]) + " gives different results on GPU and CPU",
-        "arxiv": lambda: f"see arXiv:{r(1501, 2412)}.{r(10000, 99999)} section {r(1, 9)}.{r(1, 9)}",
+        "arxiv": lambda: f"see arXiv:{r(15, 24)}{r(1, 12):02d}.{r(1, 29999):05d} section {r(1, 9)}.{r(1, 9)}",
         "pid": lambda: f"process {r(1000, 99999)} killed with exit code 137 (OOM) at {r(0, 23):02d}:{r(0, 59):02d}",
     }
     name = rng.choice(sorted(makers))

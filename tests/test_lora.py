@@ -1,0 +1,79 @@
+"""LoRA smoke test on the real default base model: a few TRL steps, logged and registered in MLflow."""
+
+import json
+import math
+
+import pytest
+
+from ragtune.prompting import answer_json, render_example
+from training.config import SftConfig
+
+pytestmark = pytest.mark.integration
+
+
+def tiny_dataset(tokenizer, path, n: int) -> str:
+    with open(path, "w") as f:
+        for i in range(n):
+            doc = {"doc_id": f"org/model-{i}", "title": f"model {i}", "text": f"org/model-{i} classifies short texts into {i + 2} labels."}
+            row = render_example(tokenizer, f"Which model sorts texts into {i + 2} labels?", [doc],
+                                 answer_json(f"Use org/model-{i}.", [doc["doc_id"]]))
+            f.write(json.dumps(row) + "\n")
+    return str(path)
+
+
+def test_lora_trains_logs_registers_and_loads_back(base_model, tokenizer, tmp_path):
+    import mlflow
+    import torch
+    from mlflow import MlflowClient
+    from peft import PeftModel
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from training.sft import train
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = SftConfig(
+        train_file=tiny_dataset(tokenizer, tmp_path / "train.jsonl", 6),
+        validation_file=tiny_dataset(tokenizer, tmp_path / "validation.jsonl", 2),
+        output_dir=str(tmp_path / "run"), base_model=base_model, lora_r=4, lora_alpha=8,
+        target_modules=["q_proj", "v_proj"], learning_rate=1e-3, max_steps=3, per_device_train_batch_size=2,
+        max_length=256, tracking_uri=uri, artifact_location=str(tmp_path / "artifacts"),
+        registered_model="smoke-adapter", version_tags={"dataset_hash": "tiny"},
+    )
+    summary = train(config, keep_model=True)
+    model = summary.pop("model")
+
+    # adapter weights moved away from their zero initialisation; base weights did not move
+    lora_b = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    assert lora_b and all(p.detach().abs().sum() > 0 for p in lora_b.values())
+    base = AutoModelForCausalLM.from_pretrained(base_model).state_dict()
+    frozen = [(n, p) for n, p in model.named_parameters() if "lora_" not in n]
+    assert frozen and not any(p.requires_grad for _, p in frozen)
+    for name, param in frozen:
+        key = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        assert torch.equal(param.detach().cpu(), base[key]), name
+
+    # loss finite and logged per step, with throughput
+    client = MlflowClient(tracking_uri=uri)
+    losses = [m.value for m in client.get_metric_history(summary["run_id"], "loss")]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    assert len(client.get_metric_history(summary["run_id"], "tokens_per_second")) == 3
+    assert math.isfinite(summary["metrics"]["eval_loss"]) and summary["metrics"]["train_tokens"] > 0
+
+    # only the adapter is saved
+    with safe_open(f"{summary['adapter_dir']}/adapter_model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert keys and all("lora_" in k for k in keys)
+
+    # registered with its tags; loads back from the registry and generates
+    version = client.get_model_version("smoke-adapter", summary["model_version"])
+    assert version.tags["dataset_hash"] == "tiny" and version.tags["base_model"] == base_model
+    mlflow.set_tracking_uri(uri)
+    path = mlflow.artifacts.download_artifacts(f"models:/smoke-adapter/{summary['model_version']}", dst_path=str(tmp_path / "dl"))
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), path).eval()
+    name, trained = next(iter(lora_b.items()))
+    assert torch.equal(dict(loaded.named_parameters())[name].detach(), trained.detach().cpu())
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Which model sorts texts into 3 labels?"}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = loaded.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
