@@ -88,6 +88,8 @@ def find_pii(text: str) -> list[Finding]:
         for r in recognizer.analyze(text, recognizer.supported_entities, None):
             if r.entity_type in NUMERIC_KINDS and inside_identifier(text, r.start, r.end):
                 continue
+            if r.entity_type == "PHONE_NUMBER" and "/" in text[r.start:r.end]:  # "step 17404/49562" is progress, not a phone
+                continue
             if r.score >= MIN_SCORE and r.entity_type in KINDS:
                 found.append(Finding(r.entity_type, r.start, r.end, r.score))
     kept: list[Finding] = []

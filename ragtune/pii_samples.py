@@ -467,8 +467,8 @@ MIXED_TEMPLATES = [
     "I tried {} and {} - both rejected.",
     "({}) ({})",
 ]
-# Values in a mixed text are kept apart from letters so each stays a separate token.
-MIXED_KINDS = [k for k in KINDS if k not in ("BEARER_TOKEN",)]
+# An opaque bearer token is only recognisable after its `Bearer` keyword, so bearer tokens stay out of these lists.
+MIXED_KINDS = [k for k in KINDS if k != "BEARER_TOKEN"]
 
 
 def mixed(rng: random.Random) -> Sample:
@@ -494,49 +494,72 @@ WORDS = ["demo", "sentiment", "qa", "ner", "summarizer", "finetuned", "imdb", "s
 USERS = ["omarques", "jdoe42", "nlp-lab", "acme-ai", "cardiffnlp", "deepset", "dslim", "bhadresh-savani", "TheBloke", "sentence-transformers"]
 
 
-def negative(rng: random.Random) -> Sample:
+def negative(rng: random.Random, family: str | None = None) -> Sample:
+    """A text with no personal data from `family` (one of `NEGATIVE_FAMILIES`; a random one if None)."""
     r = rng.randint
-    hexs = lambda n: rand(rng, "0123456789abcdef", n)  # noqa: E731
+
+    def hexs(n: int) -> str:
+        return rand(rng, "0123456789abcdef", n)
 
     def luhn_invalid() -> str:
         number = card_number(rng, rng.choice(["visa", "mastercard", "discover"]))
-        number = number[:-1] + str((int(number[-1]) + r(1, 9)) % 10)
-        assert not luhn_valid(number)
+        number = number[:-1] + str((int(number[-1]) + r(1, 9)) % 10)  # any other last digit breaks the checksum
         return group_card(number, rng.choice([" ", "-", ""]))
+
+    def iso_time() -> str:
+        return f"{r(2019, 2025)}-{r(1, 12):02d}-{r(1, 28):02d}T{r(0, 23):02d}:{r(0, 59):02d}:{r(0, 59):02d}Z"
 
     makers = {
         "model-id": lambda: f"tried {rng.choice(USERS)}/autotrain-{rng.choice(WORDS)}-{r(10**9, 10**10 - 1)} but the checkpoint won't load",
         "model-id-2": lambda: f"pipeline('text-classification', model='{rng.choice(USERS)}/{rng.choice(WORDS)}-{r(100000, 9999999)}')",
-        "version": lambda: f"pip install transformers=={r(2, 4)}.{r(0, 45)}.{r(0, 9)} accelerate=={r(0, 1)}.{r(0, 30)}.{r(0, 9)} torch=={r(1, 2)}.{r(0, 5)}.{r(0, 3)}+cu121",
+        "model-name": lambda: rng.choice(MODEL_NAMES) + " gives different results on GPU and CPU",
+        "version": lambda: (f"pip install transformers=={r(2, 4)}.{r(0, 45)}.{r(0, 9)} accelerate=={r(0, 1)}.{r(0, 30)}.{r(0, 9)} "
+                            f"torch=={r(1, 2)}.{r(0, 5)}.{r(0, 3)}+cu121"),
         "version-2": lambda: f"works on 4.{r(10, 45)}.{r(0, 9)}, broken since v{r(1, 3)}.{r(0, 20)}.{r(0, 9)}-rc{r(1, 4)}",
         "date": lambda: f"the run started {r(2019, 2025)}-{r(1, 12):02d}-{r(1, 28):02d} and crashed on {r(1, 28):02d}/{r(1, 12):02d}/{r(2019, 2025)}",
-        "timestamp": lambda: f"[{r(2019, 2025)}-{r(1, 12):02d}-{r(1, 28):02d}T{r(0, 23):02d}:{r(0, 59):02d}:{r(0, 59):02d}Z] epoch {r(1, 10)} loss={r(0, 3)}.{r(1000, 9999)}",
+        "timestamp": lambda: f"[{iso_time()}] epoch {r(1, 10)} loss={r(0, 3)}.{r(1000, 9999)}",
         "step-fraction": lambda: rng.choice([
             f"step {r(1, 20000)}/{r(20000, 99999)} loss={r(0, 3)}.{r(1000, 9999)}",
             f"{r(1, 99)}%|#####     | {r(1, 20000)}/{r(20000, 99999)} [{r(0, 59):02d}:{r(0, 59):02d}<{r(0, 59):02d}:{r(0, 59):02d}, {r(1, 20)}.{r(10, 99)}it/s]",
         ]),
         "commit": lambda: f"regression introduced in commit {hexs(40)}, reverted in {hexs(7)}",
         "digest": lambda: f"docker pull ghcr.io/acme/serve@sha256:{hexs(64)}",
-        "numbers": lambda: f"batch size {rng.choice([8, 16, 32, 64])}, lr {r(1, 9)}e-{r(4, 6)}, {r(1, 10)} epochs, max_length={rng.choice([128, 256, 512, 1024])}, seed={r(0, 9999)}",
-        "luhn-invalid": lambda: f"order reference {luhn_invalid()} was not found in the billing export",
-        "code": lambda: f"tokenizer = AutoTokenizer.from_pretrained('bert-base-uncased'); out = model(**tokenizer(text, truncation=True, max_length={rng.choice([128, 512])}))",
         "uuid": lambda: f"run id {uuid.UUID(int=rng.getrandbits(128), version=4)} finished in {r(1, 59)}m{r(0, 59)}s",
-        "shape": lambda: f"RuntimeError: shape mismatch torch.Size([{r(1, 64)}, {rng.choice([512, 1024])}, 768]) vs [{r(1, 64)}, 768]",
+        "numbers": lambda: (f"batch size {rng.choice([8, 16, 32, 64])}, lr {r(1, 9)}e-{r(4, 6)}, {r(1, 10)} epochs, "
+                            f"max_length={rng.choice([128, 256, 512, 1024])}, seed={r(0, 9999)}"),
         "sizes": lambda: f"the dataset has {r(1, 999)},{r(100, 999)},{r(100, 999)} rows and the model {r(1, 70)}.{r(1, 9)}B params ({r(10, 140)}.{r(0, 9)} GB)",
+        "shape": lambda: f"RuntimeError: shape mismatch torch.Size([{r(1, 64)}, {rng.choice([512, 1024])}, 768]) vs [{r(1, 64)}, 768]",
+        "luhn-invalid": lambda: f"order reference {luhn_invalid()} was not found in the billing export",
+        "code": lambda: (f"tokenizer = AutoTokenizer.from_pretrained('bert-base-uncased'); "
+                         f"out = model(**tokenizer(text, truncation=True, max_length={rng.choice([128, 512])}))"),
         "port": lambda: f"gradio serves on localhost:{r(1024, 65535)} and the API on port {r(1024, 65535)}",
         "http": lambda: f"HTTP {rng.choice([401, 403, 404, 429, 500, 502, 503])} after {r(100, 99999)} requests, retry-after {r(1, 3600)}",
-        "api-key-mention": lambda: rng.choice(["pass api_key=None to use the env var", "api_key=os.environ['OPENAI_API_KEY'] returns None in the notebook",
-                                              "where do I set the OPENAI_API_KEY environment variable?", "the docs say to send an Authorization: Bearer header, which header exactly?",
-                                              "is sk-learn the same as scikit-learn?", "set token=True in push_to_hub"]),
+        "pid": lambda: f"process {r(1000, 99999)} killed with exit code 137 (OOM) at {r(0, 23):02d}:{r(0, 59):02d}",
+        "arxiv": lambda: f"see arXiv:{r(15, 24)}{r(1, 12):02d}.{r(1, 29999):05d} section {r(1, 9)}.{r(1, 9)}",
+        "secret-mention": lambda: rng.choice(SECRET_MENTIONS),
         "decorator": lambda: rng.choice(["why does @torch.no_grad() break the backward pass?", "use @dataclass(frozen=True) for the config",
                                          "numpy a @ b is slower than torch.matmul"]),
-        "model-name": lambda: rng.choice(["gpt-4o-2024-08-06", "Llama-2-7b-chat-hf", "mistralai/Mistral-7B-Instruct-v0.2", "meta-llama/Meta-Llama-3-8B",
-                                          "facebook/bart-large-cnn", "google/flan-t5-xxl", "openai/whisper-large-v3"]) + " gives different results on GPU and CPU",
-        "arxiv": lambda: f"see arXiv:{r(15, 24)}{r(1, 12):02d}.{r(1, 29999):05d} section {r(1, 9)}.{r(1, 9)}",
-        "pid": lambda: f"process {r(1000, 99999)} killed with exit code 137 (OOM) at {r(0, 23):02d}:{r(0, 59):02d}",
     }
-    name = rng.choice(sorted(makers))
-    return Sample(rng.choice(OPENERS) + makers[name]() + rng.choice(CLOSERS), [], f"negative:{name}")
+    assert sorted(makers) == NEGATIVE_FAMILIES
+    family = family or rng.choice(NEGATIVE_FAMILIES)
+    return Sample(rng.choice(OPENERS) + makers[family]() + rng.choice(CLOSERS), [], f"negative:{family}")
+
+
+NEGATIVE_FAMILIES = sorted([
+    "model-id", "model-id-2", "model-name", "version", "version-2", "date", "timestamp", "step-fraction", "commit", "digest", "uuid",
+    "numbers", "sizes", "shape", "luhn-invalid", "code", "port", "http", "pid", "arxiv", "secret-mention", "decorator",
+])
+MODEL_NAMES = ["gpt-4o-2024-08-06", "Llama-2-7b-chat-hf", "mistralai/Mistral-7B-Instruct-v0.2", "meta-llama/Meta-Llama-3-8B",
+               "facebook/bart-large-cnn", "google/flan-t5-xxl", "openai/whisper-large-v3"]
+SECRET_MENTIONS = [  # talk about keys and tokens, without one
+    "pass api_key=None to use the env var",
+    "api_key=os.environ['OPENAI_API_KEY'] returns None in the notebook",
+    "where do I set the OPENAI_API_KEY environment variable?",
+    "the docs say to send an Authorization: Bearer header, which header exactly?",
+    "is sk-learn the same as scikit-learn?",
+    "set token=True in push_to_hub",
+    "my HF token has read scope only, do I need write?",
+]
 
 
 def labelled_samples(seed: int = 0, per_kind: int = 200) -> list[Sample]:
@@ -544,5 +567,5 @@ def labelled_samples(seed: int = 0, per_kind: int = 200) -> list[Sample]:
     rng = random.Random(seed)
     samples = [positive(kind, rng) for kind in KINDS for _ in range(per_kind)]
     samples += [mixed(rng) for _ in range(per_kind // 4)]
-    samples += [negative(rng) for _ in range(per_kind)]
+    samples += [negative(rng, NEGATIVE_FAMILIES[i % len(NEGATIVE_FAMILIES)]) for i in range(per_kind)]  # every family, in turn
     return samples

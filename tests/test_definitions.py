@@ -6,16 +6,34 @@ from pipelines.definitions import build_definitions, defs
 from ragtune.settings import load_settings
 
 
+GROUPS = {
+    "knowledge": {"raw_documents", "document_chunks", "chunk_index"},
+    "interactions": {"interaction_logs", "curated_interactions"},
+    "behaviour": {"raft_dataset", "lora_adapter"},
+}
+CHECKS = {"chunks_are_valid", "index_vectors_are_valid", "curated_schema_is_valid", "curated_has_no_pii",
+          "curated_is_not_empty", "raft_dataset_is_valid", "raft_dataset_has_no_pii"}
+BLOCKING = {"chunks_are_valid", "curated_has_no_pii", "curated_is_not_empty", "raft_dataset_is_valid", "raft_dataset_has_no_pii"}
+
+
 def test_definitions_load_everything(home):
     d = build_definitions(load_settings())
     graph = d.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"raw_documents", "document_chunks", "chunk_index"}
-    assert all(graph.get(dg.AssetKey(k)).group_name == "knowledge" for k in keys)
-    checks = {c.name for c in graph.asset_check_keys}
-    assert checks == {"chunks_are_valid", "index_vectors_are_valid"}
+    assert keys == set().union(*GROUPS.values())
+    for group, assets in GROUPS.items():
+        assert all(graph.get(dg.AssetKey(k)).group_name == group for k in assets), group
+    assert {c.name for c in graph.asset_check_keys} == CHECKS
+    blocking = {spec.name for a in d.assets if isinstance(a, dg.AssetsDefinition) for spec in a.check_specs if spec.blocking}
+    blocking |= {spec.name for c in d.asset_checks for spec in c.check_specs if spec.blocking}
+    assert blocking == BLOCKING
     job = d.resolve_job_def("index_refresh")
     assert {n.name for n in job.nodes} >= {"raw_documents", "document_chunks", "chunk_index"}
+    retrain = d.resolve_job_def("adapter_retrain")
+    assert {n.name for n in retrain.nodes} >= GROUPS["interactions"] | GROUPS["behaviour"]
+    assert "chunk_index" not in {n.name for n in retrain.nodes}  # reads the live index, does not rebuild it
+    assert {n.name for n in d.resolve_job_def("interaction_curation").nodes} >= GROUPS["interactions"]
+    assert dg.AssetKey("chunk_index") in graph.get(dg.AssetKey("raft_dataset")).parent_keys
     schedule = d.resolve_schedule_def("nightly_index_refresh")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "index_refresh"
     assert graph.get(dg.AssetKey("chunk_index")).pools == {"lancedb_writer"}

@@ -1,0 +1,100 @@
+"""The behaviour half through Dagster and the CLI: curate, build RAFT data, train through Pipes, register."""
+
+import json
+
+import pytest
+import yaml
+
+from conftest import doc_records
+from ragtune.cli import main as cli
+from ragtune.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(capsys, *argv) -> dict:
+    capsys.readouterr()
+    code = cli([*argv, "--json"])
+    out = capsys.readouterr().out
+    return {"exit": code, **json.loads(out.strip().splitlines()[-1])}
+
+
+def write_log(path, records, extra_lines=()):
+    path.write_text("\n".join([json.dumps(r) for r in records] + list(extra_lines)) + "\n")
+    return path
+
+
+def test_cli_imports_curates_shows_and_forgets(home, tmp_path, corpus, capsys):
+    records = doc_records(corpus)[:6]
+    for k, r in enumerate(records):
+        r["user"] = f"user{k % 3}"
+    records[0]["question"] = "I am jane.doe@example.com and my SSN is 536-22-8476: " + records[0]["question"]
+    records[1]["feedback"] = "down"
+    records[2].update(feedback="down", correction="A corrected answer that names the right model id.")
+    log = write_log(tmp_path / "log.jsonl", records, ["{broken", json.dumps({"question": "only a question"})])
+
+    imported = run_cli(capsys, "logs", "import", str(log))
+    assert (imported["exit"], imported["added"], len(imported["bad_lines"])) == (0, 6, 2)
+    curated = run_cli(capsys, "curate")
+    assert curated["exit"] == 0 and curated["kept"] == 5 and curated["dropped"] == {"no_positive_feedback": 1}
+    assert curated["redactions"] == {"EMAIL_ADDRESS": 1, "US_SSN": 1}
+    shown = run_cli(capsys, "logs", "show", "--curated", "--limit", "10")
+    assert shown["total"] == 5 and any("<EMAIL_ADDRESS>" in r["question"] for r in shown["records"])
+    assert any(r["answer"].startswith("A corrected answer") and r["source"] == "correction" for r in shown["records"])
+    raw = run_cli(capsys, "logs", "show", "--limit", "2")
+    assert raw["total"] == 6 and len(raw["records"]) == 2
+
+    forgotten = run_cli(capsys, "forget", "--user", "user0")
+    assert forgotten["interactions_removed"] == 2 and forgotten["curated_removed"] == 2
+    assert run_cli(capsys, "logs", "show", "--curated")["total"] == 3
+
+
+def test_empty_log_blocks_training(home, capsys):
+    from ragtune.orchestration import run_job
+
+    outcome = run_job(load_settings(), "adapter_retrain", output_nodes=("lora_adapter",))
+    assert not outcome.success and "curated_is_not_empty" in outcome.error
+    assert outcome.outputs["lora_adapter"] is None and "lora_adapter" not in outcome.metadata
+    assert run_cli(capsys, "models", "list")["versions"] == []
+
+
+def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model, tmp_path, monkeypatch, capsys):
+    from mlflow import MlflowClient
+
+    from ragtune.interactions import InteractionLog
+    from ragtune.orchestration import get_instance, run_job
+    from ragtune.store import ChunkStore
+
+    monkeypatch.setenv("RAGTUNE_BASE_MODEL", base_model)
+    s = load_settings()
+    assert run_job(s, "index_refresh", {"ops": {"raw_documents": {"config": {"source_dir": str(corpus)}}}}).success
+    InteractionLog(s.interactions_db).extend(doc_records(corpus)[:12])
+    training = tmp_path / "tiny.yaml"
+    training.write_text(yaml.safe_dump({"lora_r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "max_steps": 1,
+                                        "per_device_train_batch_size": 1, "max_length": 768, "eval_at_end": False}))
+    run_config = {"ops": {"raft_dataset": {"config": {"distractors": 1, "validation_fraction": 0.25}},
+                          "lora_adapter": {"config": {"training_config": str(training)}}}}
+    outcome = run_job(s, "adapter_retrain", run_config, output_nodes=("raft_dataset", "lora_adapter"))
+    assert outcome.success, outcome.error
+
+    raft, adapter = outcome.outputs["raft_dataset"], outcome.outputs["lora_adapter"]
+    assert raft["train"] + raft["validation"] == 12 and raft["index_version"] == ChunkStore(s.lancedb_dir).version()
+    assert adapter["model_version"] == "1" and outcome.metadata["lora_adapter"]["mlflow_run_id"] == adapter["run_id"]
+    assert outcome.metadata["curated_interactions"]["kept"] == 12
+
+    client = MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.tracking_uri)
+    tags = client.get_model_version(s.registered_model, "1").tags
+    assert tags["dataset_hash"] == raft["digest"] and tags["index_version"] == str(raft["index_version"])
+    assert tags["curated_records"] == "12" and tags["dagster_run_id"] == outcome.run_id and tags["code_version"]
+    assert tags["base_model"] == base_model
+    assert len(client.get_metric_history(adapter["run_id"], "loss")) == 1
+
+    checks = get_instance(s).get_latest_asset_check_evaluation_record  # the blocking checks ran and passed
+    import dagster as dg
+    for asset, check in [("curated_interactions", "curated_has_no_pii"), ("curated_interactions", "curated_is_not_empty"),
+                         ("raft_dataset", "raft_dataset_is_valid"), ("raft_dataset", "raft_dataset_has_no_pii")]:
+        record = checks(dg.AssetCheckKey(dg.AssetKey(asset), check))
+        assert record is not None and record.evaluation.passed, check
+
+    listed = run_cli(capsys, "models", "list")
+    assert [v["version"] for v in listed["versions"]] == ["1"] and listed["versions"][0]["tags"]["dataset_hash"] == raft["digest"]
