@@ -108,8 +108,9 @@ def cmd_demo(args) -> int:
     from ragtune.render import print_demo
 
     settings = load_settings()
-    with status_spinner(args, "running the demo: index refresh and retrieval check"):
-        summary = run_demo(settings, DEMO_DIR, verbose=args.verbose)
+    if not getattr(args, "json", False):
+        print("ragtune demo: refresh the index, curate the bundled interactions, build RAFT data, train a short LoRA", file=sys.stderr)
+    summary = run_demo(settings, DEMO_DIR, verbose=args.verbose, train_steps=args.train_steps)
     emit(args, summary, print_demo)
     return 0 if summary["ok"] else 1
 
@@ -165,8 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
         return p
 
-    p = with_json(command("demo", cmd_demo, "Run the main job on the bundled APIBench demo: refresh the index, check retrieval."))
+    p = with_json(command("demo", cmd_demo, "Run the main job on the bundled APIBench demo: refresh the index, check retrieval, "
+                          "curate the bundled interactions, build RAFT data and train a short LoRA adapter."))
     p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
+    p.add_argument("--train-steps", type=int, default=None, help="training steps (default: training/configs/demo.yaml)")
 
     p = with_json(command("import-apibench", cmd_import_apibench, "Convert APIBench files into documents, interactions and an evaluation set."))
     p.add_argument("--api", required=True, help="APIBench API file (JSON lines), e.g. huggingface_api.jsonl")

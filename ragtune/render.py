@@ -31,6 +31,9 @@ def print_hits(p: dict) -> None:
 
 
 def print_demo(p: dict) -> None:
+    if "refresh" not in p:
+        console.print(f"[red]demo failed:[/] {p.get('error')}")
+        return
     print_refresh(p["refresh"])
     r = p["retrieval"]
     console.print(
@@ -38,7 +41,18 @@ def print_demo(p: dict) -> None:
         f"{p['data']['eval_items']} held-out questions"
     )
     console.print(f"retrieval on held-out questions: recall@1 {r['recall@1']:.2f}, recall@5 {r['recall@5']:.2f}, MRR {r['mrr']:.2f}")
-    console.print(f"Dagster run {p['refresh']['run_id']} is in the instance at {p['dagster_home']} (`make ui` to browse)")
+    r = p["retrain"]
+    if not r["ok"]:
+        console.print(f"[red]retrain failed:[/] {r['error']}")
+        return
+    c, d, a = r["curation"], r["raft"], r["adapter"]
+    console.print(f"interactions: {p['interactions_imported']} imported; curated {c['kept']} of {c['input']} "
+                  f"(dropped {c['dropped'] or 'none'}, redacted {c['redactions'] or 'nothing'})")
+    console.print(f"RAFT dataset {d['digest']}: {d['train']} train / {d['validation']} validation examples, "
+                  f"oracle share {d['oracle_share']:.2f}, {d['distractors']} hard negatives each, index version {d['index_version']}")
+    console.print(f"LoRA adapter: version {a['model_version']} registered (MLflow run {a['mlflow_run_id'][:8]}), "
+                  f"{int(a['steps'])} steps, train loss {a['train_loss']:.3f}, {a['tokens_per_second']:.0f} tokens/s, {a['train_seconds']:.0f} s")
+    console.print(f"Dagster runs are in the instance at {p['dagster_home']} (`make ui` to browse); `ragtune models list` shows the registry")
 
 
 def print_import(p: dict) -> None:

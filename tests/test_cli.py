@@ -10,8 +10,8 @@ import pytest
 from conftest import DEMO
 
 
-def ragtune(home, *args, check=True):
-    env = {**os.environ, "RAGTUNE_HOME": str(home)}
+def ragtune(home, *args, check=True, **env_extra):
+    env = {**os.environ, "RAGTUNE_HOME": str(home), **env_extra}
     proc = subprocess.run([sys.executable, "-m", "ragtune.cli", *args], env=env, capture_output=True, text=True, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -20,7 +20,7 @@ def ragtune(home, *args, check=True):
 
 def test_help_explains_every_command(tmp_path):
     out = ragtune(tmp_path, "--help").stdout
-    for command in ("demo", "import-apibench", "refresh", "search", "index", "ui"):
+    for command in ("demo", "import-apibench", "refresh", "search", "index", "logs", "curate", "forget", "models", "ui"):
         assert command in out
     assert "--source" in ragtune(tmp_path, "refresh", "--help").stdout
 
@@ -65,8 +65,15 @@ def test_refresh_search_and_rollback_from_the_cli(tmp_path):
 
 
 @pytest.mark.integration
-def test_demo_refreshes_the_bundled_data_and_scores_retrieval(tmp_path):
-    summary = json.loads(ragtune(tmp_path / "home", "demo", "--json").stdout)
+def test_demo_refreshes_curates_and_trains_on_the_bundled_data(tmp_path, base_model):
+    proc = ragtune(tmp_path / "home", "demo", "--train-steps", "1", "--json", RAGTUNE_BASE_MODEL=base_model)
+    summary = json.loads(proc.stdout)
     assert summary["ok"] and summary["data"] == {"documents": 150, "interactions": 139, "eval_items": 35}
     assert summary["refresh"]["docs_added"] == 150 and summary["refresh"]["skipped"] == []
     assert summary["retrieval"]["questions"] == 35 and 0.0 < summary["retrieval"]["recall@5"] <= 1.0
+    assert summary["interactions_imported"] == 139
+    retrain = summary["retrain"]
+    assert retrain["curation"]["kept"] == 139 and retrain["raft"]["train"] + retrain["raft"]["validation"] == 139
+    assert retrain["adapter"]["model_version"] == "1" and retrain["adapter"]["steps"] == 1
+    models = json.loads(ragtune(tmp_path / "home", "models", "list", "--json").stdout)
+    assert [v["version"] for v in models["versions"]] == ["1"]

@@ -14,10 +14,12 @@ a GPU node), in which case the run id and metrics go back to Dagster.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -173,12 +175,15 @@ def main(argv: list[str] | None = None) -> int:
                                  output_dir=args.output_dir, max_steps=args.max_steps)
     from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
-    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:  # standalone: print the summary
-        print(json.dumps(train(config)))
+    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:  # standalone: the summary is the only line on stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = train(config)
+        print(json.dumps(summary))
         return 0
     with open_dagster_pipes() as pipes:  # launched by the lora_adapter asset
         pipes.log.info(f"training {config.base_model or 'the bundled base model'} on {config.train_file}")
-        summary = train(config)
+        with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; keep the caller's stdout clean
+            summary = train(config)
         pipes.report_asset_materialization(metadata={
             "summary": {"raw_value": summary, "type": "json"},
             "mlflow_run_id": summary["run_id"],
