@@ -14,9 +14,10 @@ themselves: model loading, dataset preparation and the first (warm-up) step are 
 
 The baseline replays the project's batches (recorded from TRL's collator), so both see the same
 examples in the same groups, hence the same padding; `same_batches` says whether that held.
+With --rounds R > 1 the paths alternate (P B, B P, ...) and their timed steps are pooled.
 Target: project >= 0.9 x baseline.
 
-    python bench/train.py [--steps 8] [--batch 2] [--examples 64] [--max-length 768]
+    python bench/train.py [--steps 8] [--batch 2] [--examples 64] [--max-length 768] [--rounds 1]
 """
 
 import argparse
@@ -25,9 +26,11 @@ import gc
 import json
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from common import ROOT, machine, write_result
@@ -184,11 +187,16 @@ def run_baseline(base: str, config: SftConfig, batches: list[list[int]], rows: l
     return steps
 
 
-def throughput(steps: list[tuple[int, int, float]], warmup: int) -> tuple[float, int, float]:
-    timed = steps[warmup:]
-    tokens = sum(t for _, t, _ in timed)
-    seconds = sum(s for _, _, s in timed)
+def throughput(steps: list[tuple[int, int, float]]) -> tuple[float, int, float]:
+    """Tokens per second over the given steps, with the tokens and seconds."""
+    tokens = sum(t for _, t, _ in steps)
+    seconds = sum(s for _, _, s in steps)
     return tokens / seconds, tokens, seconds
+
+
+def median_rate(steps: list[tuple[int, int, float]]) -> float:
+    """Median of the per-step rates: less swayed than the total by a step that other work slowed down."""
+    return statistics.median(t / s for _, t, s in steps)
 
 
 def main() -> None:
@@ -199,6 +207,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=768)
     parser.add_argument("--doc-words", type=int, default=200, help="gold document truncated to this many words")
     parser.add_argument("--warmup", type=int, default=1, help="leading steps left out of the timing in both paths")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each path, alternating (P B, B P, ...), pooled")
     parser.add_argument("--no-group-by-length", action="store_true", help="project samples at random (the baseline still replays its batches)")
     args = parser.parse_args()
     if args.steps <= args.warmup:
@@ -217,32 +226,44 @@ def main() -> None:
     train_file.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
 
     config = SftConfig.from_yaml(
-        DEFAULT_YAML, train_file=str(train_file), validation_file="", output_dir=str(work / "run"), base_model="",
+        DEFAULT_YAML, train_file=str(train_file), validation_file="", base_model="",
         models_dir=str(settings.models_dir), max_steps=args.steps, per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=1, max_length=args.max_length, group_by_length=not args.no_group_by_length,
         eval_at_end=False, tracking_uri=f"sqlite:///{work / 'mlflow.db'}", artifact_location=str(work / "mlartifacts"),
         experiment="bench-train", run_name="bench-train", registered_model="",
     )
 
-    project = run_project(config)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-    # The baseline's own tokenization; its batches are the project's, matched by token sequence.
-    rows = [tokenize(tokenizer, e, args.max_length) for e in examples]
+    rows = [tokenize(tokenizer, e, args.max_length) for e in examples]  # the baseline's own tokenization
     by_ids = {tuple(ids): i for i, (ids, _) in enumerate(rows)}
-    batches = [[by_ids.get(seq) for seq in batch] for batch in project["batches"]]
-    same_batches = len(batches) == len(project["steps"]) and all(i is not None for b in batches for i in b)
-    if not same_batches:  # fall back to the data in file order, batch by batch
-        batches = [[(s * args.batch + j) % len(rows) for j in range(args.batch)] for s in range(args.steps)]
-    baseline = run_baseline(base, config, batches, rows, tokenizer.pad_token_id, device)
-    same_batches = same_batches and [t for _, t, _ in baseline] == [t for _, t, _ in project["steps"]]
+    projects, baselines, batches, same_batches = [], [], None, True
+    # Rounds alternate P B, B P, P B ... so that a slow drift in machine load falls on both paths alike.
+    for r in range(args.rounds):
+        order = ("project", "baseline") if r % 2 == 0 or batches is None else ("baseline", "project")
+        for path in order:
+            if path == "project":
+                project = run_project(replace(config, output_dir=str(work / f"run{r}"), run_name=f"bench-train-{r}"))
+                projects.append(project)
+                if batches is None:  # the baseline replays these batches, matched by token sequence
+                    batches = [[by_ids.get(seq) for seq in batch] for batch in project["batches"]]
+                    same_batches = len(batches) == len(project["steps"]) and all(i is not None for b in batches for i in b)
+                    if not same_batches:  # fall back to the data in file order, batch by batch
+                        batches = [[(s * args.batch + j) % len(rows) for j in range(args.batch)] for s in range(args.steps)]
+            else:
+                baselines.append(run_baseline(base, config, batches, rows, tokenizer.pad_token_id, device))
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    tokens_of = lambda steps: [t for _, t, _ in steps]  # noqa: E731
+    same_batches = same_batches and all(tokens_of(p["steps"]) == tokens_of(b) for p, b in zip(projects, baselines))
 
-    project_tps, project_tokens, project_s = throughput(project["steps"], args.warmup)
-    baseline_tps, baseline_tokens, baseline_s = throughput(baseline, args.warmup)
+    project_steps = [s for p in projects for s in p["steps"][args.warmup:]]
+    baseline_steps = [s for b in baselines for s in b[args.warmup:]]
+    project_tps, project_tokens, project_s = throughput(project_steps)
+    baseline_tps, baseline_tokens, baseline_s = throughput(baseline_steps)
     ratio = project_tps / baseline_tps
+    median_ratio = median_rate(project_steps) / median_rate(baseline_steps)
     cuda_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    rounded = lambda steps: [{"step": s, "tokens": t, "seconds": round(sec, 3)} for s, t, sec in steps]  # noqa: E731
     write_result("train", {
         "machine": {"description": machine(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "cuda_device": cuda_name},
@@ -253,7 +274,7 @@ def main() -> None:
             "lora_r": config.lora_r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
             "target_modules": list(config.target_modules), "learning_rate": config.learning_rate,
             "gradient_accumulation_steps": 1, "group_by_length": config.group_by_length,
-            "warmup_steps_excluded": args.warmup,
+            "warmup_steps_excluded": args.warmup, "rounds": args.rounds,
             "baseline_optimizer": "torch.optim.AdamW (foreach), weight_decay 0; project: Trainer default (adamw_torch_fused, grad clipping 1.0)",
         },
         "steps": args.steps,
@@ -264,16 +285,17 @@ def main() -> None:
         "ratio": round(ratio, 3),
         "target": TARGET,
         "meets_target": ratio >= TARGET,
+        "ratio_of_median_step_rates": round(median_ratio, 3),
         "tokens_counted": {"project": project_tokens, "baseline": baseline_tokens},
         "timed_seconds": {"project": round(project_s, 2), "baseline": round(baseline_s, 2)},
-        "per_step": {
-            "project": [{"step": s, "tokens": t, "seconds": round(sec, 3)} for s, t, sec in project["steps"]],
-            "baseline": [{"step": s, "tokens": t, "seconds": round(sec, 3)} for s, t, sec in baseline],
+        "per_round_tokens_per_s": {
+            "project": [round(throughput(p["steps"][args.warmup:])[0], 1) for p in projects],
+            "baseline": [round(throughput(b[args.warmup:])[0], 1) for b in baselines],
         },
-        "project_end_to_end_tokens_per_s": round(project["summary"]["metrics"]["tokens_per_second"], 1),
-        "project_train_seconds": round(project["summary"]["metrics"]["train_seconds"], 2),
+        "per_step": {"project": [rounded(p["steps"]) for p in projects], "baseline": [rounded(b) for b in baselines]},
+        "project_end_to_end_tokens_per_s": [round(p["summary"]["metrics"]["tokens_per_second"], 1) for p in projects],
+        "project_train_seconds": [round(p["summary"]["metrics"]["train_seconds"], 2) for p in projects],
     })
-
 
 if __name__ == "__main__":
     main()
