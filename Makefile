@@ -33,6 +33,8 @@ ui: setup
 bench: setup
 	$(BIN)/python bench/refresh.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/pii.py
+	$(BIN)/python bench/train.py
 
 demo-data: setup
 	rm -rf examples/apibench/docs examples/apibench/*.jsonl
