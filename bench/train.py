@@ -26,6 +26,7 @@ import gc
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -296,6 +297,8 @@ def main() -> None:
         "project_end_to_end_tokens_per_s": [round(p["summary"]["metrics"]["tokens_per_second"], 1) for p in projects],
         "project_train_seconds": [round(p["summary"]["metrics"]["train_seconds"], 2) for p in projects],
     })
+    shutil.rmtree(work, ignore_errors=True)  # the runs' adapters and MLflow store
+
 
 if __name__ == "__main__":
     main()
