@@ -192,16 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    config = SftConfig.from_yaml(args.config, train_file=args.train_file, validation_file=args.validation_file,
-                                 output_dir=args.output_dir, max_steps=args.max_steps)
+    overrides = {"train_file": args.train_file, "validation_file": args.validation_file,
+                 "output_dir": args.output_dir, "max_steps": args.max_steps}
     from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
     if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:  # standalone: the summary is the only line on stdout
+        config = SftConfig.from_yaml(args.config, **overrides)
         with contextlib.redirect_stdout(sys.stderr):
             summary = train(config)
         print(json.dumps(summary))
         return 0
-    with open_dagster_pipes() as pipes:  # launched by the lora_adapter asset
+    with open_dagster_pipes() as pipes:  # launched by the lora_adapter asset; an error here is reported to Dagster
+        config = SftConfig.from_yaml(args.config, **overrides)
         pipes.log.info(f"training {config.base_model or 'the bundled base model'} on {config.train_file}")
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; keep the caller's stdout clean
             summary = train(config)
@@ -212,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
             **{k: {"raw_value": v, "type": "float"} for k, v in summary["metrics"].items()},
         })
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
