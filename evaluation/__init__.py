@@ -1,1 +1,1 @@
-"""Metrics, the evaluation harness and the gate policy (issue 4)."""
+"""Evaluation: metrics and the release gate (pure functions); the harness and release arrive with issue 4."""

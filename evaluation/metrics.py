@@ -1,0 +1,103 @@
+"""Evaluation metrics: pure functions over one item, averaged by the harness.
+
+Answer correctness follows SQuAD's normalisation (lower case, no punctuation,
+no articles, single spaces) for exact match and token F1. Identifier match asks
+whether the reference's distinctive identifier (for APIBench: the model id in
+the API call) appears in the answer. Citation, format, abstention and adherence
+metrics read the answer JSON of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+
+from ragtune.prompting import NOT_COVERED, parse_answer
+
+ABSTENTION_PATTERNS = [
+    r"documents? (?:do|does) not (?:cover|contain|mention|say)",
+    r"not covered by the documents?",
+    r"(?:no|none of the) documents? (?:cover|mention|contain)",
+    r"cannot (?:be )?answer(?:ed)? (?:from|with) the documents?",
+]
+
+
+def normalise(text: str) -> str:
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(normalise(prediction) == normalise(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    pred, ref = normalise(prediction).split(), normalise(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def distinctive_identifier(identifier: str) -> str:
+    """The part of a reference identifier worth matching: a quoted hub id (`org/name`), else the longest quoted
+    string, else the identifier itself."""
+    quoted = re.findall(r"['\"]([^'\"]+)['\"]", identifier)
+    hub_ids = [q for q in quoted if re.fullmatch(r"[\w.\-]+/[\w.\-]+", q)]
+    if hub_ids:
+        return hub_ids[0]
+    return max(quoted, key=len) if quoted else identifier.strip()
+
+
+def identifier_match(answer: str, identifier: str) -> float:
+    wanted = distinctive_identifier(identifier).lower()
+    return float(bool(wanted) and wanted in answer.lower())
+
+
+def format_valid(raw_output: str) -> float:
+    return float(parse_answer(raw_output) is not None)
+
+
+def citation_accuracy(cited: list[str], retrieved: list[str], gold: list[str]) -> float:
+    """1 when something is cited, every citation was in the retrieved context, and a gold document is among them."""
+    if not cited:
+        return 0.0
+    return float(set(cited) <= set(retrieved) and bool(set(cited) & set(gold)))
+
+
+def abstained(answer: str) -> bool:
+    text = answer.lower()
+    return NOT_COVERED.lower() in text or any(re.search(p, text) for p in ABSTENTION_PATTERNS)
+
+
+def adheres(answer: str, counterfactual: str, original: str) -> float:
+    """The answer follows the (edited) document: it states the counterfactual value and not the original one."""
+    text = answer.lower()
+    return float(counterfactual.lower() in text and original.lower() not in text)
+
+
+def recall_at_k(ranked_doc_ids: list[str], gold: list[str], k: int) -> float:
+    return float(bool(set(ranked_doc_ids[:k]) & set(gold)))
+
+
+def reciprocal_rank(ranked_doc_ids: list[str], gold: list[str]) -> float:
+    for rank, doc_id in enumerate(ranked_doc_ids, start=1):
+        if doc_id in gold:
+            return 1.0 / rank
+    return 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 100]), as numpy's default; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

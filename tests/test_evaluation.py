@@ -1,0 +1,90 @@
+"""Metrics on hand-checked fixtures, and the gate policy: each rule, each way."""
+
+import math
+
+import pytest
+
+from evaluation.gate import GatePolicy, decide
+from evaluation.metrics import (
+    abstained, adheres, citation_accuracy, distinctive_identifier, exact_match, format_valid, identifier_match,
+    normalise, percentile, recall_at_k, reciprocal_rank, token_f1,
+)
+
+
+def test_normalisation_exact_match_and_f1():
+    assert normalise("The  Model, is GREAT!") == "model is great"
+    assert exact_match("the answer.", "Answer") == 1.0 and exact_match("answer one", "answer") == 0.0
+    # pred tokens: use bert base; ref tokens: use bert large: common {use, bert} -> P = R = 2/3
+    assert token_f1("use bert base", "use bert large") == pytest.approx(2 / 3)
+    assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0 and token_f1("a b", "c d") == 0.0
+
+
+@pytest.mark.parametrize("identifier, wanted", [
+    ("pipeline('audio-classification', model='superb/wav2vec2-base-superb-ks')", "superb/wav2vec2-base-superb-ks"),
+    ("AutoModel.from_pretrained(\"rasa/LaBSE\")", "rasa/LaBSE"),
+    ("joblib.load('model.joblib')", "model.joblib"),
+    ("hub.load()", "hub.load()"),
+])
+def test_distinctive_identifier(identifier, wanted):
+    assert distinctive_identifier(identifier) == wanted
+
+
+def test_identifier_match_is_case_insensitive_substring():
+    call = "AutoModel.from_pretrained('rasa/LaBSE')"
+    assert identifier_match("Load RASA/labse with AutoModel.", call) == 1.0
+    assert identifier_match("Load sentence-transformers/LaBSE.", call) == 0.0
+
+
+def test_format_citations_abstention_adherence():
+    assert format_valid('{"answer": "x", "citations": ["d1"]}') == 1.0
+    for bad in ('{"answer": 3, "citations": []}', '{"answer": "x"}', "Use model x.", '{"answer": "x", "citations": [1]}'):
+        assert format_valid(bad) == 0.0
+    assert citation_accuracy(["d1"], ["d1", "d2"], ["d1"]) == 1.0
+    assert citation_accuracy(["d3"], ["d1", "d2"], ["d3"]) == 0.0  # cited something never retrieved
+    assert citation_accuracy(["d2"], ["d1", "d2"], ["d1"]) == 0.0  # retrieved but not gold
+    assert citation_accuracy([], ["d1"], ["d1"]) == 0.0
+    assert abstained("The documents do not cover this question.") and abstained("Sorry, the document does not mention it")
+    assert not abstained("Use pipeline('ner').")
+    assert adheres("Use org/new-model.", "org/new-model", "org/old-model") == 1.0
+    assert adheres("Use org/old-model.", "org/new-model", "org/old-model") == 0.0
+
+
+def test_retrieval_metrics_and_percentiles():
+    ranked = ["a", "b", "c"]
+    assert recall_at_k(ranked, ["c"], 2) == 0.0 and recall_at_k(ranked, ["c"], 3) == 1.0
+    assert reciprocal_rank(ranked, ["b", "c"]) == 0.5 and reciprocal_rank(ranked, ["z"]) == 0.0
+    assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([10], 95) == 10 and math.isnan(percentile([], 50))
+    assert percentile(list(range(101)), 95) == 95
+
+
+GOOD = {"identifier_match": 0.40, "format_validity": 0.98, "citation_accuracy": 0.8, "abstention": 0.7, "adherence": 0.7}
+OLD = {"identifier_match": 0.30, "format_validity": 0.97, "citation_accuracy": 0.8, "abstention": 0.7, "adherence": 0.7}
+
+
+def test_gate_passes_a_clear_winner_and_lists_every_rule():
+    verdict = decide(GOOD, OLD, GatePolicy())
+    assert verdict.passed and all(r.startswith("ok") for r in verdict.reasons) and len(verdict.reasons) == 5
+
+
+@pytest.mark.parametrize("change, fails_on", [
+    ({"identifier_match": 0.31}, "identifier_match: 0.310 vs 0.300"),  # improvement below the margin
+    ({"format_validity": 0.85}, "format_validity: 0.850 (guard"),  # under a floor (also a regression)
+    ({"abstention": 0.45}, "abstention: 0.450 (guard"),
+    ({"citation_accuracy": 0.72}, "citation_accuracy regressed by 0.080"),  # above the floor, but regressed too far
+])
+def test_gate_fails_each_rule(change, fails_on):
+    verdict = decide({**GOOD, **change}, OLD, GatePolicy())
+    assert not verdict.passed
+    assert any(r.startswith("FAIL") and fails_on in r for r in verdict.reasons), verdict.reasons
+
+
+def test_gate_against_a_base_model_without_guard_metrics_and_from_yaml(tmp_path):
+    policy = GatePolicy.from_yaml()
+    assert policy.primary_metric == "identifier_match" and policy.guards["format_validity"] == 0.9
+    assert decide(GOOD, {"identifier_match": 0.1}, policy).passed  # nothing to regress against
+    bad = tmp_path / "gate.yaml"
+    bad.write_text("primary: x\n")
+    with pytest.raises(ValueError, match="unknown gate settings primary"):
+        GatePolicy.from_yaml(bad)
+    with pytest.raises(KeyError, match="adherence"):
+        decide({k: v for k, v in GOOD.items() if k != "adherence"}, OLD, policy)
