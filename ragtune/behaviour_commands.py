@@ -60,11 +60,23 @@ def cmd_forget(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from ragtune.registry import list_versions
+    from ragtune.registry import RegistryError, list_versions, promote, rollback
     from ragtune.render import print_models
 
     settings = load_settings()
-    versions = list_versions(settings.tracking_uri, settings.registered_model)
+    uri, name = settings.tracking_uri, settings.registered_model
+    try:
+        if args.models_command == "promote":
+            moved = promote(uri, name, args.version, args.reason)
+            emit(args, {"ok": True, **moved}, lambda p: print(f"champion is now version {p['champion']} (was {p['previous_champion'] or 'none'})"))
+            return 0
+        if args.models_command == "rollback":
+            moved = rollback(uri, name, args.reason, args.to)
+            emit(args, {"ok": True, **moved}, lambda p: print(f"champion rolled back to version {p['champion']} (from {p['rolled_back_from'] or 'none'})"))
+            return 0
+    except RegistryError as exc:
+        return fail(args, str(exc))
+    versions = list_versions(uri, name)
     emit(args, {"registered_model": settings.registered_model, "versions": versions}, print_models)
     return 0
 
@@ -86,7 +98,13 @@ def add_commands(command, with_json) -> None:
     p = with_json(command("forget", cmd_forget, "Erase a user from the log and curated data; flag adapters trained on them for retraining."))
     p.add_argument("--user", required=True, help="the user id as logged")
 
-    p = command("models", cmd_models, "The adapter registry in MLflow: versions, aliases and tags.")
+    p = command("models", cmd_models, "The adapter registry in MLflow: versions, aliases and tags; promote and roll back.")
     sub = p.add_subparsers(dest="models_command", metavar="ACTION")
     with_json(sub.add_parser("list", help="every version, newest first, with aliases and tags"))
+    m = with_json(sub.add_parser("promote", help="make VERSION the champion; the old champion becomes previous_champion"))
+    m.add_argument("version")
+    m.add_argument("--reason", required=True, help="why, recorded as a tag on the versions")
+    r = with_json(sub.add_parser("rollback", help="move champion back to previous_champion (or --to VERSION) in one command"))
+    r.add_argument("--to", default=None, help="the version to restore (default: previous_champion)")
+    r.add_argument("--reason", required=True, help="why, recorded as a tag on the versions")
     p.set_defaults(models_command="list", json=False)

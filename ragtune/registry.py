@@ -106,3 +106,69 @@ def mark_needs_retrain(tracking_uri: str, name: str, dataset_hashes: set[str], r
             c.set_model_version_tag(name, row["version"], "needs_retrain_reason", f"{now} {reason}")
             tagged.append(row["version"])
     return tagged
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+def aliases(tracking_uri: str, name: str) -> dict[str, str]:
+    """alias -> version of the registered model; {} when it does not exist yet."""
+    try:
+        model = client(tracking_uri).get_registered_model(name)
+    except Exception:
+        return {}
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def record_move(c, name: str, version: str, event: str, reason: str, run_id: str | None) -> None:
+    """Tags on the version: when, why and by which run it last took part in a move of this kind."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    c.set_model_version_tag(name, version, f"{event}_at", now)
+    c.set_model_version_tag(name, version, f"{event}_reason", reason)
+    if run_id:
+        c.set_model_version_tag(name, version, f"{event}_run_id", run_id)
+
+
+def promote(tracking_uri: str, name: str, version: str, reason: str, run_id: str | None = None) -> dict:
+    """`version` becomes champion; the old champion becomes previous_champion.
+
+    previous_champion moves first: a crash between the two calls leaves the old champion serving.
+    """
+    c = client(tracking_uri)
+    current = aliases(tracking_uri, name)
+    known = {row["version"] for row in list_versions(tracking_uri, name)}
+    if str(version) not in known:
+        raise RegistryError(f"{name} has no version {version}; known: {', '.join(sorted(known, key=int)) or 'none'}")
+    old = current.get(CHAMPION)
+    if old == str(version):
+        raise RegistryError(f"version {version} is already the champion")
+    if old:
+        c.set_registered_model_alias(name, PREVIOUS_CHAMPION, old)
+        record_move(c, name, old, "demoted", reason, run_id)
+    c.set_registered_model_alias(name, CHAMPION, str(version))
+    if current.get(CHALLENGER) == str(version):
+        c.delete_registered_model_alias(name, CHALLENGER)
+    record_move(c, name, str(version), "promoted", reason, run_id)
+    return {"champion": str(version), "previous_champion": old, "reason": reason}
+
+
+def rollback(tracking_uri: str, name: str, reason: str, to: str | None = None) -> dict:
+    """champion goes back to previous_champion (or `to`); the version rolled back from is tagged and not kept as a fallback."""
+    c = client(tracking_uri)
+    current = aliases(tracking_uri, name)
+    bad = current.get(CHAMPION)
+    target = str(to) if to else current.get(PREVIOUS_CHAMPION)
+    if not target:
+        raise RegistryError("nothing to roll back to: no previous_champion alias; name a version with --to")
+    if bad == target:
+        raise RegistryError(f"version {target} is already the champion")
+    if target not in {row["version"] for row in list_versions(tracking_uri, name)}:
+        raise RegistryError(f"{name} has no version {target}")
+    c.set_registered_model_alias(name, CHAMPION, target)
+    if current.get(PREVIOUS_CHAMPION) in (target, bad):
+        c.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+    if bad:
+        record_move(c, name, bad, "rolled_back", reason, None)
+    record_move(c, name, target, "restored", reason, None)
+    return {"champion": target, "rolled_back_from": bad, "reason": reason}

@@ -73,3 +73,21 @@ def doc_records(docs_dir: Path, n_per_doc: int = 1, feedback: str = "up") -> lis
                 "citations": [{"doc_id": post["id"], "chunk_id": None}], "feedback": feedback, "correction": None,
             })
     return records
+
+
+def register_versions(settings, digests: list[str], folder: Path) -> list[str]:
+    """Real MLflow runs, each logging a small adapter folder, registered as versions tagged with a dataset hash."""
+    import mlflow
+
+    from ragtune.registry import ensure_experiment, register_adapter
+
+    experiment = ensure_experiment(settings.tracking_uri, "test", settings.mlflow_artifacts)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text("{}")
+    versions = []
+    for digest in digests:
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.log_artifacts(str(folder), "adapter")
+        versions.append(register_adapter(settings.tracking_uri, settings.registered_model, run.info.run_id, "adapter",
+                                         {"dataset_hash": digest}))
+    return versions

@@ -89,12 +89,11 @@ def test_checks_fail_on_leftover_pii_and_on_empty_data():
 
 
 def test_forget_erases_log_curated_and_datasets_and_flags_versions(home, tmp_path):
-    import mlflow
-
+    from conftest import register_versions
     from ragtune.datasets import load_curated, read_jsonl, save_curated, save_raft
     from ragtune.erasure import forget
     from ragtune.interactions import InteractionLog
-    from ragtune.registry import ensure_experiment, list_versions, register_adapter
+    from ragtune.registry import list_versions
     from ragtune.settings import load_settings
 
     s = load_settings()
@@ -104,14 +103,7 @@ def test_forget_erases_log_curated_and_datasets_and_flags_versions(home, tmp_pat
     rows = [{"id": f"r{i}", "user": "bob" if i < 2 else "alice"} for i in range(4)]
     save_raft(s.datasets_dir, "hashwithbob", {"train": rows[:3], "validation": rows[3:]}, {})
     save_raft(s.datasets_dir, "hashwithout", {"train": rows[2:], "validation": []}, {})
-    experiment = ensure_experiment(s.tracking_uri, "test", s.mlflow_artifacts)
-    versions = {}
-    for digest in ("hashwithbob", "hashwithout"):
-        with mlflow.start_run(experiment_id=experiment) as run:
-            (tmp_path / "adapter").mkdir(exist_ok=True)
-            (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
-            mlflow.log_artifacts(str(tmp_path / "adapter"), "adapter")
-        versions[digest] = register_adapter(s.tracking_uri, s.registered_model, run.info.run_id, "adapter", {"dataset_hash": digest})
+    versions = dict(zip(["hashwithbob", "hashwithout"], register_versions(s, ["hashwithbob", "hashwithout"], tmp_path / "adapter")))
 
     report = forget(s, "bob")
     assert report["interactions_removed"] == 2 and report["curated_removed"] == 2
