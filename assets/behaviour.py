@@ -10,7 +10,7 @@ from pydantic import Field
 
 from assets.interactions import check_result
 from assets.knowledge import chunk_index
-from pipelines.resources import EmbedderResource, LanceDBResource, MLflowResource
+from pipelines.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
 from ragtune.datasets import read_jsonl
 from ragtune.quality import raft_frame, validate_no_pii, validate_raft
 from ragtune.registry import EXPERIMENT, code_version
@@ -40,7 +40,7 @@ class LoraAdapterConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, deps=[chunk_index], description="RAFT examples: oracle chunks plus the retriever's hard negatives, rendered with the chat template.")
 def raft_dataset(curated_interactions: list[dict], config: RaftDatasetConfig, lancedb: LanceDBResource,
-                 embedder: EmbedderResource) -> dg.Output[dict]:
+                 embedder: EmbedderResource, interaction_log: InteractionLogResource) -> dg.Output[dict]:
     from transformers import AutoTokenizer
 
     from training.base_model import resolve_base_model
@@ -51,7 +51,9 @@ def raft_dataset(curated_interactions: list[dict], config: RaftDatasetConfig, la
     store = lancedb.store(model.dim)
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(s.base_model, s.models_dir))
     raft = RaftConfig(**config.model_dump(exclude={"include_restricted"}))
-    built = build_dataset(curated_interactions, store, Retriever(store, model, s.rrf_k), tokenizer, raft,
+    forgotten = interaction_log.get().forgotten()  # erased after curation read the log: never train on them
+    records = [r for r in curated_interactions if r["user"] not in forgotten]
+    built = build_dataset(records, store, Retriever(store, model, s.rrf_k), tokenizer, raft,
                           s.datasets_dir, config.include_restricted)
     value = {**built.as_dict(), "curated_records": len(curated_interactions), "distractors": raft.distractors,
              "oracle_probability": raft.oracle_probability}

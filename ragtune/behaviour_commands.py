@@ -67,11 +67,11 @@ def cmd_models(args) -> int:
     uri, name = settings.tracking_uri, settings.registered_model
     try:
         if args.models_command == "promote":
-            moved = promote(uri, name, args.version, args.reason)
+            moved = promote(uri, name, args.version, args.reason, force=args.force)
             emit(args, {"ok": True, **moved}, lambda p: print(f"champion is now version {p['champion']} (was {p['previous_champion'] or 'none'})"))
             return 0
         if args.models_command == "rollback":
-            moved = rollback(uri, name, args.reason, args.to)
+            moved = rollback(uri, name, args.reason, args.to, force=args.force)
             emit(args, {"ok": True, **moved}, lambda p: print(f"champion rolled back to version {p['champion']} (from {p['rolled_back_from'] or 'none'})"))
             return 0
     except RegistryError as exc:
@@ -104,7 +104,9 @@ def add_commands(command, with_json) -> None:
     m = with_json(sub.add_parser("promote", help="make VERSION the champion; the old champion becomes previous_champion"))
     m.add_argument("version")
     m.add_argument("--reason", required=True, help="why, recorded as a tag on the versions")
+    m.add_argument("--force", action="store_true", help="also promote a version flagged needs_retrain")
     r = with_json(sub.add_parser("rollback", help="move champion back to previous_champion (or --to VERSION) in one command"))
     r.add_argument("--to", default=None, help="the version to restore (default: previous_champion)")
     r.add_argument("--reason", required=True, help="why, recorded as a tag on the versions")
+    r.add_argument("--force", action="store_true", help="also restore a version flagged needs_retrain")
     p.set_defaults(models_command="list", json=False)

@@ -52,7 +52,9 @@ def save_raft(datasets_dir: Path, digest: str, splits: dict[str, list[dict]], me
     folder = raft_dir(datasets_dir, digest)
     for name, rows in splits.items():
         write_jsonl(folder / f"{name}.jsonl", rows)
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+    partial = folder / f"meta.json.{os.getpid()}.partial"
+    partial.write_text(json.dumps(meta, indent=2))
+    partial.replace(folder / "meta.json")
     return folder
 
 

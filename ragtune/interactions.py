@@ -67,14 +67,27 @@ class ImportReport:
     read: int = 0
     added: int = 0
     already_present: int = 0
+    forgotten: int = 0  # records of users who asked to be forgotten: never stored again
     bad_lines: list[dict] = field(default_factory=list)  # {line, reason}
 
     def as_dict(self) -> dict:
-        return {"read": self.read, "added": self.added, "already_present": self.already_present, "bad_lines": self.bad_lines}
+        return {"read": self.read, "added": self.added, "already_present": self.already_present,
+                "forgotten": self.forgotten, "bad_lines": self.bad_lines}
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def utc_iso(ts) -> str:
+    """A timestamp as ISO 8601 in UTC, so records sort by time whatever offset they were logged with."""
+    if ts in (None, ""):
+        return now_iso()
+    try:
+        parsed = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise RecordError(f"ts is not an ISO 8601 timestamp: {ts!r}") from exc
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
 
 
 def normalise_record(raw: dict) -> dict:
@@ -98,7 +111,7 @@ def normalise_record(raw: dict) -> dict:
         raise RecordError("correction must be a string or null")
     return {
         "id": str(raw.get("id") or uuid.uuid4().hex),
-        "ts": str(raw.get("ts") or now_iso()),
+        "ts": utc_iso(raw.get("ts")),
         "user": str(raw.get("user") or "anonymous"),
         "question": raw["question"],
         "answer": raw["answer"],
@@ -135,7 +148,12 @@ class InteractionLog:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.OperationalError as exc:  # another process created the tables a moment ago
+            if "already exists" not in str(exc):
+                raise
+            metadata.create_all(self.engine)
 
     # -- writes ------------------------------------------------------------
     def append(self, record: dict) -> tuple[str, bool]:
@@ -145,7 +163,8 @@ class InteractionLog:
 
     def extend(self, records: list[dict]) -> int:
         """Insert many records in one transaction (validated first); returns how many were new."""
-        records = [normalise_record(r) for r in records]
+        forgotten = self.forgotten()
+        records = [r for r in map(normalise_record, records) if r["user"] not in forgotten]
         added = 0
         with self.engine.begin() as conn:
             for record in records:
@@ -168,10 +187,10 @@ class InteractionLog:
                     good.append(normalise_record(json.loads(line)))
                 except (json.JSONDecodeError, RecordError) as e:
                     report.bad_lines.append({"line": n, "reason": str(e)})
-        known = self.known_ids([r["id"] for r in good])
-        fresh = [r for r in good if r["id"] not in known]
-        report.added = self.extend(fresh)
-        report.already_present = len(good) - report.added
+        forgotten = self.forgotten()
+        report.forgotten = sum(r["user"] in forgotten for r in good)
+        report.added = self.extend(good)
+        report.already_present = len(good) - report.forgotten - report.added
         return report
 
     def add_feedback(self, interaction_id: str, rating: str | None, correction: str | None = None) -> None:
@@ -205,14 +224,6 @@ class InteractionLog:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(interactions)).scalar_one()
-
-    def known_ids(self, ids: list[str]) -> set[str]:
-        known: set[str] = set()
-        with self.engine.connect() as conn:
-            for start in range(0, len(ids), 500):
-                batch = ids[start:start + 500]
-                known.update(conn.execute(sa.select(interactions.c.id).where(interactions.c.id.in_(batch))).scalars())
-        return known
 
     def forgotten(self) -> set[str]:
         with self.engine.connect() as conn:

@@ -23,6 +23,7 @@ KINDS = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IP_ADDRESS",
 NUMERIC_KINDS = {"PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE"}
 MIN_SCORE = 0.4  # Presidio's "medium" patterns and up; the very weak ones (any 9 digits) are noise without context
 
+EMAIL_ANY_DOMAIN = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
 API_KEY_PATTERNS = [
     ("openai/stripe style", r"\b(?:sk|rk|pk)-(?:proj-|live-|test-)?[A-Za-z0-9_\-]{20,}"),
     ("aws access key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
@@ -67,8 +68,10 @@ def recognizers() -> tuple:
     def custom(kind: str, patterns: list[tuple[str, str]]) -> PatternRecognizer:
         return PatternRecognizer(supported_entity=kind, patterns=[Pattern(name, regex, 0.9) for name, regex in patterns])
 
+    # Presidio's e-mail recognizer wants a public suffix; intranet addresses (ops@corp.local) are PII too.
+    any_domain_email = custom("EMAIL_ADDRESS", [("any-domain e-mail", EMAIL_ANY_DOMAIN)])
     return (
-        EmailRecognizer(), PhoneRecognizer(), CreditCardRecognizer(patterns=[Pattern("All Credit Cards (weak)", CREDIT_CARD_PATTERN, 0.3)]),
+        EmailRecognizer(), any_domain_email, PhoneRecognizer(), CreditCardRecognizer(patterns=[Pattern("All Credit Cards (weak)", CREDIT_CARD_PATTERN, 0.3)]),
         UsSsnRecognizer(), IpRecognizer(), IbanRecognizer(),
         custom("API_KEY", API_KEY_PATTERNS), custom("BEARER_TOKEN", BEARER_PATTERNS),
     )

@@ -106,7 +106,7 @@ CURATED_COLUMNS = ["id", "ts", "user", "question", "answer", "gold_doc_ids", "so
 # Unambiguous secret and PII shapes, checked independently of the scrubber that should have removed them.
 PII_REGEXES = [
     r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
-    r"\b\d{3}-\d{2}-\d{4}\b",
+    r"(?<![\w/-])\d{3}-\d{2}-\d{4}(?![\w/-])",
     r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{16,}",
     r"\b(?:sk-[A-Za-z0-9_\-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|hf_[A-Za-z0-9]{30,})",
 ]

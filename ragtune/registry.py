@@ -130,16 +130,18 @@ def record_move(c, name: str, version: str, event: str, reason: str, run_id: str
         c.set_model_version_tag(name, version, f"{event}_run_id", run_id)
 
 
-def promote(tracking_uri: str, name: str, version: str, reason: str, run_id: str | None = None) -> dict:
+def promote(tracking_uri: str, name: str, version: str, reason: str, run_id: str | None = None, force: bool = False) -> dict:
     """`version` becomes champion; the old champion becomes previous_champion.
 
     previous_champion moves first: a crash between the two calls leaves the old champion serving.
     """
     c = client(tracking_uri)
     current = aliases(tracking_uri, name)
-    known = {row["version"] for row in list_versions(tracking_uri, name)}
-    if str(version) not in known:
-        raise RegistryError(f"{name} has no version {version}; known: {', '.join(sorted(known, key=int)) or 'none'}")
+    rows = {row["version"]: row for row in list_versions(tracking_uri, name)}
+    if str(version) not in rows:
+        raise RegistryError(f"{name} has no version {version}; known: {', '.join(sorted(rows, key=int)) or 'none'}")
+    if rows[str(version)]["tags"].get(NEEDS_RETRAIN) == "true" and not force:
+        raise RegistryError(f"version {version} was trained on erased data (needs_retrain); retrain, or pass --force")
     old = current.get(CHAMPION)
     if old == str(version):
         raise RegistryError(f"version {version} is already the champion")
@@ -153,7 +155,7 @@ def promote(tracking_uri: str, name: str, version: str, reason: str, run_id: str
     return {"champion": str(version), "previous_champion": old, "reason": reason}
 
 
-def rollback(tracking_uri: str, name: str, reason: str, to: str | None = None) -> dict:
+def rollback(tracking_uri: str, name: str, reason: str, to: str | None = None, force: bool = False) -> dict:
     """champion goes back to previous_champion (or `to`); the version rolled back from is tagged and not kept as a fallback."""
     c = client(tracking_uri)
     current = aliases(tracking_uri, name)
@@ -163,8 +165,11 @@ def rollback(tracking_uri: str, name: str, reason: str, to: str | None = None) -
         raise RegistryError("nothing to roll back to: no previous_champion alias; name a version with --to")
     if bad == target:
         raise RegistryError(f"version {target} is already the champion")
-    if target not in {row["version"] for row in list_versions(tracking_uri, name)}:
+    rows = {row["version"]: row for row in list_versions(tracking_uri, name)}
+    if target not in rows:
         raise RegistryError(f"{name} has no version {target}")
+    if rows[target]["tags"].get(NEEDS_RETRAIN) == "true" and not force:
+        raise RegistryError(f"version {target} was trained on erased data (needs_retrain); retrain, or pass --force")
     c.set_registered_model_alias(name, CHAMPION, target)
     if current.get(PREVIOUS_CHAMPION) in (target, bad):
         c.delete_registered_model_alias(name, PREVIOUS_CHAMPION)

@@ -56,8 +56,8 @@ def print_demo(p: dict) -> None:
 
 
 def print_import(p: dict) -> None:
-    console.print(f"read {p['read']} records from {p['file']}: {p['added']} added, {p['already_present']} already in the log "
-                  f"({p['total']} in total)")
+    console.print(f"read {p['read']} records from {p['file']}: {p['added']} added, {p['already_present']} already in the log, "
+                  f"{p['forgotten']} of forgotten users refused ({p['total']} in total)")
     for bad in p["bad_lines"]:
         console.print(f"[yellow]skipped[/] line {bad['line']}: {bad['reason']}")
 

@@ -72,7 +72,7 @@ def write_many(url: str, worker: int, n: int) -> None:
 
 def test_eight_concurrent_writers_lose_and_duplicate_nothing(tmp_path):
     url = f"sqlite:///{tmp_path / 'log.db'}"
-    InteractionLog(url)  # create the schema once, as the server does at start-up
+    # no schema yet: the eight writers create it as they start
     ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=write_many, args=(url, w, 500)) for w in range(8)]
     for p in workers:
@@ -93,3 +93,17 @@ def ids_per_worker(ids: list[str]) -> dict[str, int]:
         w = i[1:].split("-")[0]
         counts[w] = counts.get(w, 0) + 1
     return counts
+
+
+def test_forgotten_users_are_refused_on_import_and_timestamps_are_utc(tmp_path):
+    log = InteractionLog(f"sqlite:///{tmp_path / 'log.db'}")
+    log.append(record(1, user="bob"))
+    log.forget("bob")
+    path = tmp_path / "again.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [record(1, user="bob"), record(2, user="alice", ts="2025-01-01T02:00:00+02:00")]) + "\n")
+    report = log.import_jsonl(path)
+    assert (report.added, report.forgotten, report.already_present) == (1, 1, 0)
+    assert [(r["user"], r["ts"]) for r in log.records()] == [("alice", "2025-01-01T00:00:00+00:00")]
+    assert log.append(record(3, user="bob")) == ("r3", False)
+    with pytest.raises(RecordError, match="ts"):
+        normalise_record({"question": "q", "answer": "a", "ts": "yesterday"})

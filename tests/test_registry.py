@@ -40,3 +40,14 @@ def test_promote_and_rollback_move_aliases_and_record_why(home, tmp_path, capsys
     assert code == 1 and "already the champion" in out["error"]
     listed = models(capsys, "list")[1]
     assert [v["aliases"] for v in listed["versions"]] == [[CHAMPION], [], []]
+
+
+def test_versions_trained_on_erased_data_need_force(home, tmp_path, capsys):
+    from ragtune.registry import mark_needs_retrain
+
+    s = load_settings()
+    (v1,) = register_versions(s, ["erased"], tmp_path / "adapter")
+    assert mark_needs_retrain(s.tracking_uri, s.registered_model, {"erased"}, "test") == [v1]
+    code, out = models(capsys, "promote", v1, "--reason", "ship it")
+    assert code == 1 and "needs_retrain" in out["error"]
+    assert models(capsys, "promote", v1, "--reason", "accepted risk", "--force")[0] == 0

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
+
+from ragtune.registry import EXPERIMENT
+from ragtune.settings import load_settings
 
 
 @dataclass
 class SftConfig:
     train_file: str = ""
     validation_file: str = ""
-    output_dir: str = ".ragtune/runs/adapter"
+    output_dir: str = ""  # "" = $RAGTUNE_HOME/runs/standalone
     base_model: str = ""  # Hugging Face id or local path; "" = the bundled SmolLM2-135M-Instruct
-    models_dir: str = ".ragtune/models"  # where the bundled base model is converted once
+    models_dir: str = ""  # where the bundled base model is converted once; "" = $RAGTUNE_HOME/models
     # LoRA
     lora_r: int = 16
     lora_alpha: int = 32
@@ -37,9 +40,9 @@ class SftConfig:
     eval_at_end: bool = True
     seed: int = 0
     # tracking
-    tracking_uri: str = "sqlite:///.ragtune/mlflow.db"
-    artifact_location: str = ".ragtune/mlartifacts"
-    experiment: str = "ragtune-adapter"
+    tracking_uri: str = ""  # "" = RAGTUNE_MLFLOW_TRACKING_URI or sqlite in the data home
+    artifact_location: str = ""  # "" = $RAGTUNE_HOME/mlartifacts
+    experiment: str = EXPERIMENT
     run_name: str = ""
     registered_model: str = ""  # "" = log only, do not register
     version_tags: dict[str, str] = field(default_factory=dict)
@@ -54,6 +57,18 @@ class SftConfig:
             raise ValueError(f"{path}: unknown training settings {', '.join(unknown)}")
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
+
+    def resolved(self) -> "SftConfig":
+        """Empty paths and endpoints filled from the settings (RAGTUNE_HOME ...), as the rest of ragtune uses them."""
+        s = load_settings()
+        return replace(
+            self,
+            output_dir=self.output_dir or str(s.home_dir / "runs" / "standalone"),
+            models_dir=self.models_dir or str(s.models_dir),
+            tracking_uri=self.tracking_uri or s.tracking_uri,
+            artifact_location=self.artifact_location or str(s.mlflow_artifacts),
+            base_model=self.base_model or s.base_model,
+        )
 
     def to_yaml(self, path: str | Path) -> Path:
         path = Path(path)

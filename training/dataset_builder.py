@@ -48,6 +48,7 @@ def build_dataset(records: list[dict], store: ChunkStore, retriever: Retriever, 
         raise RuntimeError("the index is empty: run `ragtune refresh` before building a RAFT dataset")
     # Restricted documents stay out unless asked for: weights cannot enforce an access list.
     groups = None if include_restricted else []
+    index_version = store.version()
 
     def rank(question: str, n: int) -> list[dict]:
         return [hit.as_dict() for hit in retriever.search(question, k=n, groups=groups)]
@@ -57,7 +58,9 @@ def build_dataset(records: list[dict], store: ChunkStore, retriever: Retriever, 
         example.update(render_example(tokenizer, example["question"], example["documents"], example["target"]))
     train, validation = split_examples(result.examples, config.validation_fraction, config.seed)
     digest = dataset_hash(train, validation, config)
-    index_version = store.version()
+    if store.version() != index_version:  # a refresh committed mid-build: the examples mix two index versions
+        raise RuntimeError(f"the index changed from version {index_version} to {store.version()} while the RAFT dataset "
+                           "was built; run the job again")
     meta = {"hash": digest, "config": asdict(config), "train": len(train), "validation": len(validation),
             "oracle_share": round(result.oracle_share, 4), "skipped": dict(result.skipped), "index_version": index_version,
             "include_restricted": include_restricted}

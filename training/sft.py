@@ -24,10 +24,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import Trainer, TrainerCallback
-from trl import SFTTrainer
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: no code path may need the internet
 
-from training.config import SftConfig
+from transformers import Trainer, TrainerCallback  # noqa: E402
+from trl import SFTTrainer  # noqa: E402
+
+from training.config import SftConfig  # noqa: E402
 
 log = logging.getLogger("training.sft")
 
@@ -133,6 +135,7 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
     from ragtune.registry import ensure_experiment, register_adapter
     from training.base_model import base_model_label, resolve_base_model
 
+    config = config.resolved()
     if not config.train_file or not Path(config.train_file).is_file():
         raise FileNotFoundError(f"training file not found: {config.train_file!r}")
     base = resolve_base_model(config.base_model, Path(config.models_dir))
@@ -191,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, help="overrides max_steps")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     overrides = {"train_file": args.train_file, "validation_file": args.validation_file,
                  "output_dir": args.output_dir, "max_steps": args.max_steps}
     from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
