@@ -8,7 +8,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from assets.interactions import check_result
+from assets.checks import check_result
 from assets.knowledge import chunk_index
 from pipelines.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
 from ragtune.datasets import read_jsonl

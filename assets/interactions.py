@@ -4,6 +4,7 @@
 import dagster as dg
 from pydantic import Field
 
+from assets.checks import check_result
 from pipelines.resources import InteractionLogResource
 from ragtune.curation import CurationPolicy, curate
 from ragtune.datasets import save_curated
@@ -47,11 +48,6 @@ def curated_interactions(interaction_logs: list[dict], config: CurationConfig, i
         "redactions": dg.MetadataValue.json(report["redactions"]),
         "snapshot": str(path),
     })
-
-
-def check_result(result) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=result.success, description=result.describe(),
-                               metadata={"rows": result.rows, "failures": dg.MetadataValue.json(result.failures)})
 
 
 @dg.asset_check(asset=curated_interactions, description="Great Expectations: the curated schema, unique ids, a known source.")

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.checks import check_result
 from pipelines.resources import EmbedderResource, LanceDBResource
 from ragtune.chunker import Chunk, chunk_document
 from ragtune.documents import LoadResult, load_documents
@@ -123,8 +124,7 @@ def chunks_are_valid(document_chunks: list[Chunk], lancedb: LanceDBResource) -> 
     s = lancedb.settings()
     df = pd.DataFrame([{"chunk_id": c.chunk_id, "text": c.text, "n_tokens": c.n_tokens} for c in document_chunks])
     result = validate_chunks(df, max_tokens=s.chunk_tokens)
-    return dg.AssetCheckResult(passed=result.success, description=result.describe(),
-                               metadata={"rows": result.rows, "failures": dg.MetadataValue.json(result.failures)})
+    return check_result(result)
 
 
 @dg.asset_check(asset=chunk_index, description="Great Expectations: every stored vector has the right dimension and no NaN.")
@@ -132,8 +132,7 @@ def index_vectors_are_valid(lancedb: LanceDBResource, embedder: EmbedderResource
     model = embedder.get()
     table = lancedb.store(model.dim).read_columns(["chunk_id", "vector"]).to_pydict()
     result = validate_vectors(vector_frame(table["chunk_id"], table["vector"]), model.dim)
-    return dg.AssetCheckResult(passed=result.success, description=result.describe(),
-                               metadata={"rows": result.rows, "failures": dg.MetadataValue.json(result.failures)})
+    return check_result(result)
 
 
 KNOWLEDGE_ASSETS = [raw_documents, document_chunks, chunk_index]

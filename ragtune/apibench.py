@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from ragtune.datasets import write_jsonl
+
 IMPORT_EPOCH = datetime(2024, 3, 15, tzinfo=timezone.utc)  # fixed, so output is reproducible
 ATTRIBUTION = "APIBench, Gorilla project (ShishirPatil/gorilla), Apache-2.0"
 
@@ -211,10 +213,3 @@ def interaction(item: dict) -> dict:
         "feedback": "up",
         "correction": None,
     }
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")

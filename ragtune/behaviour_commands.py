@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragtune.cli import emit, fail, status_spinner
+from ragtune.cli_output import emit, fail, status_spinner
 from ragtune.settings import load_settings
 
 

@@ -8,24 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+from ragtune.cli_output import emit, fail, status_spinner
 from ragtune.settings import REPO_ROOT, load_settings
 
 DEMO_DIR = REPO_ROOT / "examples" / "apibench"
-
-
-def emit(args, payload: dict, render) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(payload, default=str))
-    else:
-        render(payload)
-
-
-def fail(args, message: str, code: int = 1, **extra) -> int:
-    if getattr(args, "json", False):
-        print(json.dumps({"ok": False, "error": message, **extra}, default=str))
-    else:
-        print(f"error: {message}", file=sys.stderr)
-    return code
 
 
 # -- commands ------------------------------------------------------------------
@@ -125,26 +111,6 @@ def cmd_ui(args) -> int:
     cmd = [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
     print(f"Dagster UI on http://{args.host}:{args.port} (instance {settings.dagster_home})", file=sys.stderr)
     os.execv(cmd[0], cmd)
-
-
-class status_spinner:
-    """A spinner on stderr for long work, unless --json or not a terminal."""
-
-    def __init__(self, args, message: str):
-        self.enabled = not getattr(args, "json", False) and sys.stderr.isatty()
-        self.message = message
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-
-            self.status = Console(stderr=True).status(self.message)
-            self.status.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.status.__exit__(*exc)
 
 
 # -- parser --------------------------------------------------------------------

@@ -9,14 +9,10 @@ the gate and the release join here in the next stage.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ragtune.datasets import read_jsonl
 from ragtune.settings import REPO_ROOT, Settings
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def retrieval_scores(retriever, items: list[dict], k: int = 5) -> dict:

@@ -88,7 +88,7 @@ class StepMetrics(TrainerCallback):
             mlflow.log_metrics(numeric, step=state.global_step)
 
 
-def training_arguments(config: SftConfig, has_validation: bool):
+def training_arguments(config: SftConfig):
     import torch
     from trl import SFTConfig
 
@@ -154,7 +154,7 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
         mlflow.log_params({"base_model_resolved": base_model_label(config.base_model), "train_examples": len(train_set),
                            "validation_examples": len(eval_set) if eval_set is not None else 0})
         step_metrics = StepMetrics()
-        trainer = LoraSFTTrainer(model=model, args=training_arguments(config, has_validation), train_dataset=train_set,
+        trainer = LoraSFTTrainer(model=model, args=training_arguments(config), train_dataset=train_set,
                              eval_dataset=eval_set, processing_class=tokenizer, peft_config=lora, callbacks=[step_metrics])
         started = time.perf_counter()
         result = trainer.train()
