@@ -11,7 +11,10 @@ import dagster as dg
 from assets.behaviour import BEHAVIOUR_ASSETS, BEHAVIOUR_CHECKS
 from assets.interactions import INTERACTION_ASSETS, INTERACTION_CHECKS
 from assets.knowledge import KNOWLEDGE_ASSETS, KNOWLEDGE_CHECKS
-from pipelines.jobs import adapter_retrain_job, index_refresh_job, interaction_curation_job, nightly_index_refresh
+from assets.release import RELEASE_ASSETS, RELEASE_CHECKS
+from pipelines.jobs import (adapter_retrain_job, index_refresh_job, interaction_curation_job, nightly_index_refresh,
+                           quarterly_adapter_retrain)
+from pipelines.sensors import curated_volume_sensor
 from pipelines.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
 from ragtune.settings import Settings, load_settings
 
@@ -20,10 +23,11 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     home = str(settings.home_dir)
     return dg.Definitions(
-        assets=KNOWLEDGE_ASSETS + INTERACTION_ASSETS + BEHAVIOUR_ASSETS,
-        asset_checks=KNOWLEDGE_CHECKS + INTERACTION_CHECKS + BEHAVIOUR_CHECKS,
+        assets=KNOWLEDGE_ASSETS + INTERACTION_ASSETS + BEHAVIOUR_ASSETS + RELEASE_ASSETS,
+        asset_checks=KNOWLEDGE_CHECKS + INTERACTION_CHECKS + BEHAVIOUR_CHECKS + RELEASE_CHECKS,
         jobs=[index_refresh_job, interaction_curation_job, adapter_retrain_job],
-        schedules=[nightly_index_refresh(settings.timezone)],
+        schedules=[nightly_index_refresh(settings.timezone), quarterly_adapter_retrain(settings.timezone)],
+        sensors=[curated_volume_sensor(settings)],
         resources={
             "io_manager": dg.mem_io_manager,
             "lancedb": LanceDBResource(home=home),

@@ -9,6 +9,8 @@ INTERACTION_CURATION = "interaction_curation"
 ADAPTER_RETRAIN = "adapter_retrain"
 NIGHTLY_INDEX_REFRESH = "nightly_index_refresh"
 NIGHTLY_CRON = "0 2 * * *"
+QUARTERLY_ADAPTER_RETRAIN = "quarterly_adapter_retrain"
+QUARTERLY_CRON = "0 3 1 1,4,7,10 *"
 
 # One process per run: models load once, and values pass between steps in memory,
 # so two runs at once never read each other's intermediate values.
@@ -30,8 +32,9 @@ interaction_curation_job = dg.define_asset_job(
 
 adapter_retrain_job = dg.define_asset_job(
     name=ADAPTER_RETRAIN,
-    selection=dg.AssetSelection.groups("interactions", "behaviour"),
-    description="Curate interactions, build the RAFT dataset from the live index, train and register a LoRA adapter.",
+    selection=dg.AssetSelection.groups("interactions", "behaviour", "release"),
+    description="Curate interactions, build the RAFT dataset from the live index, train and register a LoRA adapter, "
+    "evaluate it against the champion, gate it and release it.",
     tags={"ragtune/stage": "behaviour"},
     executor_def=dg.in_process_executor,
 )
@@ -44,5 +47,16 @@ def nightly_index_refresh(timezone: str) -> dg.ScheduleDefinition:
         cron_schedule=NIGHTLY_CRON,
         execution_timezone=timezone,
         description="Refresh the document index every night (RAGTUNE_SOURCE_DIR, RAGTUNE_TIMEZONE).",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+
+
+def quarterly_adapter_retrain(timezone: str) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name=QUARTERLY_ADAPTER_RETRAIN,
+        job=adapter_retrain_job,
+        cron_schedule=QUARTERLY_CRON,
+        execution_timezone=timezone,
+        description="Retrain the adapter at 03:00 on the first day of each quarter; the gate decides whether it ships.",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )

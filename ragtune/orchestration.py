@@ -22,6 +22,7 @@ class JobOutcome:
     run_id: str
     outputs: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)  # asset key -> its materialization metadata
+    checks: dict = field(default_factory=dict)  # check name -> {passed, description, metadata}
     error: str | None = None
 
 
@@ -87,8 +88,14 @@ def reap_dead_runs(instance, job_name: str) -> list[str]:
     return reaped
 
 
-def run_job(settings: Settings, job_name: str, run_config: dict | None = None, verbose: bool = False, output_nodes: tuple[str, ...] = ()) -> JobOutcome:
-    """Execute a job of the code location in this process, recorded on the persistent instance."""
+def run_job(settings: Settings, job_name: str, run_config: dict | None = None, verbose: bool = False,
+            output_nodes: tuple[str, ...] = (), assets: list[str] | None = None) -> JobOutcome:
+    """Execute a job of the code location in this process, recorded on the persistent instance.
+
+    `assets` runs only those assets of the job (for example `release` alone, to finish an interrupted release).
+    """
+    import dagster as dg
+
     from pipelines.definitions import build_definitions
 
     instance = get_instance(settings)
@@ -100,6 +107,7 @@ def run_job(settings: Settings, job_name: str, run_config: dict | None = None, v
         run_config=config,
         instance=instance,
         raise_on_error=False,
+        asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
         tags={"ragtune/launched_by": "cli", "ragtune/pid": str(os.getpid())},
     )
     outputs = {}
@@ -112,8 +120,10 @@ def run_job(settings: Settings, job_name: str, run_config: dict | None = None, v
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
         metadata[materialization.asset_key.to_user_string()] = {k: v.value for k, v in materialization.metadata.items()}
+    checks = {e.check_name: {"passed": e.passed, "description": e.description, "metadata": {k: v.value for k, v in e.metadata.items()}}
+              for e in result.get_asset_check_evaluations()}
     error = None if result.success else failure_message(result, job_name)
-    return JobOutcome(success=result.success, run_id=result.run_id, outputs=outputs, metadata=metadata, error=error)
+    return JobOutcome(success=result.success, run_id=result.run_id, outputs=outputs, metadata=metadata, checks=checks, error=error)
 
 
 def root_cause(info) -> str:

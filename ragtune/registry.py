@@ -17,6 +17,14 @@ EXPERIMENT = "ragtune-adapter"
 NEEDS_RETRAIN = "needs_retrain"  # tag set when a version was trained on data that has since been erased
 
 
+def failpoint(name: str) -> None:
+    """Crash here when RAGTUNE_FAILPOINT names this point: how the tests prove a half-done move is safe."""
+    import os
+
+    if os.environ.get("RAGTUNE_FAILPOINT") == name:
+        raise RuntimeError(f"failpoint {name} (RAGTUNE_FAILPOINT)")
+
+
 def code_version() -> str:
     """The git commit of the code that trained a version (plus "+dirty"), or the package version."""
     import subprocess
@@ -148,6 +156,7 @@ def promote(tracking_uri: str, name: str, version: str, reason: str, run_id: str
     if old:
         c.set_registered_model_alias(name, PREVIOUS_CHAMPION, old)
         record_move(c, name, old, "demoted", reason, run_id)
+    failpoint("promote:between_aliases")
     c.set_registered_model_alias(name, CHAMPION, str(version))
     if current.get(CHALLENGER) == str(version):
         c.delete_registered_model_alias(name, CHALLENGER)
@@ -177,3 +186,52 @@ def rollback(tracking_uri: str, name: str, reason: str, to: str | None = None, f
         record_move(c, name, bad, "rolled_back", reason, None)
     record_move(c, name, target, "restored", reason, None)
     return {"champion": target, "rolled_back_from": bad, "reason": reason}
+
+
+def set_challenger(tracking_uri: str, name: str, version: str, run_id: str | None = None) -> None:
+    """`version` is the candidate under evaluation (the alias the gate and release read)."""
+    c = client(tracking_uri)
+    c.set_registered_model_alias(name, CHALLENGER, str(version))
+    record_move(c, name, str(version), "challenger", "evaluated against the champion", run_id)
+
+
+def tag_version(tracking_uri: str, name: str, version: str, tags: dict[str, object]) -> None:
+    c = client(tracking_uri)
+    for key, value in tags.items():
+        c.set_model_version_tag(name, str(version), key, str(value))
+
+
+def reject(tracking_uri: str, name: str, version: str, reasons: list[str], run_id: str | None = None) -> None:
+    """The gate said no: tag the version with why; the champion stays where it is."""
+    c = client(tracking_uri)
+    c.set_model_version_tag(name, str(version), "gate_verdict", "rejected")
+    record_move(c, name, str(version), "rejected", "; ".join(reasons)[:4000], run_id)
+
+
+def resolve(tracking_uri: str, name: str, ref: str) -> str | None:
+    """A version number for `ref`: an alias (champion, ...) or a version number; None for an unset alias."""
+    if str(ref).isdigit():
+        return str(ref)
+    return aliases(tracking_uri, name).get(str(ref))
+
+
+def download_adapter(tracking_uri: str, name: str, version: str, destination: Path) -> Path:
+    """The adapter folder of `models:/NAME/VERSION`, downloaded once into `destination/VERSION`."""
+    import shutil
+
+    import mlflow
+
+    target = destination / str(version)
+    if (target / "adapter_config.json").is_file():
+        return target
+    client(tracking_uri)
+    partial = destination / f".{version}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(partial)))
+    found = next((p.parent for p in local.rglob("adapter_config.json")), None)
+    if found is None:
+        raise RegistryError(f"models:/{name}/{version} holds no adapter_config.json")
+    found.rename(target)  # atomic: a crashed download never looks complete
+    shutil.rmtree(partial, ignore_errors=True)
+    return target

@@ -95,11 +95,72 @@ def print_models(p: dict) -> None:
         console.print(f"no versions of {p['registered_model']} yet: run the adapter_retrain job (`ragtune demo`)")
         return
     table = Table(title=f"registered model {p['registered_model']}")
-    for column in ("version", "aliases", "created", "dataset", "index", "curated", "train loss", "flags"):
+    for column in ("version", "aliases", "created", "dataset", "index", "curated", "train loss", "id match", "gate", "flags"):
         table.add_column(column)
     for v in p["versions"]:
         t = v["tags"]
         flags = "needs retrain" if t.get("needs_retrain") == "true" else ""
         table.add_row(v["version"], ", ".join(v["aliases"]) or "-", v["created"], t.get("dataset_hash", "-"),
-                      t.get("index_version", "-"), t.get("curated_records", "-"), t.get("train_loss", "-"), flags)
+                      t.get("index_version", "-"), t.get("curated_records", "-"), t.get("train_loss", "-"),
+                      t.get("eval_identifier_match", "-"), t.get("gate_verdict", "-"), flags)
     console.print(table)
+
+
+METRIC_COLUMNS = (("identifier_match", "id match"), ("exact_match", "EM"), ("token_f1", "F1"), ("format_validity", "format"),
+                  ("citation_accuracy", "citations"), ("abstention", "abstains"), ("adherence", "adheres"),
+                  ("latency_p50_ms", "p50 ms"), ("latency_p95_ms", "p95 ms"), ("tokens_mean", "tokens"))
+
+
+def metrics_table(metrics: dict, title: str) -> Table:
+    from ragtune.evaluate import LABELS
+
+    table = Table(title=title)
+    table.add_column("configuration")
+    for _, label in METRIC_COLUMNS:
+        table.add_column(label, justify="right")
+    for name, values in metrics.items():
+        cells = []
+        for key, _ in METRIC_COLUMNS:
+            value = values.get(key)
+            cells.append("-" if value is None else f"{value:.0f}" if key.endswith("_ms") else f"{value:.2f}")
+        table.add_row(LABELS.get(name, name), *cells)
+    return table
+
+
+def print_verdict(verdict: dict | None, released: bool | None = None) -> None:
+    if not verdict:
+        return
+    head = "[green]passed[/]" if verdict["passed"] else "[red]rejected[/]"
+    action = "" if released is None else (" -> released as champion" if released else " -> champion unchanged")
+    console.print(f"release gate: {head}{action}")
+    for reason in verdict["reasons"]:
+        console.print(f"  {reason}")
+
+
+def print_evaluation(p: dict) -> None:
+    r = p["retrieval"]
+    recall = next((f"{k} {v:.2f}" for k, v in r.items() if k.startswith("recall@")), "")
+    console.print(metrics_table(p["metrics"], f"{p['items']} items of {p['set']} (index version {p['index_version']})"))
+    console.print(f"retrieval: {recall}, MRR {r['mrr']:.2f}")
+    for line in p["skipped"]:
+        console.print(f"[yellow]skipped[/] {line}")
+    print_verdict(p.get("verdict"))
+
+
+def print_retrain(p: dict) -> None:
+    c = p.get("curation") or {}
+    if c:
+        console.print(f"curated {c['kept']} of {c['input']} interactions")
+    if "raft" in p:
+        d = p["raft"]
+        console.print(f"RAFT dataset {d['digest']}: {d['train']} train / {d['validation']} validation examples")
+    if "adapter" in p:
+        a = p["adapter"]
+        console.print(f"LoRA adapter: version {a['model_version']} registered, {int(a['steps'])} steps, "
+                      f"train loss {a['train_loss']:.3f}, {a['train_seconds']:.0f} s")
+    if "evaluation" in p:
+        e = p["evaluation"]
+        console.print(metrics_table(e["metrics"], f"evaluation on {e['items']} held-out items (index version {e['index_version']})"))
+    print_verdict(p.get("verdict"), p.get("released"))
+    aliases = ", ".join(f"{k} = {v}" for k, v in sorted(p.get("aliases", {}).items())) or "none"
+    console.print(f"aliases: {aliases}")

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field("", description="MLflow tracking and registry URI; empty = sqlite in the data home.")
     registered_model: str = Field("ragtune-adapter", description="Registered model that holds every adapter version.")
     base_model: str = Field("", description="Hugging Face id or local path; empty = bundled SmolLM2-135M-Instruct.")
+    eval_set: Path = Field(
+        REPO_ROOT / "examples" / "apibench" / "eval.jsonl",
+        description="Evaluation set the release gate scores challengers on (the bundled demo questions by default).",
+    )
+    retrain_min_interactions: int = Field(
+        200, ge=1, description="curated_volume_sensor: new accepted interactions since the last trained version that trigger a retrain."
+    )
 
     @property
     def home_dir(self) -> Path:
@@ -69,6 +76,16 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifacts(self) -> Path:
         return self.home_dir / "mlartifacts"
+
+    @property
+    def adapters_dir(self) -> Path:
+        """Registered adapters downloaded for evaluation and serving, one folder per version."""
+        return self.home_dir / "adapters"
+
+    @property
+    def evaluations_dir(self) -> Path:
+        """Cached per-probe answers of the base model and registered versions (greedy decoding is reproducible)."""
+        return self.home_dir / "evaluations"
 
     @property
     def models_dir(self) -> Path:

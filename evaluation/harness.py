@@ -1,0 +1,273 @@
+"""The evaluation harness: the same questions through several model configurations.
+
+    probes, retrieval = build_probes(items, search, HarnessConfig(k=3))
+    report = run_harness(probes, retrieval, [Candidate("base_rag", None), ...], generator_for)
+
+Every item of an evaluation set (DESIGN.md format) becomes up to three probes:
+- `answer`: the production retrieval (top k) as context; scores correctness,
+  citations and format;
+- `unanswerable`: the same question with the gold documents removed from the
+  context (or an item marked `answerable: false`); scores abstention;
+- `counterfactual`: the gold chunk with its identifier changed (a fact the
+  weights cannot know); scores whether the answer follows the document.
+A candidate without retrieval gets the answer probes with no documents: the gap
+to the same adapter with retrieval is what the index adds.
+
+Retrieval runs once per probe, shared by every candidate. Generation is greedy,
+so a candidate's rows for the same probes are reproducible and may be cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from evaluation.metrics import (abstained, adheres, citation_accuracy, distinctive_identifier, exact_match,
+                                identifier_match, percentile, reciprocal_rank, recall_at_k, token_f1)
+
+# (question, n) -> ranked chunks [{doc_id, chunk_id, title, text}], best first
+Search = Callable[[str, int], list[dict]]
+REQUIRED = {"id": str, "question": str, "reference_answer": str, "gold_doc_ids": list, "answerable": bool}
+DOC_FIELDS = ("doc_id", "chunk_id", "title", "text")
+
+
+@dataclass
+class HarnessConfig:
+    k: int = 3  # documents in the context, as served
+    limit: int | None = None  # items evaluated (None: all)
+    probe_limit: int | None = None  # of those, items also probed for abstention and adherence (None: all)
+    max_new_tokens: int = 128
+    depth: int = 10  # retrieved per question for recall@depth, MRR and the gold-free context
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Probe:
+    item_id: str
+    kind: str  # answer | unanswerable | counterfactual
+    question: str
+    documents: list[dict]
+    gold_doc_ids: list[str]
+    reference: str = ""
+    identifier: str = ""
+    expected: str = ""  # counterfactual: the edited identifier the answer should state ...
+    original: str = ""  # ... instead of the one it replaced
+    retrieval_ms: float = 0.0
+
+
+@dataclass
+class Candidate:
+    name: str  # base_rag, champion_rag, challenger_rag, challenger_no_rag (MLflow metric names allow no "+")
+    adapter_dir: str | None  # None: the base model alone
+    retrieval: bool = True
+    version: str | None = None  # registry version, for the report and the cache key
+
+
+@dataclass
+class EvalReport:
+    metrics: dict[str, dict[str, float]]  # candidate name -> metric -> value
+    retrieval: dict[str, float]
+    rows: list[dict]
+    items: int
+    skipped: list[str] = field(default_factory=list)  # eval-set lines left out, with why
+
+    def as_dict(self) -> dict:
+        return {"metrics": self.metrics, "retrieval": self.retrieval, "items": self.items, "skipped": self.skipped}
+
+
+def load_eval_set(path: Path) -> tuple[list[dict], list[str]]:
+    """(items, skipped): malformed lines are skipped with their line number and reason, the rest kept."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"evaluation set {path} does not exist")
+    items, skipped = [], []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            skipped.append(f"line {number}: not JSON ({e.msg})")
+            continue
+        problems = [f"{key} missing or not {kind.__name__}" for key, kind in REQUIRED.items()
+                    if not isinstance(item, dict) or not isinstance(item.get(key), kind)]
+        if problems:
+            skipped.append(f"line {number}: {', '.join(problems)}")
+            continue
+        items.append(item)
+    if not items:
+        raise ValueError(f"evaluation set {path} has no usable item" + (f" ({skipped[0]})" if skipped else ""))
+    return items, skipped
+
+
+def eval_set_digest(items: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def counterfactual_identifier(identifier: str) -> str | None:
+    """A plausible identifier that is not the original and does not contain it (`org/name` -> `org-labs/name`)."""
+    original = distinctive_identifier(identifier)
+    if "/" in original and not original.startswith("/"):
+        org, name = original.split("/", 1)
+        edited = f"{org}-labs/{name}"
+    elif re.search(r"\w\.\w+$", original):
+        stem, ext = original.rsplit(".", 1)
+        edited = f"{stem}_v2.{ext}"
+    elif len(original) >= 4:
+        middle = len(original) // 2
+        edited = f"{original[:middle]}_cf_{original[middle:]}"
+    else:
+        return None
+    return edited if original not in edited else None
+
+
+def documents_of(chunks: list[dict]) -> list[dict]:
+    return [{k: c[k] for k in DOC_FIELDS} for c in chunks]
+
+
+def unique_doc_ids(chunks: list[dict]) -> list[str]:
+    return list(dict.fromkeys(c["doc_id"] for c in chunks))
+
+
+def build_probes(items: list[dict], search: Search, config: HarnessConfig) -> tuple[list[Probe], dict[str, float]]:
+    """Probes for every item (retrieval timed once per question), and the retrieval metrics over answerable items."""
+    chosen = items[: config.limit] if config.limit is not None else items
+    probed = 0
+    probes: list[Probe] = []
+    recall = rr = answerable = 0.0
+    for item in chosen:
+        started = time.perf_counter()
+        ranked = search(item["question"], max(config.depth, config.k))
+        retrieval_ms = (time.perf_counter() - started) * 1000
+        gold = list(item["gold_doc_ids"])
+        common = dict(item_id=item["id"], question=item["question"], gold_doc_ids=gold, retrieval_ms=retrieval_ms)
+        if not item["answerable"]:
+            probes.append(Probe(kind="unanswerable", documents=documents_of(ranked[: config.k]), **common))
+            continue
+        answerable += 1
+        recall += recall_at_k(unique_doc_ids(ranked), gold, config.k)
+        rr += reciprocal_rank(unique_doc_ids(ranked), gold)
+        identifier = item.get("identifier") or item["reference_answer"]
+        probes.append(Probe(kind="answer", documents=documents_of(ranked[: config.k]), reference=item["reference_answer"],
+                            identifier=identifier, **common))
+        if config.probe_limit is not None and probed >= config.probe_limit:
+            continue
+        probed += 1
+        others = [c for c in ranked if c["doc_id"] not in gold]
+        probes.append(Probe(kind="unanswerable", documents=documents_of(others[: config.k]), **common))
+        edited = counterfactual_context(item, ranked, others, identifier, config.k)
+        if edited:
+            probes.append(Probe(kind="counterfactual", identifier=identifier, **edited, **common))
+    n = max(answerable, 1)
+    return probes, {f"recall@{config.k}": recall / n, "mrr": rr / n, "answerable_items": int(answerable)}
+
+
+def counterfactual_context(item: dict, ranked: list[dict], others: list[dict], identifier: str, k: int) -> dict | None:
+    """The best gold chunk with its identifier replaced, among k-1 retrieved non-gold chunks; None when not editable."""
+    original = distinctive_identifier(identifier)
+    edited = counterfactual_identifier(identifier)
+    gold_chunk = next((c for c in ranked if c["doc_id"] in item["gold_doc_ids"] and original in c["text"]), None)
+    if edited is None or gold_chunk is None:
+        return None
+    changed = {**gold_chunk, "text": gold_chunk["text"].replace(original, edited),
+               "title": (gold_chunk.get("title") or "").replace(original, edited)}
+    documents = documents_of([changed] + others[: k - 1])
+    random.Random(item["id"]).shuffle(documents)  # the edited chunk is not always first
+    return {"documents": documents, "expected": edited, "original": original}
+
+
+def score(probe: Probe, generation, candidate: Candidate) -> dict:
+    """One row of per-item results: what was asked, what came back, and the metrics that apply to this probe."""
+    retrieved = unique_doc_ids(probe.documents)
+    row = {
+        "candidate": candidate.name, "version": candidate.version, "item_id": probe.item_id, "kind": probe.kind,
+        "question": probe.question, "retrieved": retrieved, "gold_doc_ids": probe.gold_doc_ids,
+        "answer": generation.answer, "citations": generation.citations, "raw": generation.raw,
+        "format_validity": float(generation.valid), "tokens": generation.tokens,
+        "latency_ms": (probe.retrieval_ms if candidate.retrieval else 0.0) + generation.seconds * 1000,
+    }
+    if probe.kind == "answer":
+        row.update(exact_match=exact_match(generation.answer, probe.reference),
+                   token_f1=token_f1(generation.answer, probe.reference),
+                   identifier_match=identifier_match(generation.answer, probe.identifier),
+                   abstained=float(abstained(generation.answer)))
+        if candidate.retrieval:
+            row["citation_accuracy"] = citation_accuracy(generation.citations, retrieved, probe.gold_doc_ids)
+    elif probe.kind == "unanswerable":
+        row["abstention"] = float(abstained(generation.answer))
+    else:
+        row["adherence"] = adheres(generation.answer, probe.expected, probe.original)
+    return row
+
+
+def mean(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if key in r]
+    return sum(values) / len(values) if values else None
+
+
+def summarise(rows: list[dict]) -> dict[str, float]:
+    """Averages of one candidate's rows; a metric with no probe of its kind is left out."""
+    answers = [r for r in rows if r["kind"] == "answer"]
+    metrics = {key: mean(rows, key) for key in ("exact_match", "token_f1", "identifier_match", "citation_accuracy",
+                                                 "abstention", "adherence", "format_validity")}
+    metrics["false_abstention"] = mean(answers, "abstained")
+    latencies = [r["latency_ms"] for r in rows]
+    metrics.update(latency_p50_ms=percentile(latencies, 50), latency_p95_ms=percentile(latencies, 95),
+                   tokens_mean=mean(rows, "tokens"), answers=float(len(rows)))
+    return {k: round(v, 4) for k, v in metrics.items() if v is not None}
+
+
+def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
+    if candidate.retrieval:
+        return probes
+    return [Probe(**{**asdict(p), "documents": [], "retrieval_ms": 0.0}) for p in probes if p.kind == "answer"]
+
+
+def cache_key(candidate: Candidate, probes: list[Probe], base_model: str, config: HarnessConfig) -> str:
+    """Same adapter version, same prompts, same decoding -> same answers (greedy)."""
+    identity = {"adapter": candidate.version if candidate.adapter_dir else None, "retrieval": candidate.retrieval,
+                "base_model": base_model, "max_new_tokens": config.max_new_tokens,
+                "prompts": [(p.kind, p.question, p.documents) for p in probes]}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def run_harness(probes: list[Probe], retrieval: dict[str, float], candidates: list[Candidate], generator_for,
+                base_model: str, config: HarnessConfig, cache_dir: Path | None = None, progress=None,
+                skipped: list[str] | None = None) -> EvalReport:
+    """Every candidate answers its probes; `generator_for(candidate)` loads its model (one at a time).
+
+    Rows of a registered version (or the base model) are cached under `cache_dir` by a key over the exact
+    prompts, so the champion and the base model are not re-generated on the next retrain when nothing changed.
+    """
+    rows, metrics = [], {}
+    for candidate in candidates:
+        mine = probes_for(candidate, probes)
+        cacheable = cache_dir is not None and (candidate.adapter_dir is None or candidate.version is not None)
+        cached = Path(cache_dir) / f"{cache_key(candidate, mine, base_model, config)}.jsonl" if cacheable else None
+        if cached is not None and cached.is_file():
+            produced = [{**json.loads(line), "candidate": candidate.name, "cached": True}
+                        for line in cached.read_text().splitlines()]
+        else:
+            generator = generator_for(candidate)
+            produced = []
+            for probe in mine:
+                produced.append(score(probe, generator.generate(probe.question, probe.documents), candidate))
+                if progress is not None:
+                    progress(candidate.name, len(produced), len(mine))
+            del generator
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                partial = cached.with_suffix(".partial")
+                partial.write_text("".join(json.dumps(r) + "\n" for r in produced))
+                partial.replace(cached)
+        rows.extend(produced)
+        metrics[candidate.name] = summarise(produced)
+    items = len({p.item_id for p in probes})
+    return EvalReport(metrics=metrics, retrieval=retrieval, rows=rows, items=items, skipped=list(skipped or []))

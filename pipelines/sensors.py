@@ -1,0 +1,32 @@
+"""Sensors: start work when data, not the calendar, says so."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.jobs import adapter_retrain_job
+from ragtune.settings import Settings
+
+CURATED_VOLUME_SENSOR = "curated_volume_sensor"
+
+
+def curated_volume_sensor(settings: Settings) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=CURATED_VOLUME_SENSOR,
+        job=adapter_retrain_job,
+        minimum_interval_seconds=3600,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Launch adapter_retrain once RAGTUNE_RETRAIN_MIN_INTERACTIONS new accepted interactions arrived "
+        "since the last trained version (off by default; run keys stop duplicates).",
+    )
+    def sensor(context: dg.SensorEvaluationContext):
+        from ragtune.interactions import InteractionLog
+        from ragtune.retrain_trigger import check_volume
+
+        log = InteractionLog(settings.interactions_db)
+        trigger = check_volume(settings, log.records(), log.forgotten())
+        if not trigger.due:
+            return dg.SkipReason(trigger.reason())
+        return dg.RunRequest(run_key=trigger.run_key, tags={"ragtune/trigger": "curated_volume", "ragtune/new_interactions": str(trigger.new)})
+
+    return sensor

@@ -1,0 +1,113 @@
+"""Evaluate registered adapters on an evaluation set: the harness wired to the data home.
+
+Used by the `adapter_evaluation` asset and by `ragtune eval`. Candidates come
+from the registry: the base model, the `champion` alias, the challenger (a
+version number or alias), and the challenger without retrieval.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluation.gate import GatePolicy, Verdict, decide
+from evaluation.harness import (Candidate, EvalReport, HarnessConfig, build_probes, eval_set_digest, load_eval_set,
+                                run_harness)
+from ragtune import registry
+from ragtune.settings import Settings
+
+LABELS = {"base_rag": "base + RAG", "champion_rag": "champion + RAG", "challenger_rag": "challenger + RAG",
+          "challenger_no_rag": "challenger, no retrieval"}
+
+
+@dataclass
+class Evaluation:
+    report: EvalReport
+    challenger: str | None  # version
+    champion: str | None  # version at evaluation time
+    incumbent: str  # candidate the challenger is judged against: champion_rag, or base_rag when there is none
+    index_version: int
+    eval_digest: str
+
+    def as_dict(self) -> dict:
+        return {**self.report.as_dict(), "challenger": self.challenger, "champion": self.champion,
+                "incumbent": self.incumbent, "index_version": self.index_version, "eval_digest": self.eval_digest}
+
+
+def tqdm_progress(total_hint: str = "answers"):
+    """A progress callback for run_harness: one bar per candidate, on stderr."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(name: str, done: int, total: int) -> None:
+        if name not in bars:
+            bars[name] = tqdm(total=total, desc=f"eval {LABELS.get(name, name)}", unit=total_hint, file=sys.stderr, leave=False)
+        bars[name].update(done - bars[name].n)
+        if done == total:
+            bars[name].close()
+
+    return update
+
+
+def candidates(settings: Settings, challenger: str | None, champion: str | None, include_base: bool = True,
+               no_retrieval: bool = True) -> list[Candidate]:
+    def adapter(version: str) -> str:
+        return str(registry.download_adapter(settings.tracking_uri, settings.registered_model, version, settings.adapters_dir))
+
+    chosen = [Candidate("base_rag", None)] if include_base or not champion else []
+    if champion and champion != challenger:
+        chosen.append(Candidate("champion_rag", adapter(champion), version=champion))
+    if challenger:
+        chosen.append(Candidate("challenger_rag", adapter(challenger), version=challenger))
+        if no_retrieval:
+            chosen.append(Candidate("challenger_no_rag", adapter(challenger), retrieval=False, version=challenger))
+    return chosen
+
+
+def evaluate(settings: Settings, eval_path: Path, config: HarnessConfig, challenger: str | None = None,
+             include_base: bool = True, progress=None) -> Evaluation:
+    """Score base, champion and challenger (if any) on the same probes against the live index."""
+    from ragtune.embedder import load_embedder
+    from ragtune.generator import Generator
+    from ragtune.retriever import Retriever
+    from ragtune.store import ChunkStore
+    from training.base_model import resolve_base_model
+
+    items, skipped = load_eval_set(eval_path)
+    store = ChunkStore(settings.lancedb_dir, settings.table_name)
+    if not store.exists():
+        raise RuntimeError(f"no index at {settings.lancedb_dir}: run `ragtune refresh` first")
+    retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), settings.rrf_k)
+    index_version = store.version()
+
+    def search(question: str, n: int) -> list[dict]:
+        return [hit.as_dict() for hit in retriever.search(question, k=n)]
+
+    probes, retrieval = build_probes(items, search, config)
+    champion = registry.resolve(settings.tracking_uri, settings.registered_model, registry.CHAMPION)
+    chosen = candidates(settings, challenger, champion, include_base)
+    base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
+
+    def generator_for(candidate: Candidate) -> Generator:
+        return Generator(base_model, candidate.adapter_dir, max_new_tokens=config.max_new_tokens)
+
+    report = run_harness(probes, retrieval, chosen, generator_for, base_model, config,
+                         cache_dir=settings.evaluations_dir, progress=progress, skipped=skipped)
+    incumbent = "champion_rag" if "champion_rag" in report.metrics else "base_rag"
+    return Evaluation(report=report, challenger=challenger, champion=champion, incumbent=incumbent,
+                      index_version=index_version, eval_digest=eval_set_digest(items))
+
+
+def verdict_of(evaluation: dict, policy: GatePolicy) -> Verdict:
+    """The gate on an evaluation's recorded metrics (Evaluation.as_dict(), or the summary artifact)."""
+    metrics = evaluation["metrics"]
+    return decide(metrics["challenger_rag"], metrics[evaluation["incumbent"]], policy)
+
+
+def table_rows(metrics: dict[str, dict[str, float]], names=("exact_match", "token_f1", "identifier_match",
+               "format_validity", "citation_accuracy", "abstention", "adherence", "latency_p50_ms",
+               "latency_p95_ms", "tokens_mean")) -> list[dict]:
+    """One row per candidate with the metrics every report shows (missing ones as None)."""
+    return [{"candidate": LABELS.get(name, name), **{m: values.get(m) for m in names}} for name, values in metrics.items()]

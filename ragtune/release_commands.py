@@ -1,0 +1,121 @@
+"""CLI for the release loop: `ragtune retrain` and `ragtune eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragtune.cli_output import emit, fail, status_spinner
+from ragtune.settings import Settings, load_settings
+
+GATE_CHECK = "release_gate"
+REJECTED_EXIT = 3  # `ragtune retrain` exit status when the gate kept the champion
+
+
+def retrain_run_config(training_config: str | None = None, max_steps: int | None = None, eval_set: str | None = None,
+                       eval_limit: int | None = None, probe_limit: int | None = None, gate: str | None = None,
+                       max_new_tokens: int | None = None, distractors: int | None = None) -> dict:
+    """Dagster run config of adapter_retrain; only what is given overrides the assets' defaults."""
+    def given(**values) -> dict:
+        return {k: v for k, v in values.items() if v is not None}
+
+    ops = {
+        "raft_dataset": given(distractors=distractors),
+        "lora_adapter": given(training_config=training_config, max_steps=max_steps),
+        "adapter_evaluation": given(eval_set=eval_set, limit=eval_limit, probe_limit=probe_limit, max_new_tokens=max_new_tokens),
+        "adapter_evaluation_release_gate": given(policy=gate),
+        "release": given(policy=gate),
+    }
+    return {"ops": {op: {"config": config} for op, config in ops.items() if config}}
+
+
+def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict:
+    """Run adapter_retrain on the persistent instance; a report of every stage that ran, and the verdict.
+
+    `ok` is true when the run reached a decision: released, or rejected by the gate (the champion stays).
+    """
+    from ragtune import registry
+    from ragtune.orchestration import run_job
+
+    outcome = run_job(settings, "adapter_retrain", run_config, verbose=verbose,
+                      output_nodes=("raft_dataset", "lora_adapter", "adapter_evaluation", "release"))
+    raft, adapter, evaluation, released = (outcome.outputs.get(k) for k in ("raft_dataset", "lora_adapter", "adapter_evaluation", "release"))
+    gate = outcome.checks.get(GATE_CHECK)
+    curated = outcome.metadata.get("curated_interactions", {})
+    report = {"ok": outcome.success or bool(gate and not gate["passed"]), "run_id": outcome.run_id,
+              "curation": {k: curated.get(k) for k in ("input", "kept", "dropped", "redactions")} if curated else None}
+    if raft:
+        report["raft"] = {k: raft[k] for k in ("digest", "train", "validation", "oracle_share", "distractors", "index_version")}
+    if adapter:
+        report["adapter"] = {"model_version": adapter["model_version"], "mlflow_run_id": adapter["run_id"], **adapter["metrics"]}
+    if evaluation:
+        report["evaluation"] = {k: evaluation[k] for k in ("metrics", "retrieval", "items", "incumbent", "champion", "challenger", "index_version")}
+    if gate:
+        report["verdict"] = {"passed": gate["passed"], "reasons": gate["metadata"].get("reasons", [])}
+    report["released"] = bool(released and released.get("released"))
+    report["aliases"] = registry.aliases(settings.tracking_uri, settings.registered_model)
+    if not report["ok"]:
+        report["error"] = outcome.error
+    return report
+
+
+def cmd_retrain(args) -> int:
+    from ragtune.render import print_retrain
+
+    settings = load_settings()
+    config = retrain_run_config(args.training_config, args.max_steps, args.eval_set, args.eval_limit, args.probe_limit, args.gate)
+    with status_spinner(args, "retraining: curate, RAFT data, train, evaluate, gate, release"):
+        report = retrain(settings, config, args.verbose)
+    if not report["ok"]:
+        return fail(args, report.get("error") or "adapter_retrain failed", run_id=report["run_id"])
+    emit(args, report, print_retrain)
+    return 0 if report["released"] else REJECTED_EXIT
+
+
+def cmd_eval(args) -> int:
+    from evaluation.gate import GatePolicy
+    from evaluation.harness import HarnessConfig
+    from ragtune import registry
+    from ragtune.evaluate import evaluate, tqdm_progress, verdict_of
+    from ragtune.render import print_evaluation
+
+    settings = load_settings()
+    if not Path(args.set).is_file():
+        return fail(args, f"evaluation set not found: {args.set}")
+    challenger = None
+    if args.adapter:
+        challenger = registry.resolve(settings.tracking_uri, settings.registered_model, args.adapter)
+        if challenger is None:
+            return fail(args, f"no version behind alias {args.adapter!r}; see `ragtune models list`")
+    config = HarnessConfig(k=args.k, limit=args.limit, probe_limit=args.probe_limit, max_new_tokens=args.max_new_tokens)
+    try:
+        evaluation = evaluate(settings, Path(args.set), config, challenger=challenger, progress=tqdm_progress())
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        return fail(args, str(e))
+    payload = {"ok": True, "set": str(args.set), **evaluation.as_dict()}
+    if challenger:
+        payload["verdict"] = verdict_of(payload, GatePolicy.from_yaml(args.gate) if args.gate else GatePolicy.from_yaml()).as_dict()
+    emit(args, payload, print_evaluation)
+    return 0
+
+
+def add_commands(command, with_json) -> None:
+    p = with_json(command("retrain", cmd_retrain, "Run adapter_retrain on the persistent instance (the quarterly job): curate, "
+                          "build RAFT data, train, evaluate against the champion, gate, release. Exit status 0 when "
+                          f"released, {REJECTED_EXIT} when the gate kept the champion, 1 on error."))
+    p.add_argument("--training-config", default=None, help="training YAML (default training/configs/default.yaml)")
+    p.add_argument("--max-steps", type=int, default=None, help="override the training YAML's max_steps")
+    p.add_argument("--eval-set", default=None, help="evaluation set (default RAGTUNE_EVAL_SET, the bundled demo questions)")
+    p.add_argument("--eval-limit", type=int, default=None, help="items answered per candidate (default 12)")
+    p.add_argument("--probe-limit", type=int, default=None, help="items also probed for abstention and adherence (default 6)")
+    p.add_argument("--gate", default=None, help="gate policy YAML (default evaluation/gate.yaml)")
+    p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
+
+    p = with_json(command("eval", cmd_eval, "Run the evaluation harness: base model + RAG, champion + RAG and, with --adapter, "
+                          "that version with and without retrieval; prints the metrics table (and the gate's verdict)."))
+    p.add_argument("--set", required=True, help="evaluation set (.jsonl: id, question, reference_answer, gold_doc_ids, answerable)")
+    p.add_argument("--adapter", default=None, help="version or alias to judge as the challenger (e.g. 7, challenger)")
+    p.add_argument("--limit", type=int, default=None, help="items answered per candidate (default: all)")
+    p.add_argument("--probe-limit", type=int, default=None, help="items also probed for abstention and adherence (default: all)")
+    p.add_argument("--k", type=int, default=3, help="documents in the context (default 3)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="generation budget per answer (default 128)")
+    p.add_argument("--gate", default=None, help="gate policy YAML for the verdict (default evaluation/gate.yaml)")
