@@ -95,8 +95,10 @@ def cmd_demo(args) -> int:
 
     settings = load_settings()
     if not getattr(args, "json", False):
-        print("ragtune demo: refresh the index, curate the bundled interactions, build RAFT data, train a short LoRA", file=sys.stderr)
-    summary = run_demo(settings, DEMO_DIR, verbose=args.verbose, train_steps=args.train_steps)
+        print("ragtune demo: refresh the index, curate the bundled interactions, build RAFT data, train a LoRA, "
+              "evaluate it against the base model, gate and release it", file=sys.stderr)
+    summary = run_demo(settings, DEMO_DIR, verbose=args.verbose, train_steps=args.train_steps,
+                       eval_limit=args.eval_limit, probe_limit=args.probe_limit)
     emit(args, summary, print_demo)
     return 0 if summary["ok"] else 1
 
@@ -133,9 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = with_json(command("demo", cmd_demo, "Run the main job on the bundled APIBench demo: refresh the index, check retrieval, "
-                          "curate the bundled interactions, build RAFT data and train a short LoRA adapter."))
+                          "curate the bundled interactions, build RAFT data, train a LoRA adapter, evaluate it against "
+                          "the base model on held-out questions, gate and release it."))
     p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
     p.add_argument("--train-steps", type=int, default=None, help="training steps (default: training/configs/demo.yaml)")
+    p.add_argument("--eval-limit", type=int, default=None, help="held-out questions answered per model (default 12)")
+    p.add_argument("--probe-limit", type=int, default=None, help="of those, probed for abstention and adherence (default 6)")
 
     p = with_json(command("import-apibench", cmd_import_apibench, "Convert APIBench files into documents, interactions and an evaluation set."))
     p.add_argument("--api", required=True, help="APIBench API file (JSON lines), e.g. huggingface_api.jsonl")

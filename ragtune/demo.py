@@ -3,8 +3,8 @@
 Refresh the index from the demo documents, measure retrieval on the held-out
 demo questions, import the bundled interactions into the log, then run the
 adapter_retrain job: curate, build the RAFT set from the live index, train a
-short LoRA (training/configs/demo.yaml) and register it in MLflow. Evaluation,
-the gate and the release join here in the next stage.
+LoRA (training/configs/demo.yaml), register it in MLflow, evaluate it against
+the base model on held-out demo questions, gate it and release it.
 """
 
 from __future__ import annotations
@@ -35,29 +35,12 @@ def retrieval_scores(retriever, items: list[dict], k: int = 5) -> dict:
 DEMO_TRAINING = REPO_ROOT / "training" / "configs" / "demo.yaml"
 
 
-def retrain(settings: Settings, train_steps: int | None, verbose: bool) -> dict:
-    """The adapter_retrain job with the demo's short training; its report, or the error."""
-    from ragtune.orchestration import run_job
-
-    run_config = {"ops": {"raft_dataset": {"config": {"distractors": 2}},
-                          "lora_adapter": {"config": {"training_config": str(DEMO_TRAINING), "max_steps": train_steps}}}}
-    outcome = run_job(settings, "adapter_retrain", run_config, verbose=verbose, output_nodes=("raft_dataset", "lora_adapter"))
-    if not outcome.success:
-        return {"ok": False, "error": outcome.error, "run_id": outcome.run_id}
-    raft, adapter = outcome.outputs["raft_dataset"], outcome.outputs["lora_adapter"]
-    curated = outcome.metadata.get("curated_interactions", {})
-    return {
-        "ok": True, "run_id": outcome.run_id,
-        "curation": {k: curated.get(k) for k in ("input", "kept", "dropped", "redactions")},
-        "raft": {k: raft[k] for k in ("digest", "train", "validation", "oracle_share", "distractors", "index_version")},
-        "adapter": {"model_version": adapter["model_version"], "mlflow_run_id": adapter["run_id"], **adapter["metrics"]},
-    }
-
-
-def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_steps: int | None = None) -> dict:
+def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_steps: int | None = None,
+             eval_limit: int | None = None, probe_limit: int | None = None) -> dict:
     from ragtune.cli import refresh
     from ragtune.embedder import load_embedder
     from ragtune.interactions import InteractionLog
+    from ragtune.release_commands import retrain, retrain_run_config
     from ragtune.retriever import Retriever
     from ragtune.store import ChunkStore
 
@@ -70,7 +53,8 @@ def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_st
     store = ChunkStore(settings.lancedb_dir, settings.table_name)
     retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), rrf_k=settings.rrf_k)
     imported = InteractionLog(settings.interactions_db).import_jsonl(demo_dir / "interactions.jsonl")
-    behaviour = retrain(settings, train_steps, verbose)
+    config = retrain_run_config(str(DEMO_TRAINING), train_steps, str(demo_dir / "eval.jsonl"), eval_limit, probe_limit, distractors=2)
+    behaviour = retrain(settings, config, verbose)
     return {
         "ok": behaviour["ok"],
         "interactions_imported": imported.added,

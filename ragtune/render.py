@@ -45,13 +45,8 @@ def print_demo(p: dict) -> None:
     if not r["ok"]:
         console.print(f"[red]retrain failed:[/] {r['error']}")
         return
-    c, d, a = r["curation"], r["raft"], r["adapter"]
-    console.print(f"interactions: {p['interactions_imported']} imported; curated {c['kept']} of {c['input']} "
-                  f"(dropped {c['dropped'] or 'none'}, redacted {c['redactions'] or 'nothing'})")
-    console.print(f"RAFT dataset {d['digest']}: {d['train']} train / {d['validation']} validation examples, "
-                  f"oracle share {d['oracle_share']:.2f}, {d['distractors']} hard negatives each, index version {d['index_version']}")
-    console.print(f"LoRA adapter: version {a['model_version']} registered (MLflow run {a['mlflow_run_id'][:8]}), "
-                  f"{int(a['steps'])} steps, train loss {a['train_loss']:.3f}, {a['tokens_per_second']:.0f} tokens/s, {a['train_seconds']:.0f} s")
+    console.print(f"interactions: {p['interactions_imported']} imported")
+    print_retrain(r)
     console.print(f"Dagster runs are in the instance at {p['dagster_home']} (`make ui` to browse); `ragtune models list` shows the registry")
 
 

@@ -10,10 +10,12 @@ GROUPS = {
     "knowledge": {"raw_documents", "document_chunks", "chunk_index"},
     "interactions": {"interaction_logs", "curated_interactions"},
     "behaviour": {"raft_dataset", "lora_adapter"},
+    "release": {"adapter_evaluation", "release"},
 }
 CHECKS = {"chunks_are_valid", "index_vectors_are_valid", "curated_schema_is_valid", "curated_has_no_pii",
-          "curated_is_not_empty", "raft_dataset_is_valid", "raft_dataset_has_no_pii"}
-BLOCKING = {"chunks_are_valid", "curated_has_no_pii", "curated_is_not_empty", "raft_dataset_is_valid", "raft_dataset_has_no_pii"}
+          "curated_is_not_empty", "raft_dataset_is_valid", "raft_dataset_has_no_pii", "release_gate"}
+BLOCKING = {"chunks_are_valid", "curated_has_no_pii", "curated_is_not_empty", "raft_dataset_is_valid", "raft_dataset_has_no_pii",
+            "release_gate"}
 
 
 def test_definitions_load_everything(home):
@@ -30,13 +32,18 @@ def test_definitions_load_everything(home):
     job = d.resolve_job_def("index_refresh")
     assert {n.name for n in job.nodes} >= {"raw_documents", "document_chunks", "chunk_index"}
     retrain = d.resolve_job_def("adapter_retrain")
-    assert {n.name for n in retrain.nodes} >= GROUPS["interactions"] | GROUPS["behaviour"]
+    assert {n.name for n in retrain.nodes} >= GROUPS["interactions"] | GROUPS["behaviour"] | GROUPS["release"]
     assert "chunk_index" not in {n.name for n in retrain.nodes}  # reads the live index, does not rebuild it
     assert {n.name for n in d.resolve_job_def("interaction_curation").nodes} >= GROUPS["interactions"]
     assert dg.AssetKey("chunk_index") in graph.get(dg.AssetKey("raft_dataset")).parent_keys
     schedule = d.resolve_schedule_def("nightly_index_refresh")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "index_refresh"
     assert graph.get(dg.AssetKey("chunk_index")).pools == {"lancedb_writer"}
+    assert dg.AssetKey("adapter_evaluation") in graph.get(dg.AssetKey("release")).parent_keys
+    quarterly = d.resolve_schedule_def("quarterly_adapter_retrain")
+    assert quarterly.cron_schedule == "0 3 1 1,4,7,10 *" and quarterly.job_name == "adapter_retrain"
+    sensor = d.resolve_sensor_def("curated_volume_sensor")
+    assert sensor.job_name == "adapter_retrain" and sensor.default_status == dg.DefaultSensorStatus.STOPPED
 
 
 def test_schedule_timezone_comes_from_settings(home, monkeypatch):

@@ -1,0 +1,147 @@
+"""The evaluation harness: probes, scoring and caching on hand-checked fixtures.
+
+The real model runs through the harness in test_release.py; here a scripted
+answerer stands in for it so each metric's bookkeeping can be checked exactly.
+"""
+
+import json
+
+import pytest
+
+from evaluation.harness import (Candidate, HarnessConfig, build_probes, counterfactual_identifier, load_eval_set,
+                                run_harness, summarise)
+from ragtune.generator import Generation, to_answer
+from ragtune.prompting import NOT_COVERED, answer_json
+
+CHUNKS = {
+    "acme/parser": "# acme/parser\n\nParses things.\n\n## API call\n\n`pipeline('parse', model='acme/parser')`",
+    "acme/tagger": "# acme/tagger\n\nTags things.\n\n## API call\n\n`pipeline('tag', model='acme/tagger')`",
+    "other/embedder": "# other/embedder\n\nEmbeds.\n\n## API call\n\n`SentenceTransformer('other/embedder')`",
+    "misc/joblib": "# misc/joblib\n\nA tabular model.\n\n## API call\n\n`joblib.load('model.joblib')`",
+}
+ITEMS = [
+    {"id": "q1", "question": "parse my text", "reference_answer": "Use pipeline('parse', model='acme/parser').",
+     "gold_doc_ids": ["acme/parser"], "answerable": True, "identifier": "pipeline('parse', model='acme/parser')"},
+    {"id": "q2", "question": "tag my text", "reference_answer": "Use pipeline('tag', model='acme/tagger').",
+     "gold_doc_ids": ["acme/tagger"], "answerable": True, "identifier": "pipeline('tag', model='acme/tagger')"},
+    {"id": "q3", "question": "what is the weather", "reference_answer": NOT_COVERED, "gold_doc_ids": [], "answerable": False},
+]
+# q1's gold is ranked first, q2's gold second, q3 has none
+RANKINGS = {"parse my text": ["acme/parser", "acme/tagger", "other/embedder", "misc/joblib"],
+            "tag my text": ["other/embedder", "acme/tagger", "acme/parser", "misc/joblib"],
+            "what is the weather": ["misc/joblib", "other/embedder", "acme/parser", "acme/tagger"]}
+
+
+def search(question: str, n: int) -> list[dict]:
+    return [{"doc_id": d, "chunk_id": f"{d}#0", "title": d, "text": CHUNKS[d]} for d in RANKINGS[question][:n]]
+
+
+class Scripted:
+    """Answers from a table keyed by (question, first document id); counts its calls."""
+
+    def __init__(self, replies: dict):
+        self.replies, self.calls = replies, 0
+
+    def generate(self, question: str, documents: list[dict]) -> Generation:
+        self.calls += 1
+        raw = self.replies(question, documents) if callable(self.replies) else self.replies[question]
+        answer, citations, valid = to_answer(raw)
+        return Generation(answer=answer, citations=citations, valid=valid, raw=raw, tokens=len(raw.split()), seconds=0.01)
+
+
+def faithful(question: str, documents: list[dict]) -> str:
+    """What a perfect adapter does: copy the API call of a document that answers, else abstain."""
+    topic = question.split()[0]
+    for d in documents:
+        if f"('{topic}'" in d["text"]:
+            call = d["text"].split("`")[1]
+            return answer_json(f"Use {call}.", [d["doc_id"]])
+    return answer_json(NOT_COVERED, [])
+
+
+def test_eval_set_skips_bad_lines_with_reasons(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    path.write_text(json.dumps(ITEMS[0]) + "\n{broken\n" + json.dumps({"id": "x", "question": "q"}) + "\n\n")
+    items, skipped = load_eval_set(path)
+    assert [i["id"] for i in items] == ["q1"]
+    assert skipped[0].startswith("line 2: not JSON")
+    assert skipped[1].startswith("line 3:") and "reference_answer missing" in skipped[1] and "answerable missing" in skipped[1]
+    (tmp_path / "bad.jsonl").write_text("{broken\n")
+    with pytest.raises(ValueError, match="no usable item"):
+        load_eval_set(tmp_path / "bad.jsonl")
+    with pytest.raises(FileNotFoundError):
+        load_eval_set(tmp_path / "missing.jsonl")
+
+
+def test_counterfactual_identifiers_differ_and_never_contain_the_original():
+    assert counterfactual_identifier("pipeline('parse', model='acme/parser')") == "acme-labs/parser"
+    assert counterfactual_identifier("joblib.load('model.joblib')") == "model_v2.joblib"
+    assert counterfactual_identifier("mlagents-learn run") == "mlagents-_cf_learn run"
+    assert counterfactual_identifier("ab") is None
+    for identifier in ("x/y", "AutoModel.from_pretrained('aaaa')", "abab"):
+        edited = counterfactual_identifier(identifier)
+        assert edited and identifier.split("'")[-2 if "'" in identifier else 0] not in edited
+
+
+def test_probes_answer_unanswerable_and_counterfactual():
+    probes, retrieval = build_probes(ITEMS, search, HarnessConfig(k=2))
+    kinds = [(p.item_id, p.kind) for p in probes]
+    assert kinds == [("q1", "answer"), ("q1", "unanswerable"), ("q1", "counterfactual"),
+                     ("q2", "answer"), ("q2", "unanswerable"), ("q2", "counterfactual"), ("q3", "unanswerable")]
+    by = {(p.item_id, p.kind): p for p in probes}
+    assert [d["doc_id"] for d in by["q2", "answer"].documents] == ["other/embedder", "acme/tagger"]  # as served: top k
+    assert all(d["doc_id"] != "acme/tagger" for d in by["q2", "unanswerable"].documents)  # gold removed
+    assert len(by["q2", "unanswerable"].documents) == 2  # refilled from further down the ranking
+    cf = by["q1", "counterfactual"]
+    assert (cf.expected, cf.original) == ("acme-labs/parser", "acme/parser")
+    edited = next(d for d in cf.documents if d["doc_id"] == "acme/parser")
+    assert "model='acme-labs/parser'" in edited["text"] and "'acme/parser'" not in edited["text"]
+    assert len(cf.documents) == 2
+    # recall@2: both golds in the top 2; MRR: 1 and 1/2
+    assert retrieval == {"recall@2": 1.0, "mrr": 0.75, "answerable_items": 2}
+    limited, _ = build_probes(ITEMS, search, HarnessConfig(k=2, limit=2, probe_limit=1))
+    assert [(p.item_id, p.kind) for p in limited] == [("q1", "answer"), ("q1", "unanswerable"), ("q1", "counterfactual"), ("q2", "answer")]
+
+
+def test_a_faithful_answerer_scores_perfectly_and_no_retrieval_scores_nothing():
+    probes, retrieval = build_probes(ITEMS, search, HarnessConfig(k=2))
+    answerer = Scripted(faithful)
+    report = run_harness(probes, retrieval, [Candidate("challenger_rag", "x"), Candidate("challenger_no_rag", "x", retrieval=False)],
+                         lambda c: answerer, "base", HarnessConfig(k=2))
+    rag, bare = report.metrics["challenger_rag"], report.metrics["challenger_no_rag"]
+    assert rag["identifier_match"] == 1.0 and rag["citation_accuracy"] == 1.0 and rag["format_validity"] == 1.0
+    assert rag["abstention"] == 1.0 and rag["adherence"] == 1.0 and rag["false_abstention"] == 0.0
+    assert rag["answers"] == 7 and report.items == 3
+    assert bare["identifier_match"] == 0.0 and bare["false_abstention"] == 1.0 and bare["answers"] == 2
+    assert "abstention" not in bare and "citation_accuracy" not in bare  # not measured without documents
+    rows = [r for r in report.rows if r["candidate"] == "challenger_rag" and r["kind"] == "counterfactual"]
+    assert all("acme-labs/parser" in r["answer"] or "acme-labs/tagger" in r["answer"] for r in rows)
+
+
+def test_summary_of_hand_scored_rows():
+    rows = [
+        {"kind": "answer", "identifier_match": 1.0, "format_validity": 1.0, "citation_accuracy": 0.0, "abstained": 0.0,
+         "exact_match": 0.0, "token_f1": 0.5, "latency_ms": 100.0, "tokens": 10},
+        {"kind": "answer", "identifier_match": 0.0, "format_validity": 0.0, "citation_accuracy": 0.0, "abstained": 1.0,
+         "exact_match": 0.0, "token_f1": 0.0, "latency_ms": 300.0, "tokens": 30},
+        {"kind": "unanswerable", "abstention": 1.0, "format_validity": 1.0, "latency_ms": 200.0, "tokens": 20},
+    ]
+    s = summarise(rows)
+    assert s["identifier_match"] == 0.5 and s["format_validity"] == round(2 / 3, 4) and s["abstention"] == 1.0
+    assert s["false_abstention"] == 0.5 and s["latency_p50_ms"] == 200.0 and s["latency_p95_ms"] == 290.0
+    assert s["tokens_mean"] == 20.0 and "adherence" not in s
+
+
+def test_versions_and_the_base_model_are_cached_but_unregistered_adapters_are_not(tmp_path):
+    probes, retrieval = build_probes(ITEMS, search, HarnessConfig(k=2))
+    answerer = Scripted(faithful)
+    candidates = [Candidate("base_rag", None), Candidate("champion_rag", "dir", version="3"), Candidate("adhoc", "dir")]
+    first = run_harness(probes, retrieval, candidates, lambda c: answerer, "base", HarnessConfig(k=2), cache_dir=tmp_path)
+    assert answerer.calls == 21
+    again = run_harness(probes, retrieval, candidates, lambda c: answerer, "base", HarnessConfig(k=2), cache_dir=tmp_path)
+    assert answerer.calls == 28  # only the unregistered adapter answered again
+    assert again.metrics == first.metrics
+    assert all(r.get("cached") for r in again.rows if r["candidate"] != "adhoc")
+    other_budget = HarnessConfig(k=2, max_new_tokens=64)  # different decoding: a different key
+    run_harness(probes, retrieval, candidates[:1], lambda c: answerer, "base", other_budget, cache_dir=tmp_path)
+    assert answerer.calls == 35
