@@ -36,6 +36,7 @@ class RaftDatasetConfig(dg.Config):
 class LoraAdapterConfig(dg.Config):
     training_config: str = Field(str(DEFAULT_TRAINING), description="YAML of training hyper-parameters (training/config.py:SftConfig).")
     max_steps: Optional[int] = Field(None, description="Override the YAML's max_steps (a short run).")
+    max_minutes: Optional[float] = Field(None, description="Override the YAML's wall-clock budget (stop after the step that crosses it).")
 
 
 @dg.asset(group_name=GROUP, deps=[chunk_index], description="RAFT examples: oracle chunks plus the retriever's hard negatives, rendered with the chat template.")
@@ -69,7 +70,7 @@ def lora_adapter(context: dg.AssetExecutionContext, raft_dataset: dict, config: 
                  mlflow: MLflowResource, pipes_subprocess: dg.PipesSubprocessClient) -> dg.Output[dict]:
     s = mlflow.settings()
     run_dir = s.home_dir / "runs" / context.run_id
-    sft = SftConfig.from_yaml(config.training_config, max_steps=config.max_steps)
+    sft = SftConfig.from_yaml(config.training_config, max_steps=config.max_steps, max_minutes=config.max_minutes)
     sft.train_file = f"{raft_dataset['folder']}/train.jsonl"
     sft.validation_file = f"{raft_dataset['folder']}/validation.jsonl"
     sft.output_dir, sft.base_model, sft.models_dir = str(run_dir), s.base_model, str(s.models_dir)

@@ -67,7 +67,7 @@ def adapter_evaluation(context: dg.AssetExecutionContext, lora_adapter: dict, co
                 "beat the incumbent on the primary metric, stay above the guards, regress on none.")
 def release_gate(context: dg.AssetCheckExecutionContext, adapter_evaluation: dict, config: GateConfig,
                  mlflow: MLflowResource) -> dg.AssetCheckResult:
-    verdict = judge(mlflow.uri(), mlflow.model_name(), adapter_evaluation, GatePolicy.from_yaml(config.policy), context.run_id)
+    verdict = judge(mlflow.uri(), mlflow.model_name(), adapter_evaluation, GatePolicy.from_yaml(config.policy), context.run.run_id)
     return dg.AssetCheckResult(passed=verdict.passed, description="\n".join(verdict.reasons), metadata={
         "model_version": adapter_evaluation["challenger"], "verdict": "passed" if verdict.passed else "rejected",
         "reasons": dg.MetadataValue.json(verdict.reasons), "primary_metric": verdict.primary_metric,
@@ -78,7 +78,7 @@ def release_gate(context: dg.AssetCheckExecutionContext, adapter_evaluation: dic
 @dg.asset(group_name=GROUP, deps=[adapter_evaluation], description="Promote the challenger to champion if its "
           "recorded evaluation passes the gate again; the old champion becomes previous_champion.")
 def release(context: dg.AssetExecutionContext, config: GateConfig, mlflow: MLflowResource) -> dg.Output[dict]:
-    outcome = release_challenger(mlflow.uri(), mlflow.model_name(), GatePolicy.from_yaml(config.policy), context.run_id)
+    outcome = release_challenger(mlflow.uri(), mlflow.model_name(), GatePolicy.from_yaml(config.policy), context.run.run_id)
     if not outcome["released"]:
         raise dg.Failure(description=f"version {outcome['version']} did not pass the gate on re-check",
                          metadata={"reasons": dg.MetadataValue.json(outcome["reasons"])})

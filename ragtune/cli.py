@@ -98,7 +98,7 @@ def cmd_demo(args) -> int:
         print("ragtune demo: refresh the index, curate the bundled interactions, build RAFT data, train a LoRA, "
               "evaluate it against the base model, gate and release it", file=sys.stderr)
     summary = run_demo(settings, DEMO_DIR, verbose=args.verbose, train_steps=args.train_steps,
-                       eval_limit=args.eval_limit, probe_limit=args.probe_limit)
+                       eval_limit=args.eval_limit, probe_limit=args.probe_limit, max_new_tokens=args.max_new_tokens)
     emit(args, summary, print_demo)
     return 0 if summary["ok"] else 1
 
@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=None, help="training steps (default: training/configs/demo.yaml)")
     p.add_argument("--eval-limit", type=int, default=None, help="held-out questions answered per model (default 12)")
     p.add_argument("--probe-limit", type=int, default=None, help="of those, probed for abstention and adherence (default 6)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget per evaluated answer (default 128)")
 
     p = with_json(command("import-apibench", cmd_import_apibench, "Convert APIBench files into documents, interactions and an evaluation set."))
     p.add_argument("--api", required=True, help="APIBench API file (JSON lines), e.g. huggingface_api.jsonl")

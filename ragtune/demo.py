@@ -36,7 +36,7 @@ DEMO_TRAINING = REPO_ROOT / "training" / "configs" / "demo.yaml"
 
 
 def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_steps: int | None = None,
-             eval_limit: int | None = None, probe_limit: int | None = None) -> dict:
+             eval_limit: int | None = None, probe_limit: int | None = None, max_new_tokens: int | None = None) -> dict:
     from ragtune.cli import refresh
     from ragtune.embedder import load_embedder
     from ragtune.interactions import InteractionLog
@@ -53,7 +53,8 @@ def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_st
     store = ChunkStore(settings.lancedb_dir, settings.table_name)
     retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), rrf_k=settings.rrf_k)
     imported = InteractionLog(settings.interactions_db).import_jsonl(demo_dir / "interactions.jsonl")
-    config = retrain_run_config(str(DEMO_TRAINING), train_steps, str(demo_dir / "eval.jsonl"), eval_limit, probe_limit, distractors=2)
+    config = retrain_run_config(str(DEMO_TRAINING), train_steps, str(demo_dir / "eval.jsonl"), eval_limit, probe_limit,
+                                max_new_tokens=max_new_tokens, distractors=2)
     behaviour = retrain(settings, config, verbose)
     return {
         "ok": behaviour["ok"],

@@ -13,14 +13,15 @@ REJECTED_EXIT = 3  # `ragtune retrain` exit status when the gate kept the champi
 
 def retrain_run_config(training_config: str | None = None, max_steps: int | None = None, eval_set: str | None = None,
                        eval_limit: int | None = None, probe_limit: int | None = None, gate: str | None = None,
-                       max_new_tokens: int | None = None, distractors: int | None = None) -> dict:
+                       max_new_tokens: int | None = None, distractors: int | None = None, max_minutes: float | None = None,
+                       oracle_probability: float | None = None) -> dict:
     """Dagster run config of adapter_retrain; only what is given overrides the assets' defaults."""
     def given(**values) -> dict:
         return {k: v for k, v in values.items() if v is not None}
 
     ops = {
-        "raft_dataset": given(distractors=distractors),
-        "lora_adapter": given(training_config=training_config, max_steps=max_steps),
+        "raft_dataset": given(distractors=distractors, oracle_probability=oracle_probability),
+        "lora_adapter": given(training_config=training_config, max_steps=max_steps, max_minutes=max_minutes),
         "adapter_evaluation": given(eval_set=eval_set, limit=eval_limit, probe_limit=probe_limit, max_new_tokens=max_new_tokens),
         "adapter_evaluation_release_gate": given(policy=gate),
         "release": given(policy=gate),
@@ -62,7 +63,8 @@ def cmd_retrain(args) -> int:
     from ragtune.render import print_retrain
 
     settings = load_settings()
-    config = retrain_run_config(args.training_config, args.max_steps, args.eval_set, args.eval_limit, args.probe_limit, args.gate)
+    config = retrain_run_config(args.training_config, args.max_steps, args.eval_set, args.eval_limit, args.probe_limit, args.gate,
+                                args.max_new_tokens)
     with status_spinner(args, "retraining: curate, RAFT data, train, evaluate, gate, release"):
         report = retrain(settings, config, args.verbose)
     if not report["ok"]:
@@ -107,6 +109,7 @@ def add_commands(command, with_json) -> None:
     p.add_argument("--eval-set", default=None, help="evaluation set (default RAGTUNE_EVAL_SET, the bundled demo questions)")
     p.add_argument("--eval-limit", type=int, default=None, help="items answered per candidate (default 12)")
     p.add_argument("--probe-limit", type=int, default=None, help="items also probed for abstention and adherence (default 6)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget per evaluated answer (default 128)")
     p.add_argument("--gate", default=None, help="gate policy YAML (default evaluation/gate.yaml)")
     p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
 

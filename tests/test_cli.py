@@ -20,7 +20,7 @@ def ragtune(home, *args, check=True, **env_extra):
 
 def test_help_explains_every_command(tmp_path):
     out = ragtune(tmp_path, "--help").stdout
-    for command in ("demo", "import-apibench", "refresh", "search", "index", "logs", "curate", "forget", "models", "ui"):
+    for command in ("demo", "import-apibench", "refresh", "search", "index", "logs", "curate", "forget", "models", "retrain", "eval", "ui"):
         assert command in out
     assert "--source" in ragtune(tmp_path, "refresh", "--help").stdout
 
@@ -65,8 +65,9 @@ def test_refresh_search_and_rollback_from_the_cli(tmp_path):
 
 
 @pytest.mark.integration
-def test_demo_refreshes_curates_and_trains_on_the_bundled_data(tmp_path, base_model):
-    proc = ragtune(tmp_path / "home", "demo", "--train-steps", "1", "--json", RAGTUNE_BASE_MODEL=base_model)
+def test_demo_runs_the_whole_loop_on_the_bundled_data(tmp_path, base_model):
+    proc = ragtune(tmp_path / "home", "demo", "--train-steps", "1", "--eval-limit", "1", "--probe-limit", "1",
+                   "--max-new-tokens", "24", "--json", RAGTUNE_BASE_MODEL=base_model)
     summary = json.loads(proc.stdout)
     assert summary["ok"] and summary["data"] == {"documents": 150, "interactions": 139, "eval_items": 35}
     assert summary["refresh"]["docs_added"] == 150 and summary["refresh"]["skipped"] == []
@@ -75,5 +76,15 @@ def test_demo_refreshes_curates_and_trains_on_the_bundled_data(tmp_path, base_mo
     retrain = summary["retrain"]
     assert retrain["curation"]["kept"] == 139 and retrain["raft"]["train"] + retrain["raft"]["validation"] == 139
     assert retrain["adapter"]["model_version"] == "1" and retrain["adapter"]["steps"] == 1
+    evaluation = retrain["evaluation"]
+    assert set(evaluation["metrics"]) == {"base_rag", "challenger_rag", "challenger_no_rag"} and evaluation["items"] == 1
+    assert evaluation["incumbent"] == "base_rag" and evaluation["challenger"] == "1"
+    assert all(m["tokens_mean"] <= 24 for m in evaluation["metrics"].values())
+    # one step with a warm-up of one step leaves the adapter at zero: it cannot beat the base model
+    assert retrain["verdict"]["passed"] is False and not retrain["released"]
+    assert retrain["verdict"]["reasons"][0].startswith("FAIL identifier_match")
+    assert retrain["aliases"] == {"challenger": "1"}
     models = json.loads(ragtune(tmp_path / "home", "models", "list", "--json").stdout)
     assert [v["version"] for v in models["versions"]] == ["1"]
+    tags = models["versions"][0]["tags"]
+    assert tags["gate_verdict"] == "rejected" and "eval_identifier_match" in tags and tags["evaluated_against"] == "base"

@@ -54,6 +54,20 @@ class LoraSFTTrainer(SFTTrainer):
         return Trainer.compute_loss(self, model, {**inputs, "use_cache": False}, return_outputs, num_items_in_batch)
 
 
+class TimeBudget(TrainerCallback):
+    """Stop training after the step that crosses `minutes` of wall clock (0: no budget)."""
+
+    def __init__(self, minutes: float):
+        self.seconds, self.started, self.stopped_early = minutes * 60, None, False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.seconds > 0 and time.perf_counter() - self.started >= self.seconds and state.global_step < state.max_steps:
+            control.should_training_stop = self.stopped_early = True
+
+
 class StepMetrics(TrainerCallback):
     """Per-step loss and non-padding tokens/s to the active MLflow run."""
 
@@ -153,9 +167,10 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
                            if k not in ("version_tags", "run_tags")})
         mlflow.log_params({"base_model_resolved": base_model_label(config.base_model), "train_examples": len(train_set),
                            "validation_examples": len(eval_set) if eval_set is not None else 0})
-        step_metrics = StepMetrics()
+        step_metrics, budget = StepMetrics(), TimeBudget(config.max_minutes)
         trainer = LoraSFTTrainer(model=model, args=training_arguments(config), train_dataset=train_set,
-                             eval_dataset=eval_set, processing_class=tokenizer, peft_config=lora, callbacks=[step_metrics])
+                                 eval_dataset=eval_set, processing_class=tokenizer, peft_config=lora,
+                                 callbacks=[step_metrics, budget])
         started = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - started
@@ -165,6 +180,7 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
             "train_tokens": float(trainer.state.num_input_tokens_seen),
             "tokens_per_second": step_metrics.steady_rate() or trainer.state.num_input_tokens_seen / max(seconds, 1e-9),
             "steps": float(trainer.state.global_step),
+            "stopped_by_time_budget": float(budget.stopped_early),
         }
         if eval_set is not None and config.eval_at_end:
             metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
