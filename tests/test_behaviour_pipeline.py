@@ -49,6 +49,10 @@ def test_cli_imports_curates_shows_and_forgets(home, tmp_path, corpus, capsys):
     assert run_cli(capsys, "logs", "show", "--curated")["total"] == 3
 
 
+# the release stage (evaluation, gate, alias moves) is exercised in test_release_loop.py
+UP_TO_TRAINING = ["interaction_logs", "curated_interactions", "raft_dataset", "lora_adapter"]
+
+
 def test_empty_log_blocks_training(home, capsys):
     from ragtune.orchestration import run_job
 
@@ -74,7 +78,7 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
                                         "per_device_train_batch_size": 1, "max_length": 768, "eval_at_end": False}))
     run_config = {"ops": {"raft_dataset": {"config": {"distractors": 1, "validation_fraction": 0.25}},
                           "lora_adapter": {"config": {"training_config": str(training)}}}}
-    outcome = run_job(s, "adapter_retrain", run_config, output_nodes=("raft_dataset", "lora_adapter"))
+    outcome = run_job(s, "adapter_retrain", run_config, output_nodes=("raft_dataset", "lora_adapter"), assets=UP_TO_TRAINING)
     assert outcome.success, outcome.error
 
     raft, adapter = outcome.outputs["raft_dataset"], outcome.outputs["lora_adapter"]
@@ -103,6 +107,6 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"target_modules": ["no_such_module"], "max_steps": 1}))
     run_config["ops"]["lora_adapter"]["config"]["training_config"] = str(bad)
-    crashed = run_job(s, "adapter_retrain", run_config, output_nodes=("lora_adapter",))
+    crashed = run_job(s, "adapter_retrain", run_config, output_nodes=("lora_adapter",), assets=UP_TO_TRAINING)
     assert not crashed.success and "lora_adapter" in crashed.error, crashed.error
     assert [v["version"] for v in run_cli(capsys, "models", "list")["versions"]] == ["1"]
