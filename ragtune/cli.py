@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "the base model on held-out questions, gate and release it."))
     p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
     p.add_argument("--train-steps", type=int, default=None, help="training steps (default: training/configs/demo.yaml)")
-    p.add_argument("--eval-limit", type=int, default=None, help="held-out questions answered per model (default 12)")
-    p.add_argument("--probe-limit", type=int, default=None, help="of those, probed for abstention and adherence (default 6)")
+    p.add_argument("--eval-limit", type=int, default=None, help="held-out questions answered per model (default 8)")
+    p.add_argument("--probe-limit", type=int, default=None, help="of those, probed for abstention and adherence (default 4)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget per evaluated answer (default 128)")
 
     p = with_json(command("import-apibench", cmd_import_apibench, "Convert APIBench files into documents, interactions and an evaluation set."))

@@ -33,6 +33,7 @@ def retrieval_scores(retriever, items: list[dict], k: int = 5) -> dict:
 
 
 DEMO_TRAINING = REPO_ROOT / "training" / "configs" / "demo.yaml"
+DEMO_EVAL_LIMIT, DEMO_PROBE_LIMIT = 8, 4  # held-out questions answered per model, and probed: a few minutes on 2 cores
 
 
 def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_steps: int | None = None,
@@ -53,7 +54,8 @@ def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_st
     store = ChunkStore(settings.lancedb_dir, settings.table_name)
     retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), rrf_k=settings.rrf_k)
     imported = InteractionLog(settings.interactions_db).import_jsonl(demo_dir / "interactions.jsonl")
-    config = retrain_run_config(str(DEMO_TRAINING), train_steps, str(demo_dir / "eval.jsonl"), eval_limit, probe_limit,
+    config = retrain_run_config(str(DEMO_TRAINING), train_steps, str(demo_dir / "eval.jsonl"), eval_limit or DEMO_EVAL_LIMIT,
+                                probe_limit if probe_limit is not None else DEMO_PROBE_LIMIT,
                                 max_new_tokens=max_new_tokens, distractors=2)
     behaviour = retrain(settings, config, verbose)
     return {

@@ -51,7 +51,7 @@ def write_corpus(root: Path) -> dict:
         call = f"pipeline('{pipeline_task}', model='{mid}')"
         (docs / f"model-{i:02d}.md").write_text(
             f"---\nid: {mid}\ntitle: {mid}\n---\n# {mid}\n\nA model for {what}.\n\n## API call\n\n`{call}`\n")
-        answer = f"Use {call}."
+        answer = f"Use {call}. It is a model for {what}."
         interactions.append({"id": f"loop-{i:02d}", "ts": "2026-01-01T00:00:00+00:00", "user": f"user{i % 4}",
                              "question": f"We need to {need}. Which model and API call should we use?", "answer": answer,
                              "citations": [{"doc_id": mid, "chunk_id": None}], "feedback": "up", "correction": None})

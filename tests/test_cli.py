@@ -10,9 +10,9 @@ import pytest
 from conftest import DEMO
 
 
-def ragtune(home, *args, check=True, **env_extra):
+def ragtune(home, *args, check=True, timeout=300, **env_extra):
     env = {**os.environ, "RAGTUNE_HOME": str(home), **env_extra}
-    proc = subprocess.run([sys.executable, "-m", "ragtune.cli", *args], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "ragtune.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stderr + proc.stdout
     return proc
@@ -30,6 +30,8 @@ def test_clear_errors_for_missing_inputs(tmp_path):
     assert missing.returncode == 1 and "does not exist" in json.loads(missing.stdout)["error"]
     no_index = ragtune(tmp_path, "search", "anything", "--json", check=False)
     assert no_index.returncode == 1 and "no index" in json.loads(no_index.stdout)["error"]
+    no_set = ragtune(tmp_path, "eval", "--set", str(tmp_path / "missing.jsonl"), "--json", check=False)
+    assert no_set.returncode == 1 and "evaluation set not found" in json.loads(no_set.stdout)["error"]
     no_file = ragtune(tmp_path, "import-apibench", "--api", "x.jsonl", "--questions", "y.json", "--out", str(tmp_path), check=False)
     assert no_file.returncode == 1 and "--api file not found" in no_file.stderr
 
@@ -67,7 +69,7 @@ def test_refresh_search_and_rollback_from_the_cli(tmp_path):
 @pytest.mark.integration
 def test_demo_runs_the_whole_loop_on_the_bundled_data(tmp_path, base_model):
     proc = ragtune(tmp_path / "home", "demo", "--train-steps", "1", "--eval-limit", "1", "--probe-limit", "1",
-                   "--max-new-tokens", "24", "--json", RAGTUNE_BASE_MODEL=base_model)
+                   "--max-new-tokens", "24", "--json", timeout=900, RAGTUNE_BASE_MODEL=base_model)
     summary = json.loads(proc.stdout)
     assert summary["ok"] and summary["data"] == {"documents": 150, "interactions": 139, "eval_items": 35}
     assert summary["refresh"]["docs_added"] == 150 and summary["refresh"]["skipped"] == []

@@ -42,16 +42,16 @@ def test_promote_reject_and_roll_back(home, tmp_path, base_model, monkeypatch, c
     assert refresh(s, str(paths["docs"]), allow_empty=False, verbose=False).success
     InteractionLog(s.interactions_db).import_jsonl(paths["interactions"])
     training = yaml.safe_load((REPO_ROOT / "training" / "configs" / "demo.yaml").read_text())
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump({**training, "max_steps": 12}))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump({**training, "max_steps": 30}))
     (tmp_path / "gate.yaml").write_text(yaml.safe_dump(GATE))
-    config = retrain_run_config(str(tmp_path / "train.yaml"), None, str(paths["eval"]), eval_limit=4, probe_limit=2,
-                                gate=str(tmp_path / "gate.yaml"), max_new_tokens=48, distractors=2)
+    config = retrain_run_config(str(tmp_path / "train.yaml"), None, str(paths["eval"]), eval_limit=6, probe_limit=3,
+                                gate=str(tmp_path / "gate.yaml"), max_new_tokens=64, distractors=2)
 
     # 1. a good challenger; the release step crashes between the gate and the alias move
     monkeypatch.setenv("RAGTUNE_FAILPOINT", "promote:between_aliases")
     first = retrain(s, config)
+    assert first["verdict"]["passed"], (first["verdict"], first.get("evaluation"))
     assert not first["ok"] and "failpoint promote:between_aliases" in first["error"]
-    assert first["verdict"]["passed"], first["verdict"]
     assert first["aliases"] == {"challenger": "1"}  # nothing half-moved: no champion yet, the candidate still waits
     metrics = first["evaluation"]["metrics"]
     assert set(metrics) == {"base_rag", "challenger_rag", "challenger_no_rag"} and first["evaluation"]["incumbent"] == "base_rag"
@@ -89,6 +89,12 @@ def test_promote_reject_and_roll_back(home, tmp_path, base_model, monkeypatch, c
     assert registry.aliases(s.tracking_uri, s.registered_model) == {"champion": "1", "challenger": "2"}
     v2 = next(v for v in run_cli(capsys, "models", "list")["versions"] if v["version"] == "2")
     assert v2["tags"]["gate_verdict"] == "rejected" and "FAIL identifier_match" in v2["tags"]["rejected_reason"]
+
+    # the harness from the command line: the champion judged on the same probes; greedy answers come from the cache
+    evaluated = run_cli(capsys, "eval", "--set", str(paths["eval"]), "--adapter", "champion", "--limit", "6",
+                        "--probe-limit", "3", "--max-new-tokens", "64", "--gate", str(tmp_path / "gate.yaml"))
+    assert evaluated["exit"] == 0 and evaluated["challenger"] == "1" and evaluated["incumbent"] == "base_rag"
+    assert evaluated["metrics"]["challenger_rag"] == metrics["challenger_rag"] and evaluated["verdict"]["passed"]
 
     # 3. a person overrides the gate, then takes it back in one command
     promoted = run_cli(capsys, "models", "promote", "2", "--reason", "override for a demo")
