@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
@@ -135,7 +137,7 @@ def print_verdict(verdict: dict | None, released: bool | None = None) -> None:
 def print_evaluation(p: dict) -> None:
     r = p["retrieval"]
     recall = next((f"{k} {v:.2f}" for k, v in r.items() if k.startswith("recall@")), "")
-    console.print(metrics_table(p["metrics"], f"{p['items']} items of {p['set']} (index version {p['index_version']})"))
+    console.print(metrics_table(p["metrics"], f"{p['items']} items of {Path(p['set']).name}, index version {p['index_version']}"))
     console.print(f"retrieval: {recall}, MRR {r['mrr']:.2f}")
     for line in p["skipped"]:
         console.print(f"[yellow]skipped[/] {line}")
