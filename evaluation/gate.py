@@ -45,25 +45,30 @@ class Verdict:
         return asdict(self)
 
 
-def metric(metrics: dict[str, float], name: str, who: str) -> float:
-    if name not in metrics:
-        raise KeyError(f"the {who}'s evaluation has no {name!r} metric")
-    return float(metrics[name])
-
-
 def decide(challenger: dict[str, float], incumbent: dict[str, float], policy: GatePolicy) -> Verdict:
-    """Pass only if every rule holds; the reasons list each rule's outcome, failures first."""
+    """Pass only if every rule holds; the reasons list each rule's outcome, failures first.
+
+    A metric the challenger was not measured on (no probe of its kind) fails its rule: unmeasured is not safe.
+    """
     failures, passes = [], []
     primary = policy.primary_metric
-    new, old = metric(challenger, primary, "challenger"), metric(incumbent, primary, "incumbent")
-    line = f"{primary}: {new:.3f} vs {old:.3f} (needs +{policy.min_improvement:.3f})"
-    (passes if new >= old + policy.min_improvement else failures).append(line)
+    new, old = challenger.get(primary), incumbent.get(primary)
+    if new is None or old is None:
+        who = "challenger" if new is None else "incumbent"
+        failures.append(f"{primary}: not measured for the {who}")
+        new, old = new or 0.0, old or 0.0
+    else:
+        line = f"{primary}: {new:.3f} vs {old:.3f} (needs +{policy.min_improvement:.3f})"
+        (passes if new >= old + policy.min_improvement else failures).append(line)
     for name, floor in policy.guards.items():
-        value = metric(challenger, name, "challenger")
+        if name not in challenger:
+            failures.append(f"{name}: not measured (no probe of its kind in the evaluation)")
+            continue
+        value = float(challenger[name])
         (passes if value >= floor else failures).append(f"{name}: {value:.3f} (guard {floor:.3f})")
         if name in incumbent:
             drop = float(incumbent[name]) - value
             if drop > policy.max_regression:
                 failures.append(f"{name} regressed by {drop:.3f} (tolerance {policy.max_regression:.3f})")
     return Verdict(passed=not failures, reasons=[f"FAIL {r}" for r in failures] + [f"ok {r}" for r in passes],
-                   primary_metric=primary, challenger=new, incumbent=old)
+                   primary_metric=primary, challenger=float(new), incumbent=float(old))

@@ -86,5 +86,7 @@ def test_gate_against_a_base_model_without_guard_metrics_and_from_yaml(tmp_path)
     bad.write_text("primary: x\n")
     with pytest.raises(ValueError, match="unknown gate settings primary"):
         GatePolicy.from_yaml(bad)
-    with pytest.raises(KeyError, match="adherence"):
-        decide({k: v for k, v in GOOD.items() if k != "adherence"}, OLD, policy)
+    unmeasured = decide({k: v for k, v in GOOD.items() if k != "adherence"}, OLD, policy)
+    assert not unmeasured.passed and unmeasured.reasons[0] == "FAIL adherence: not measured (no probe of its kind in the evaluation)"
+    no_primary = decide(GOOD, {}, policy)
+    assert not no_primary.passed and no_primary.reasons[0] == "FAIL identifier_match: not measured for the incumbent"
