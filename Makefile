@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/pii.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/quality.py
 
 demo-data: setup
 	rm -rf examples/apibench/docs examples/apibench/*.jsonl
