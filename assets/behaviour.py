@@ -36,7 +36,7 @@ class RaftDatasetConfig(dg.Config):
 class LoraAdapterConfig(dg.Config):
     training_config: str = Field(str(DEFAULT_TRAINING), description="YAML of training hyper-parameters (training/config.py:SftConfig).")
     max_steps: Optional[int] = Field(None, description="Override the YAML's max_steps (a short run).")
-    max_minutes: Optional[float] = Field(None, description="Override the YAML's wall-clock budget (stop after the step that crosses it).")
+    max_minutes: Optional[float] = Field(None, description="Override the YAML's wall-clock budget in minutes (training stops before a step would overrun it).")
 
 
 @dg.asset(group_name=GROUP, deps=[chunk_index], description="RAFT examples: oracle chunks plus the retriever's hard negatives, rendered with the chat template.")

@@ -77,3 +77,22 @@ def test_lora_trains_logs_registers_and_loads_back(base_model, tokenizer, tmp_pa
                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = loaded.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > prompt["input_ids"].shape[1]
+
+
+def test_time_budget_stops_before_the_next_step_would_overrun():
+    from types import SimpleNamespace
+
+    from training.sft import TimeBudget
+
+    ticks = iter([0.0, 20.0, 50.0, 80.0])  # train begins, then steps of 20 s, 30 s, 30 s
+    budget = TimeBudget(minutes=1.5, clock=lambda: next(ticks))
+    state, control = SimpleNamespace(global_step=0, max_steps=10), SimpleNamespace(should_training_stop=False)
+    budget.on_train_begin(None, state, control)
+    stops = []
+    for step in (1, 2, 3):
+        state.global_step = step
+        budget.on_step_end(None, state, control)
+        stops.append(control.should_training_stop)
+    # after 50 s the next 30 s step still fits in 90 s; after 80 s it would not
+    assert stops == [False, False, True] and budget.stopped_early
+    assert not TimeBudget(minutes=0).seconds  # 0 = no budget

@@ -29,7 +29,7 @@ class SftConfig:
     warmup_steps: int = 0
     num_train_epochs: float = 1.0
     max_steps: int = -1  # > 0 wins over epochs
-    max_minutes: float = 0.0  # > 0: stop after the step that crosses this wall-clock budget (the schedule is not stretched)
+    max_minutes: float = 0.0  # > 0: stop before a step would end past this wall-clock budget (the schedule is not stretched)
     per_device_train_batch_size: int = 2
     gradient_accumulation_steps: int = 1
     max_length: int = 1024

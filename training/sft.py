@@ -55,16 +55,23 @@ class LoraSFTTrainer(SFTTrainer):
 
 
 class TimeBudget(TrainerCallback):
-    """Stop training after the step that crosses `minutes` of wall clock (0: no budget)."""
+    """Stop training before the next step would end past `minutes` of wall clock (0: no budget).
 
-    def __init__(self, minutes: float):
-        self.seconds, self.started, self.stopped_early = minutes * 60, None, False
+    The next step is assumed to take as long as the slowest so far, so the run ends inside the budget.
+    """
+
+    def __init__(self, minutes: float, clock=time.perf_counter):
+        self.seconds, self.clock = minutes * 60, clock
+        self.started = self.last = None
+        self.slowest, self.stopped_early = 0.0, False
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.perf_counter()
+        self.started = self.last = self.clock()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.seconds > 0 and time.perf_counter() - self.started >= self.seconds and state.global_step < state.max_steps:
+        now = self.clock()
+        self.slowest, self.last = max(self.slowest, now - self.last), now
+        if self.seconds > 0 and now - self.started + self.slowest > self.seconds and state.global_step < state.max_steps:
             control.should_training_stop = self.stopped_early = True
 
 
