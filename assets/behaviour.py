@@ -30,6 +30,8 @@ class RaftDatasetConfig(dg.Config):
     oracle_probability: float = Field(DEFAULT_RAFT.oracle_probability, description="P: share of examples whose context holds the gold chunk.")
     validation_fraction: float = Field(DEFAULT_RAFT.validation_fraction, description="Share of examples held out for validation loss.")
     seed: int = Field(DEFAULT_RAFT.seed, description="Seed of the sampler and the split.")
+    max_tokens: int = Field(DEFAULT_RAFT.max_tokens, description="Prompt + answer budget in base-model tokens (keep equal to the "
+                            "training max_length); the longest documents are cut to fit so no answer is truncated away.")
     include_restricted: bool = Field(False, description="Also train on documents with an access list (off: weights cannot enforce ACLs).")
 
 
@@ -62,6 +64,7 @@ def raft_dataset(curated_interactions: list[dict], config: RaftDatasetConfig, la
         "dataset_hash": built.digest, "train": built.train, "validation": built.validation,
         "oracle_share": built.oracle_share, "oracle_probability": raft.oracle_probability, "distractors": raft.distractors,
         "index_version": built.index_version, "skipped": dg.MetadataValue.json(built.skipped), "folder": str(built.folder),
+        "trimmed_to_budget": built.trimmed,
     })
 
 

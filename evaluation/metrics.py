@@ -17,7 +17,7 @@ from collections import Counter
 from ragtune.prompting import NOT_COVERED, parse_answer
 
 ABSTENTION_PATTERNS = [
-    r"documents? (?:do|does) not (?:cover|contain|mention|say)",
+    r"documents? (?:do|does) not (?:cover|contain|mention|say|answer)",
     r"not covered by the documents?",
     r"(?:no|none of the) documents? (?:cover|mention|contain)",
     r"cannot (?:be )?answer(?:ed)? (?:from|with) the documents?",

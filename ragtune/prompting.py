@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 
-NOT_COVERED = "The documents do not cover this question."
+# Starts with a word the base model rarely opens an answer with ("The" is its favourite): the
+# adapter must learn when to abstain instead of inheriting abstention as its default reply.
+NOT_COVERED = "Not covered: the documents do not answer this question."
 SYSTEM_PROMPT = (
     "You answer questions using only the documents provided. Reply with one JSON object: "
     '{"answer": "...", "citations": ["<doc id>", ...]} citing the ids of the documents you used. '

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from evaluation.gate import GatePolicy, decide
+from ragtune.prompting import NOT_COVERED
 from evaluation.metrics import (
     abstained, adheres, citation_accuracy, distinctive_identifier, exact_match, format_valid, identifier_match,
     normalise, percentile, recall_at_k, reciprocal_rank, token_f1,
@@ -43,7 +44,8 @@ def test_format_citations_abstention_adherence():
     assert citation_accuracy(["d3"], ["d1", "d2"], ["d3"]) == 0.0  # cited something never retrieved
     assert citation_accuracy(["d2"], ["d1", "d2"], ["d1"]) == 0.0  # retrieved but not gold
     assert citation_accuracy([], ["d1"], ["d1"]) == 0.0
-    assert abstained("The documents do not cover this question.") and abstained("Sorry, the document does not mention it")
+    assert abstained(NOT_COVERED) and abstained("The documents do not cover this question.")
+    assert abstained("Sorry, the document does not mention it")
     assert not abstained("Use pipeline('ner').")
     assert adheres("Use org/new-model.", "org/new-model", "org/old-model") == 1.0
     assert adheres("Use org/old-model.", "org/new-model", "org/old-model") == 0.0

@@ -13,7 +13,7 @@ from ragtune.retriever import Retriever
 from ragtune.settings import load_settings
 from ragtune.store import ChunkStore
 from training.dataset_builder import build_dataset, chunks_by_doc
-from training.raft import RaftConfig, build_raft_examples, dataset_hash, split_examples
+from training.raft import RaftConfig, build_raft_examples, dataset_hash, split_examples, trim_lengths
 
 
 @pytest.fixture()
@@ -118,3 +118,29 @@ def test_dataset_on_disk_renders_the_chat_template(indexed, corpus, tokenizer, t
         assert row["question"].strip() in row["prompt"] and all(f"[{d['doc_id']}]" in row["prompt"] for d in row["documents"])
         assert row["completion"].endswith(tokenizer.eos_token)
         assert parse_answer(row["completion"].removesuffix(tokenizer.eos_token)) == parse_answer(row["target"])
+
+
+def test_trim_lengths_cuts_the_longest_documents_first():
+    assert trim_lengths([100, 40, 300], 0) == [100, 40, 300]
+    assert trim_lengths([100, 40, 300], 150) == [100, 40, 150]  # only the longest is cut
+    assert trim_lengths([100, 40, 300], 260) == [70, 40, 70]  # then the next longest, to the same cap
+    assert sum(trim_lengths([5, 5], 100)) == 0
+
+
+def test_examples_over_the_token_budget_keep_their_answer(indexed, corpus, tokenizer, tmp_path):
+    """Documents are cut to fit max_tokens, never the answer; examples that cannot fit are skipped with a reason."""
+    store, retriever = indexed
+    recs = [dict(r, gold_doc_ids=[c["doc_id"] for c in r["citations"]]) for r in doc_records(corpus)[:10]]
+    full = build_dataset(recs, store, retriever, tokenizer, RaftConfig(oracle_probability=1.0, validation_fraction=0.0), tmp_path / "a")
+    longest = max(len(tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"])
+                  for r in map(json.loads, (full.folder / "train.jsonl").read_text().splitlines()))
+    budget = longest - 60
+    built = build_dataset(recs, store, retriever, tokenizer,
+                          RaftConfig(oracle_probability=1.0, validation_fraction=0.0, max_tokens=budget), tmp_path / "b")
+    assert built.train == 10 and built.trimmed >= 1
+    for row in map(json.loads, (built.folder / "train.jsonl").read_text().splitlines()):
+        assert len(tokenizer(row["prompt"] + row["completion"], add_special_tokens=False)["input_ids"]) <= budget
+        assert parse_answer(row["completion"].removesuffix(tokenizer.eos_token)) == parse_answer(row["target"])
+        assert all(f"[{d['doc_id']}]" in row["prompt"] for d in row["documents"])
+    tiny = build_dataset(recs, store, retriever, tokenizer, RaftConfig(oracle_probability=1.0, max_tokens=128), tmp_path / "c")
+    assert tiny.train + tiny.validation < 10 and tiny.skipped.get("over_max_tokens", 0) >= 1

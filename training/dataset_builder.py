@@ -13,7 +13,7 @@ from ragtune.datasets import save_raft
 from ragtune.prompting import render_example
 from ragtune.retriever import Retriever
 from ragtune.store import ChunkStore
-from training.raft import RaftConfig, build_raft_examples, dataset_hash, split_examples
+from training.raft import RaftConfig, build_raft_examples, dataset_hash, split_examples, trim_lengths
 
 CHUNK_COLUMNS = ["doc_id", "chunk_id", "title", "text", "position", "public"]
 
@@ -27,6 +27,7 @@ class RaftDataset:
     oracle_share: float
     skipped: dict
     index_version: int
+    trimmed: int = 0  # examples whose documents were cut to fit max_tokens
 
     def as_dict(self) -> dict:
         return {**asdict(self), "folder": str(self.folder)}
@@ -39,6 +40,34 @@ def chunks_by_doc(store: ChunkStore, public_only: bool) -> dict[str, list[dict]]
         if row["public"] or not public_only:
             grouped.setdefault(row["doc_id"], []).append(row)
     return grouped
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def render_within_budget(tokenizer, example: dict, max_tokens: int) -> tuple[dict, bool] | None:
+    """Prompt and completion of at most `max_tokens`, cutting the longest documents' tails if needed.
+
+    Without this the trainer truncates from the right, and a long context silently loses
+    the answer the example exists to teach. Returns (rendered, trimmed), or None when even
+    empty documents would not fit.
+    """
+    documents, trimmed = example["documents"], False
+    for _ in range(4):  # decode/encode round trips can shift a token or two
+        rendered = render_example(tokenizer, example["question"], documents, example["target"])
+        total = count_tokens(tokenizer, rendered["prompt"]) + count_tokens(tokenizer, rendered["completion"])
+        if total <= max_tokens:
+            if trimmed:
+                example["documents"] = documents
+            return rendered, trimmed
+        ids = [tokenizer(d["text"], add_special_tokens=False)["input_ids"] for d in documents]
+        if not any(ids):
+            return None
+        lengths = trim_lengths([len(i) for i in ids], total - max_tokens + 4)
+        documents = [{**d, "text": tokenizer.decode(i[:n])} for d, i, n in zip(documents, ids, lengths)]
+        trimmed = True
+    return None
 
 
 def build_dataset(records: list[dict], store: ChunkStore, retriever: Retriever, tokenizer, config: RaftConfig,
@@ -54,8 +83,16 @@ def build_dataset(records: list[dict], store: ChunkStore, retriever: Retriever, 
         return [hit.as_dict() for hit in retriever.search(question, k=n, groups=groups)]
 
     result = build_raft_examples(records, rank, chunks_by_doc(store, public_only=not include_restricted), config)
+    fitted, trimmed = [], 0
     for example in result.examples:
-        example.update(render_example(tokenizer, example["question"], example["documents"], example["target"]))
+        rendered = render_within_budget(tokenizer, example, config.max_tokens)
+        if rendered is None:
+            result.skipped["over_max_tokens"] += 1
+            continue
+        example.update(rendered[0])
+        trimmed += rendered[1]
+        fitted.append(example)
+    result.examples = fitted
     train, validation = split_examples(result.examples, config.validation_fraction, config.seed)
     digest = dataset_hash(train, validation, config)
     if store.version() != index_version:  # a refresh committed mid-build: the examples mix two index versions
@@ -63,7 +100,7 @@ def build_dataset(records: list[dict], store: ChunkStore, retriever: Retriever, 
                            "was built; run the job again")
     meta = {"hash": digest, "config": asdict(config), "train": len(train), "validation": len(validation),
             "oracle_share": round(result.oracle_share, 4), "skipped": dict(result.skipped), "index_version": index_version,
-            "include_restricted": include_restricted}
+            "include_restricted": include_restricted, "trimmed": trimmed}
     folder = save_raft(datasets_dir, digest, {"train": train, "validation": validation}, meta)
     return RaftDataset(folder=folder, digest=digest, train=len(train), validation=len(validation),
-                       oracle_share=round(result.oracle_share, 4), skipped=dict(result.skipped), index_version=index_version)
+                       oracle_share=round(result.oracle_share, 4), skipped=dict(result.skipped), index_version=index_version, trimmed=trimmed)

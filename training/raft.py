@@ -29,11 +29,12 @@ Ranker = Callable[[str, int], list[dict]]
 
 @dataclass
 class RaftConfig:
-    distractors: int = 3  # hard negatives per example
+    distractors: int = 2  # hard negatives per example: with the oracle, the production k=3 documents
     random_distractors: int = 0  # extra chunks drawn at random from the index
     oracle_probability: float = 0.8  # P: share of examples whose context holds the gold chunk
     oracle_chunks: int = 1  # gold chunks per gold document (the best-ranked ones)
     candidates: int = 30  # retrieved per question to choose hard negatives from
+    max_tokens: int = 1024  # prompt + answer budget (the trainer's max_length); longer documents are cut to fit
     validation_fraction: float = 0.1
     seed: int = 0
 
@@ -42,6 +43,8 @@ class RaftConfig:
             raise ValueError(f"oracle_probability must be within [0, 1], got {self.oracle_probability}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be within [0, 1), got {self.validation_fraction}")
+        if self.max_tokens < 128:
+            raise ValueError(f"max_tokens must be at least 128, got {self.max_tokens}")
 
 
 @dataclass
@@ -109,6 +112,20 @@ def build_raft_examples(records: list[dict], rank: Ranker, chunks_by_doc: dict[s
         ranked = rank(record["question"], config.candidates)
         result.examples.append(sample_example(record, gold_chunks, ranked, pool, config))
     return result
+
+
+def trim_lengths(lengths: list[int], excess: int) -> list[int]:
+    """New lengths that remove at least `excess` tokens, cutting the longest documents first.
+
+    Water-filling: every document longer than a cap is cut to the cap, the smallest cap that
+    removes enough; short documents (usually the ones that fit whole) are left alone.
+    """
+    if excess <= 0:
+        return list(lengths)
+    for cap in range(max(lengths), -1, -1):
+        if sum(max(0, n - cap) for n in lengths) >= excess:
+            return [min(n, cap) for n in lengths]
+    return [0] * len(lengths)
 
 
 def split_examples(examples: list[dict], validation_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
