@@ -172,10 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--limit", type=int, default=20)
     p.set_defaults(index_command="status")
 
-    from ragtune import behaviour_commands, release_commands
+    from ragtune import behaviour_commands, release_commands, serve_commands
 
     behaviour_commands.add_commands(command, with_json)
     release_commands.add_commands(command, with_json)
+    serve_commands.add_commands(command, with_json)
 
     p = command("ui", cmd_ui, "Start the Dagster UI and daemon (schedules) on the ragtune instance.")
     p.add_argument("--host", default="127.0.0.1")

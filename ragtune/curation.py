@@ -3,7 +3,8 @@
     curate(records, forgotten_users, CurationPolicy()) -> Curated(records, report)
 
 Rules, in order: forgotten users out; keep a record only when a person approved
-it (feedback "up") or corrected it (the correction replaces the answer); drop
+it (feedback "up") or corrected it (the correction replaces the answer), but not
+an approved reply the model failed to write as answer JSON (served as a fallback); drop
 empty, too short and too long ones; scrub personal data and secrets (Presidio);
 then remove exact and near-duplicate questions (datasketch MinHash LSH on word bigrams),
 keeping the newest. Pure: no Dagster, no database.
@@ -15,6 +16,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from ragtune.generator import FALLBACK_PREFIX
 from ragtune.pii import scrub
 
 
@@ -56,6 +58,8 @@ def accepted_answer(record: dict) -> tuple[str | None, str]:
     if correction:
         return correction, "correction"
     if record.get("feedback") == "up":
+        if (record.get("answer") or "").startswith(FALLBACK_PREFIX):  # the model's unreadable reply, not an answer
+            return None, "unreadable_answer"
         return record.get("answer") or "", "feedback"
     return None, "no_positive_feedback"
 

@@ -32,6 +32,15 @@ def print_hits(p: dict) -> None:
         console.print(f"   {snippet}")
 
 
+def print_answer(p: dict) -> None:
+    style = "yellow" if p["fallback"] else "bold"
+    console.print(f"[{style}]{p['answer']}[/]", highlight=False)
+    for n, c in enumerate(p["citations"], start=1):
+        console.print(f"  [{n}] {c['title']} [dim]({c['doc_id']})[/]: {c['quote']}", highlight=False)
+    console.print(f"[dim]id {p['id']} · model {p['model_version']} · index {p['index_version']} · {p['latency_ms'] / 1000:.1f} s "
+                  f"(retrieval {p['retrieval_ms']:.0f} ms) · rate it: ragtune feedback {p['id']} up|down[/]")
+
+
 def print_demo(p: dict) -> None:
     if "refresh" not in p:
         console.print(f"[red]demo failed:[/] {p.get('error')}")

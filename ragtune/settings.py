@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     retrain_min_interactions: int = Field(
         200, ge=1, description="curated_volume_sensor: new accepted interactions since the last trained version that trigger a retrain."
     )
+    # serving (`ragtune ask`, `ragtune serve`)
+    serve_k: int = Field(3, ge=1, description="Chunks retrieved into each answer's context.")
+    serve_max_new_tokens: int = Field(160, ge=1, description="Generation budget per answer.")
+    serve_workers: int = Field(1, ge=1, description="Answers generated at once (each uses every CPU core; keep 1 on CPU).")
+    serve_queue: int = Field(4, ge=0, description="Requests allowed to wait for a worker; beyond it the server answers 503.")
+    serve_max_question_chars: int = Field(1000, ge=1, description="Longest question accepted.")
+    serve_max_body_bytes: int = Field(16384, ge=256, description="Largest request body accepted.")
+    serve_reload_seconds: float = Field(5.0, gt=0, description="How often the server checks whether the champion alias moved.")
 
     @property
     def home_dir(self) -> Path:

@@ -75,15 +75,33 @@ def doc_records(docs_dir: Path, n_per_doc: int = 1, feedback: str = "up") -> lis
     return records
 
 
-def register_versions(settings, digests: list[str], folder: Path) -> list[str]:
-    """Real MLflow runs, each logging a small adapter folder, registered as versions tagged with a dataset hash."""
+def make_adapter(base_model: Path, folder: Path, seed: int = 0) -> Path:
+    """A real, loadable LoRA adapter for the base model, untrained (LoRA B starts at zero: it answers like the base)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_model)
+    get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")).save_pretrained(folder)
+    return folder
+
+
+def register_versions(settings, digests: list[str], folder: Path, adapter: Path | None = None) -> list[str]:
+    """Real MLflow runs, each logging an adapter folder, registered as versions tagged with a dataset hash.
+
+    Without `adapter` the folder holds a placeholder config: enough for registry mechanics, not loadable.
+    """
     import mlflow
 
     from ragtune.registry import ensure_experiment, register_adapter
 
     experiment = ensure_experiment(settings.tracking_uri, "test", settings.mlflow_artifacts)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "adapter_config.json").write_text("{}")
+    if adapter is not None:
+        folder = adapter
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "adapter_config.json").write_text("{}")
     versions = []
     for digest in digests:
         with mlflow.start_run(experiment_id=experiment) as run:

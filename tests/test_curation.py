@@ -3,6 +3,7 @@
 import pytest
 
 from ragtune.curation import CurationPolicy, curate
+from ragtune.generator import FALLBACK_PREFIX
 from ragtune.quality import curated_frame, validate_curated_schema, validate_no_pii, validate_not_empty
 
 
@@ -34,6 +35,13 @@ def test_feedback_and_correction_rules(feedback, correction, kept, answer):
         assert got.startswith(answer) and out.records[0]["source"] == ("correction" if answer != "original" else "feedback")
     else:
         assert out.report.dropped == {"no_positive_feedback": 1}
+
+
+def test_an_approved_fallback_reply_is_not_training_data_unless_corrected():
+    unreadable = FALLBACK_PREFIX + "{'answer': Use pipeline("
+    out = curate([rec(1, answer=unreadable), rec(2, answer=unreadable, correction="Use pipeline('ner') from transformers.")], set())
+    assert out.report.dropped == {"unreadable_answer": 1}
+    assert [r["id"] for r in out.records] == ["r2"] and out.records[0]["source"] == "correction"
 
 
 @pytest.mark.parametrize("question, answer, reason", [

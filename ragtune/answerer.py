@@ -1,0 +1,209 @@
+"""Answer a question with citations: retrieve for the caller, generate with the champion, log the interaction.
+
+    answerer = Answerer.from_settings(load_settings())
+    answer = answerer.answer("How do I classify images?", user="ana", groups=["staff"])
+
+Retrieval is filtered by the caller's access groups inside the index search, and
+citations are resolved only against what was retrieved for this caller, so a
+document outside their groups is never quoted or cited, whatever the model writes.
+The model is the base model plus the adapter the registry's `champion` alias
+points at (the base model alone before any release); `ModelSlot` swaps it whole
+when the alias moves, and a request in flight finishes on the model it started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+from ragtune import registry
+from ragtune.generator import Generator
+from ragtune.interactions import InteractionLog
+from ragtune.prompting import NOT_COVERED
+from ragtune.retriever import Hit, Retriever
+from ragtune.settings import Settings
+from ragtune.store import ChunkStore
+
+log = logging.getLogger(__name__)
+
+BASE = "base"  # model_version reported while no adapter is released
+QUOTE_CHARS = 300
+
+
+@dataclass
+class Citation:
+    doc_id: str
+    chunk_id: str
+    title: str
+    quote: str
+
+
+@dataclass
+class Answer:
+    id: str
+    answer: str
+    citations: list[Citation]
+    model_version: str
+    index_version: str
+    latency_ms: float
+    retrieval_ms: float
+    generation_ms: float
+    fallback: bool  # the model's reply was not answer JSON; `answer` says so and carries the raw text
+    retrieved: list[str] = field(default_factory=list)  # doc ids in the context, best first (this caller's view)
+    tokens: int = 0
+    dropped_citations: int = 0  # cited ids that were not in this caller's retrieved context
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def quote(text: str, limit: int = QUOTE_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def resolve_citations(cited: list[str], hits: list[Hit]) -> tuple[list[Citation], int]:
+    """Cited doc ids -> the best-ranked retrieved chunk of each; ids not retrieved for this caller are dropped."""
+    best: dict[str, Hit] = {}
+    for hit in hits:
+        best.setdefault(hit.doc_id, hit)
+    resolved, seen, dropped = [], set(), 0
+    for doc_id in cited:
+        if doc_id in seen:
+            continue
+        seen.add(doc_id)
+        hit = best.get(doc_id)
+        if hit is None:
+            dropped += 1
+            continue
+        resolved.append(Citation(doc_id=hit.doc_id, chunk_id=hit.chunk_id, title=hit.title, quote=quote(hit.text)))
+    return resolved, dropped
+
+
+@dataclass
+class LoadedModel:
+    version: str  # a registry version, or BASE
+    generator: Generator
+    loaded_at: float = field(default_factory=time.time)
+
+
+class ModelSlot:
+    """The model serving now; `sync()` follows the `champion` alias and swaps in a fully loaded replacement.
+
+    Swapping replaces one reference: requests that already hold the old model finish on it,
+    new requests get the new one. Loading happens beside serving, never in a request's path
+    when called from the server's watcher thread.
+    """
+
+    def __init__(self, settings: Settings, base_model: str, max_new_tokens: int):
+        self.settings = settings
+        self.base_model = base_model
+        self.max_new_tokens = max_new_tokens
+        self._current: LoadedModel | None = None
+        self._load_lock = threading.Lock()
+        self.last_error: str | None = None
+
+    def wanted(self) -> str:
+        version = registry.resolve(self.settings.tracking_uri, self.settings.registered_model, registry.CHAMPION)
+        return version or BASE
+
+    def load(self, version: str) -> LoadedModel:
+        adapter = None
+        if version != BASE:
+            adapter = str(registry.download_adapter(self.settings.tracking_uri, self.settings.registered_model, version,
+                                                    self.settings.adapters_dir))
+        return LoadedModel(version, Generator(self.base_model, adapter, max_new_tokens=self.max_new_tokens))
+
+    def sync(self) -> bool:
+        """Load the champion if it is not what serves now; True when the model changed.
+
+        A failed load (registry down, broken artifact) keeps the current model serving and
+        is reported in `last_error`; with nothing loaded yet it raises.
+        """
+        with self._load_lock:
+            try:
+                version = self.wanted()
+                if self._current is not None and self._current.version == version:
+                    self.last_error = None
+                    return False
+                loaded = self.load(version)
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if self._current is None:
+                    raise
+                log.error("could not load the champion, still serving %s: %s", self._current.version, self.last_error)
+                return False
+            previous, self._current, self.last_error = self._current, loaded, None
+            if previous is not None:
+                log.warning("champion moved: now serving %s (was %s)", loaded.version, previous.version)
+            return True
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """What serves now (None before the first load)."""
+        return self._current
+
+    def get(self) -> LoadedModel:
+        if self._current is None:
+            self.sync()
+        return self._current
+
+
+class Answerer:
+    def __init__(self, settings: Settings, slot: ModelSlot, retriever: Retriever, store: ChunkStore,
+                 interactions: InteractionLog, k: int):
+        self.settings = settings
+        self.slot = slot
+        self.retriever = retriever
+        self.store = store
+        self.interactions = interactions
+        self.k = k
+
+    @classmethod
+    def from_settings(cls, settings: Settings, max_new_tokens: int | None = None, k: int | None = None) -> Answerer:
+        from ragtune.embedder import load_embedder
+        from training.base_model import resolve_base_model
+
+        store = ChunkStore(settings.lancedb_dir, settings.table_name)
+        retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), settings.rrf_k)
+        base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
+        slot = ModelSlot(settings, base_model, max_new_tokens or settings.serve_max_new_tokens)
+        return cls(settings, slot, retriever, store, InteractionLog(settings.interactions_db), k or settings.serve_k)
+
+    def index_version(self) -> str:
+        return str(self.store.version()) if self.store.exists() else "none"
+
+    def answer(self, question: str, user: str = "anonymous", groups: list[str] | None = None) -> Answer:
+        """Retrieve within `groups` (public documents only when empty), generate, resolve citations, log."""
+        if not question.strip():
+            raise ValueError("the question is empty")
+        started = time.perf_counter()
+        index_version = self.index_version()
+        hits = self.retriever.search(question, k=self.k, groups=list(groups or []))
+        retrieved = time.perf_counter()
+        model = self.slot.get()
+        if hits:
+            generation = model.generator.generate(question, [h.as_dict() for h in hits])
+            text, cited, fallback, tokens = generation.answer, generation.citations, not generation.valid, generation.tokens
+        else:  # nothing this caller may read matches: no model call can do better than saying so
+            text, cited, fallback, tokens = NOT_COVERED, [], False, 0
+        citations, dropped = resolve_citations(cited, hits)
+        finished = time.perf_counter()
+        record = {
+            "user": user, "question": question, "answer": text,
+            "citations": [{"doc_id": c.doc_id, "chunk_id": c.chunk_id} for c in citations],
+            "model_version": model.version, "index_version": index_version,
+            "latency_ms": round((finished - started) * 1000, 1),
+        }
+        interaction_id, _ = self.interactions.append(record)
+        return Answer(id=interaction_id, answer=text, citations=citations, model_version=model.version,
+                      index_version=index_version, latency_ms=record["latency_ms"],
+                      retrieval_ms=round((retrieved - started) * 1000, 1), generation_ms=round((finished - retrieved) * 1000, 1),
+                      fallback=fallback, retrieved=list(dict.fromkeys(h.doc_id for h in hits)), tokens=tokens,
+                      dropped_citations=dropped)
+
+    def feedback(self, interaction_id: str, rating: str | None, correction: str | None = None) -> None:
+        """Record up/down (and an optional corrected answer) on a logged interaction; KeyError if unknown."""
+        self.interactions.add_feedback(interaction_id, rating, correction)

@@ -1,0 +1,260 @@
+"""Serving: a real `ragtune serve` process on loopback, asked over HTTP (no mocks of the HTTP layer).
+
+One server for the module, on a data home with a small real index (12 APIBench documents
+plus one restricted to the finance group), two registered real LoRA adapters, and small
+limits so the queue and the validation rules are reachable: 1 worker, 1 waiting, 16 new
+tokens, questions up to 300 characters, bodies up to 2 KiB, champion checked every 0.5 s.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import DEMO, make_adapter, register_versions
+from ragtune import registry
+from ragtune.answerer import resolve_citations
+from ragtune.chunker import chunk_document
+from ragtune.documents import load_documents
+from ragtune.indexing import refresh_index
+from ragtune.interactions import InteractionLog
+from ragtune.retriever import Hit, Retriever
+from ragtune.settings import load_settings
+from ragtune.store import ChunkStore
+
+SECRET = "ZEBRA-PLUM-4417"
+PAYROLL = f"""---
+title: Payroll export procedure
+acl: [finance]
+---
+# Payroll export procedure
+
+The payroll export key is {SECRET}. Finance staff export the monthly salary file from the payroll
+system with this key, then upload the salary export to the bank portal before the 25th.
+"""
+OUTSIDER_QUESTIONS = ["What is the payroll export key?", "Which code do I need to export the monthly salary file to the bank?"]
+LIMITS = {"RAGTUNE_SERVE_WORKERS": "1", "RAGTUNE_SERVE_QUEUE": "1", "RAGTUNE_SERVE_MAX_NEW_TOKENS": "16",
+          "RAGTUNE_SERVE_MAX_QUESTION_CHARS": "300", "RAGTUNE_SERVE_MAX_BODY_BYTES": "2048", "RAGTUNE_SERVE_RELOAD_SECONDS": "0.5"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, embedder, base_model):
+    """(base url, settings, registered versions) of a running server; stopped after the module."""
+    root = tmp_path_factory.mktemp("serve")
+    docs = root / "docs"
+    docs.mkdir()
+    for path in sorted((DEMO / "docs").glob("*.md"))[:12]:
+        shutil.copy(path, docs / path.name)
+    (docs / "payroll.md").write_text(PAYROLL)
+    settings = load_settings(home=str(root / "home"), base_model=str(base_model))
+    load = load_documents(docs)
+    chunks = [c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)]
+    refresh_index(load, chunks, ChunkStore(settings.lancedb_dir, settings.table_name, embedder.dim), embedder)
+    adapter = make_adapter(base_model, root / "adapter")
+    versions = register_versions(settings, ["a", "b"], root / "unused", adapter=adapter)
+
+    port = free_port()
+    env = {**os.environ, **LIMITS, "RAGTUNE_HOME": str(settings.home_dir), "RAGTUNE_BASE_MODEL": str(base_model)}
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)], env=env,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}:\n{(root / 'server.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).json()["status"] == "ok":
+                break
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline:
+            process.kill()
+            pytest.fail(f"the server did not come up:\n{(root / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield url, settings, versions
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+    log.close()
+
+
+def ask(url: str, question: str, **extra) -> httpx.Response:
+    return httpx.post(f"{url}/v1/ask", json={"question": question, **extra}, timeout=120)
+
+
+def wait_for_version(url: str, version: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if httpx.get(f"{url}/healthz", timeout=5).json()["model_version"] == version:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the server did not switch to {version}: {httpx.get(f'{url}/healthz').json()}")
+
+
+def test_citations_resolve_only_against_what_the_caller_retrieved():
+    hits = [Hit("a", "a-1", "A", "text of a " * 80, 0.9), Hit("a", "a-2", "A", "more", 0.5), Hit("b", "b-1", "B", "bee", 0.4)]
+    citations, dropped = resolve_citations(["a", "secret-doc", "b", "a"], hits)
+    assert [(c.doc_id, c.chunk_id) for c in citations] == [("a", "a-1"), ("b", "b-1")] and dropped == 1
+    assert citations[0].quote.endswith("…") and len(citations[0].quote) <= 300
+
+
+def test_ask_feedback_and_health(served):
+    url, settings, _ = served
+    health = httpx.get(f"{url}/healthz").json()
+    assert health["status"] == "ok" and health["model_version"] == "base" and health["index_version"] != "none"
+    assert health["queue"] == {"admitted": 0, "limit": 2, "workers": 1}
+
+    response = ask(url, "How can I classify images with a vision transformer?", user="ana")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) >= {"id", "answer", "citations", "model_version", "index_version", "latency_ms"}
+    assert body["model_version"] == "base" and body["index_version"] == health["index_version"]
+    assert body["answer"] and body["latency_ms"] >= body["retrieval_ms"] > 0
+    for citation in body["citations"]:
+        assert set(citation) == {"doc_id", "chunk_id", "title", "quote"} and citation["quote"]
+
+    feedback = httpx.post(f"{url}/v1/feedback", json={"id": body["id"], "rating": "down", "correction": "Use pipeline('image-classification')."})
+    assert feedback.status_code == 200 and feedback.json()["ok"]
+    assert httpx.post(f"{url}/v1/feedback", json={"id": "no-such-id", "rating": "up"}).status_code == 404
+
+    record = next(r for r in InteractionLog(settings.interactions_db).records() if r["id"] == body["id"])
+    assert record["user"] == "ana" and record["answer"] == body["answer"] and record["model_version"] == "base"
+    assert record["index_version"] == body["index_version"] and record["latency_ms"] == body["latency_ms"]
+    assert record["feedback"] == "down" and record["correction"] == "Use pipeline('image-classification')."
+    assert record["citations"] == [{"doc_id": c["doc_id"], "chunk_id": c["chunk_id"]} for c in body["citations"]]
+
+
+@pytest.mark.parametrize("payload, status, mentions", [
+    ({}, 422, "question"),
+    ({"question": 5}, 422, "question"),
+    ({"question": "ok?", "groups": "finance"}, 422, "groups"),
+    ({"question": "ok?", "user": ["x"]}, 422, "user"),
+    ({"question": "ok?", "role": "admin"}, 422, "role"),
+    ({"question": "   "}, 422, "empty"),
+    ({"question": "why? " * 70}, 422, "limit is 300"),
+])
+def test_bad_ask_requests_get_clear_errors(served, payload, status, mentions):
+    url, _, _ = served
+    response = httpx.post(f"{url}/v1/ask", json=payload, timeout=30)
+    assert response.status_code == status
+    assert mentions in json.dumps(response.json())
+
+
+def test_malformed_oversized_and_bad_feedback_bodies(served):
+    url, _, _ = served
+    broken = httpx.post(f"{url}/v1/ask", content=b'{"question": ', headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and broken.json()["error"] == "malformed JSON body"
+    huge = httpx.post(f"{url}/v1/ask", content=json.dumps({"question": "x" * 5000}).encode(), headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "2048 bytes" in huge.json()["error"]
+
+    def chunked():
+        for _ in range(6):
+            yield b" " * 512
+        yield b'{"question": "ok?"}'
+
+    streamed = httpx.post(f"{url}/v1/ask", content=chunked(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    bad_rating = httpx.post(f"{url}/v1/feedback", json={"id": "x", "rating": "meh"})
+    assert bad_rating.status_code == 422 and "rating" in bad_rating.text
+    assert httpx.post(f"{url}/v1/feedback", json={"rating": "up"}).status_code == 422
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(served):
+    url, settings, _ = served
+    before = InteractionLog(settings.interactions_db).count()
+    barrier, responses = threading.Barrier(5), []
+
+    def client(n):
+        barrier.wait()
+        responses.append(ask(url, f"Which model translates English to French, variant {n}?"))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(r.status_code for r in responses)
+    assert len(responses) == 5 and set(statuses) == {200, 503}, statuses
+    assert statuses.count(200) >= 2  # one generating, one waiting
+    for r in responses:
+        if r.status_code == 503:
+            assert int(r.headers["retry-after"]) >= 1 and "busy" in r.json()["error"]
+    # every admitted request was answered and logged; refused ones were not half-done
+    assert InteractionLog(settings.interactions_db).count() - before == statuses.count(200)
+
+
+def test_a_restricted_document_never_reaches_an_outsider(served, embedder):
+    url, settings, _ = served
+    store = ChunkStore(settings.lancedb_dir, settings.table_name)
+    retriever = Retriever(store, embedder)
+    for question in OUTSIDER_QUESTIONS:  # the control: for its group the document is the top hit
+        assert retriever.search(question, k=3, groups=["finance"])[0].doc_id == "payroll.md"
+    for question in OUTSIDER_QUESTIONS:
+        for groups in ([], ["engineering"]):
+            body = ask(url, question, user="outsider", groups=groups).json()
+            assert SECRET not in json.dumps(body) and "payroll.md" not in body["retrieved"]
+            assert all(c["doc_id"] != "payroll.md" for c in body["citations"])
+    for record in InteractionLog(settings.interactions_db).records():
+        if record["user"] == "outsider":
+            assert SECRET not in record["answer"] and all(c["doc_id"] != "payroll.md" for c in record["citations"])
+    insider = ask(url, OUTSIDER_QUESTIONS[0], user="fin", groups=["finance"]).json()
+    assert insider["retrieved"][0] == "payroll.md"  # the server passes the caller's groups to retrieval
+
+
+def test_promotion_and_rollback_switch_the_model_without_dropping_requests(served):
+    url, settings, (v1, v2) = served
+    uri, name = settings.tracking_uri, settings.registered_model
+    registry.promote(uri, name, v1, reason="first release")
+    wait_for_version(url, v1)
+    assert ask(url, "Which model summarises news articles?").json()["model_version"] == v1
+
+    in_flight = []
+    worker = threading.Thread(target=lambda: in_flight.append(ask(url, "Which model detects objects in photos?")))
+    worker.start()
+    time.sleep(0.2)  # the request is being answered by v1 while the alias moves
+    registry.promote(uri, name, v2, reason="second release")
+    wait_for_version(url, v2)
+    worker.join()
+    assert in_flight[0].status_code == 200 and in_flight[0].json()["model_version"] in (v1, v2)
+    assert ask(url, "Which model answers questions about tables?").json()["model_version"] == v2
+
+    registry.rollback(uri, name, reason="bad answers")
+    wait_for_version(url, v1)
+    assert ask(url, "Which model transcribes speech?").json()["model_version"] == v1
+    assert httpx.get(f"{url}/healthz").json()["reload_error"] is None
+
+
+def test_answers_marked_up_reach_the_next_curation_run(served):
+    from ragtune.orchestration import run_job
+
+    url, settings, _ = served
+    questions = ["Which model should I use to caption an image?", "How do I fill in a masked word in a sentence?"]
+    ids = [ask(url, q, user="loop").json()["id"] for q in questions]
+    corrected = "Use pipeline('image-to-text', model='nlpconnect/vit-gpt2-image-captioning')."
+    assert httpx.post(f"{url}/v1/feedback", json={"id": ids[0], "rating": "up", "correction": corrected}).status_code == 200
+    assert httpx.post(f"{url}/v1/feedback", json={"id": ids[1], "rating": "up"}).status_code == 200
+
+    outcome = run_job(settings, "interaction_curation")
+    assert outcome.success, outcome.error
+    curated = {json.loads(line)["id"]: json.loads(line) for line in (settings.datasets_dir / "curated.jsonl").read_text().splitlines()}
+    assert curated[ids[0]]["answer"] == corrected and curated[ids[0]]["source"] == "correction"
+    record = next(r for r in InteractionLog(settings.interactions_db).records() if r["id"] == ids[1])
+    if record["answer"].startswith("The model's reply could not be read"):  # an unreadable reply is not training data
+        assert ids[1] not in curated
+    else:
+        assert curated[ids[1]]["source"] == "feedback"
