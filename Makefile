@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python bench/pii.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/serve.py
 
 demo-data: setup
 	rm -rf examples/apibench/docs examples/apibench/*.jsonl

@@ -11,7 +11,7 @@ release. Everything is measured in the same run.
 Targets (2 CPU cores, at most 15 minutes of training): adapter + RAG >= base + RAG + 0.15 on
 identifier match, format validity >= 0.95.
 
-    python bench/quality.py [--docs 300] [--train-minutes 15] [--eval-items 30] [--probe-items 15]
+    python bench/quality.py [--docs 300] [--train-minutes 15] [--eval-items 20] [--probe-items 10]
 """
 
 import argparse
@@ -34,8 +34,8 @@ def main() -> None:
     parser.add_argument("--train-minutes", type=float, default=15.0)
     parser.add_argument("--max-steps", type=int, default=None, help="override the training YAML's max_steps")
     parser.add_argument("--training-config", default=str(ROOT / "training" / "configs" / "default.yaml"))
-    parser.add_argument("--eval-items", type=int, default=30)
-    parser.add_argument("--probe-items", type=int, default=15)
+    parser.add_argument("--eval-items", type=int, default=20)
+    parser.add_argument("--probe-items", type=int, default=10)
     parser.add_argument("--name", default="quality", help="result file name (bench/results/NAME.json)")
     parser.add_argument("--keep", default=None, help="data home to use and keep (default: a temporary one)")
     args = parser.parse_args()

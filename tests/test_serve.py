@@ -258,3 +258,29 @@ def test_answers_marked_up_reach_the_next_curation_run(served):
         assert ids[1] not in curated
     else:
         assert curated[ids[1]]["source"] == "feedback"
+
+
+def test_ask_and_feedback_from_the_command_line(served, monkeypatch, capsys):
+    from ragtune.cli import main as cli
+
+    _, settings, _ = served
+    monkeypatch.setenv("RAGTUNE_HOME", str(settings.home_dir))
+    monkeypatch.setenv("RAGTUNE_BASE_MODEL", settings.base_model)
+    monkeypatch.setenv("RAGTUNE_SERVE_MAX_NEW_TOKENS", "16")
+
+    def run(*argv) -> tuple[int, dict]:
+        capsys.readouterr()
+        code = cli([*argv, "--json"])
+        return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    code, answer = run("ask", OUTSIDER_QUESTIONS[1], "--user", "cli-user", "--groups", "finance")
+    champion = registry.resolve(settings.tracking_uri, settings.registered_model, registry.CHAMPION) or "base"
+    assert code == 0 and answer["ok"] and answer["model_version"] == champion and answer["retrieved"][0] == "payroll.md"
+    code, done = run("feedback", answer["id"], "up", "--correction", "Ask the finance team for the export key.")
+    assert code == 0 and done["rating"] == "up"
+    record = next(r for r in InteractionLog(settings.interactions_db).records() if r["id"] == answer["id"])
+    assert record["user"] == "cli-user" and record["feedback"] == "up" and record["correction"].startswith("Ask the finance")
+    code, missing = run("feedback", "no-such-id", "down")
+    assert code == 1 and "no interaction with id 'no-such-id'" in missing["error"]
+    code, too_long = run("ask", "why? " * 300)
+    assert code == 1 and "the limit is 1000" in too_long["error"]
