@@ -80,7 +80,9 @@ def test_promote_reject_and_roll_back(home, tmp_path, base_model, monkeypatch, c
     monkeypatch.setenv("RAGTUNE_INTERACTIONS_URL", f"sqlite:///{tmp_path / 'sabotaged.db'}")
     s = load_settings()
     InteractionLog(s.interactions_db).import_jsonl(sabotage(paths["interactions"], tmp_path / "sabotaged.jsonl"))
-    second = retrain(s, config)
+    sabotaged = retrain_run_config(str(tmp_path / "train.yaml"), 12, str(paths["eval"]), eval_limit=6, probe_limit=3,
+                                   gate=str(tmp_path / "gate.yaml"), max_new_tokens=64, distractors=2)
+    second = retrain(s, sabotaged)  # 12 steps: enough to learn the shuffled answers' shape, and quicker
     assert second["ok"] and not second["released"], second.get("error")
     assert not second["verdict"]["passed"] and second["verdict"]["reasons"][0].startswith("FAIL identifier_match")
     judged = second["evaluation"]["metrics"]
