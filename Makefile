@@ -8,7 +8,7 @@ APIBENCH ?= ../shared/data/apibench
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test ui bench demo-data clean
+.PHONY: setup run test ui mlflow-ui bench demo-data clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ test: setup
 
 ui: setup
 	$(BIN)/ragtune ui --host 127.0.0.1 --port 3000
+
+mlflow-ui: setup
+	$(BIN)/ragtune mlflow-ui --host 127.0.0.1 --port 5000
 
 bench: setup
 	$(BIN)/python bench/refresh.py

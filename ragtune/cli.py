@@ -115,6 +115,22 @@ def cmd_ui(args) -> int:
     os.execv(cmd[0], cmd)
 
 
+def mlflow_server_command(settings, host: str, port: int, workers: int = 1) -> list[str]:
+    """`mlflow server` on the data home's tracking store and artifacts (what `make mlflow-ui` runs)."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return [str(mlflow), "server", "--backend-store-uri", settings.tracking_uri, "--registry-store-uri", settings.tracking_uri,
+            "--default-artifact-root", settings.mlflow_artifacts.resolve().as_uri(), "--no-serve-artifacts",
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+
+
+def cmd_mlflow_ui(args) -> int:
+    settings = load_settings()
+    settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    cmd = mlflow_server_command(settings, args.host, args.port)
+    print(f"MLflow tracking and registry on http://{args.host}:{args.port} (store {settings.tracking_uri})", file=sys.stderr)
+    os.execv(cmd[0], cmd)
+
+
 # -- parser --------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -181,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ui", cmd_ui, "Start the Dagster UI and daemon (schedules) on the ragtune instance.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
+
+    p = command("mlflow-ui", cmd_mlflow_ui, "Serve MLflow tracking and the adapter registry (UI and REST API) on the data home's store.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The behaviour half through Dagster and the CLI: curate, build RAFT data, train through Pipes, register."""
+"""The behaviour half through Dagster and the CLI: curate, build RAFT data, train through Pipes, register; the registry over REST."""
 
 import json
 
@@ -103,6 +103,10 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
     listed = run_cli(capsys, "models", "list")
     assert [v["version"] for v in listed["versions"]] == ["1"] and listed["versions"][0]["tags"]["dataset_hash"] == raft["digest"]
 
+    # the registry as a client sees it: `make mlflow-ui`'s server, over MLflow's REST API
+    assert run_cli(capsys, "models", "promote", "1", "--reason", "first release")["exit"] == 0
+    check_registry_over_rest(s, tmp_path, run_id=adapter["run_id"], digest=raft["digest"], base_model=base_model)
+
     # a crash inside the training process fails the step with its reason; the run's process and the registry are unharmed
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"target_modules": ["no_such_module"], "max_steps": 1}))
@@ -110,3 +114,50 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
     crashed = run_job(s, "adapter_retrain", run_config, output_nodes=("lora_adapter",), assets=UP_TO_TRAINING)
     assert not crashed.success and "lora_adapter" in crashed.error, crashed.error
     assert [v["version"] for v in run_cli(capsys, "models", "list")["versions"]] == ["1"]
+
+
+def check_registry_over_rest(s, tmp_path, run_id: str, digest: str, base_model: str) -> None:
+    """`ragtune mlflow-ui` (what `make mlflow-ui` runs) on this data home: the model, version, alias and tags over REST."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    api = "api/2.0/mlflow"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (tmp_path / "mlflow.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "mlflow-ui", "--port", str(port)],
+                              env={**os.environ, "RAGTUNE_HOME": str(s.home_dir)}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "mlflow.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "mlflow server did not come up"
+            time.sleep(0.5)
+        model = httpx.get(f"{url}/{api}/registered-models/get", params={"name": s.registered_model}).json()["registered_model"]
+        assert model["name"] == s.registered_model
+        assert {a["alias"]: a["version"] for a in model.get("aliases", [])} == {"champion": "1"}
+        found = httpx.get(f"{url}/{api}/model-versions/search", params={"filter": f"name='{s.registered_model}'"}).json()
+        (version,) = found["model_versions"]
+        tags = {t["key"]: t["value"] for t in version.get("tags", [])}
+        assert version["version"] == "1" and version["run_id"] == run_id
+        assert tags["dataset_hash"] == digest and tags["base_model"] == base_model and tags["promoted_reason"] == "first release"
+        champion = httpx.get(f"{url}/{api}/registered-models/alias", params={"name": s.registered_model, "alias": "champion"})
+        assert champion.json()["model_version"]["version"] == "1"
+        run = httpx.get(f"{url}/{api}/runs/get", params={"run_id": run_id}).json()["run"]
+        assert run["info"]["status"] == "FINISHED" and any(m["key"] == "train_loss" for m in run["data"]["metrics"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
