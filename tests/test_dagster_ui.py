@@ -1,0 +1,115 @@
+"""The Dagster UI as a person uses it: `dagster dev` (what `make ui` runs) on loopback, driven over its GraphQL API.
+
+The webserver and daemon start on a temporary instance; the test waits for the code location,
+checks every asset with its group, every job, schedule (with its cron) and sensor, launches
+`index_refresh` the way the UI's launchpad does, waits for it to succeed, and reads the run's
+`chunk_index` metadata back: the counts `ragtune refresh` reports.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ragtune.orchestration import prepare_dagster_home
+from ragtune.settings import REPO_ROOT, load_settings
+
+pytestmark = pytest.mark.integration
+
+ASSETS = {"raw_documents": "knowledge", "document_chunks": "knowledge", "chunk_index": "knowledge",
+          "interaction_logs": "interactions", "curated_interactions": "interactions",
+          "raft_dataset": "behaviour", "lora_adapter": "behaviour", "adapter_evaluation": "release", "release": "release"}
+JOBS = {"index_refresh", "interaction_curation", "adapter_retrain"}
+SCHEDULES = {"nightly_index_refresh": "0 2 * * *", "quarterly_adapter_retrain": "0 3 1 1,4,7,10 *"}
+SENSORS = {"curated_volume_sensor"}
+
+WORKSPACE = """{ workspaceOrError { ... on Workspace { locationEntries { name
+  locationOrLoadError { __typename ... on RepositoryLocation { repositories { name
+    jobs { name } schedules { name cronSchedule } sensors { name } } } ... on PythonError { message } } } } } }"""
+ASSET_NODES = "{ assetNodes { assetKey { path } groupName } }"
+LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
+RUN = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+MATERIALIZATION = """{ assetOrError(assetKey: {path: ["chunk_index"]}) { ... on Asset { assetMaterializations(limit: 1) {
+  runId metadataEntries { label __typename ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue } } } } } }"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def wait_for_location(url: str, process: subprocess.Popen, log: Path, timeout: float = 240) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            entries = graphql(url, WORKSPACE)["workspaceOrError"]["locationEntries"]
+            loaded = [e for e in entries if (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"]
+            if loaded:
+                return loaded[0]
+            errors = [e["locationOrLoadError"] for e in entries if (e["locationOrLoadError"] or {}).get("__typename") == "PythonError"]
+            assert not errors, errors
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(1)
+    pytest.fail(f"the code location did not load:\n{log.read_text()[-3000:]}")
+
+
+def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
+    settings = load_settings()
+    dagster_home = prepare_dagster_home(settings)
+    port = free_port()
+    log = tmp_path / "dagster.log"
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "RAGTUNE_HOME": str(settings.home_dir)}
+    process = subprocess.Popen([str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+                                "-h", "127.0.0.1", "-p", str(port)], cwd=REPO_ROOT, env=env, stdout=log.open("w"),
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        location = wait_for_location(url, process, log)
+        (repository,) = location["locationOrLoadError"]["repositories"]
+        assert JOBS <= {j["name"] for j in repository["jobs"]}
+        assert {s["name"]: s["cronSchedule"] for s in repository["schedules"]} == SCHEDULES
+        assert {s["name"] for s in repository["sensors"]} == SENSORS
+        nodes = graphql(url, ASSET_NODES)["assetNodes"]
+        assert {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes} == ASSETS
+
+        params = {"selector": {"repositoryLocationName": location["name"], "repositoryName": repository["name"], "jobName": "index_refresh"},
+                  "runConfigData": {"ops": {"raw_documents": {"config": {"source_dir": str(corpus)}}}}}
+        launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+        deadline, status = time.time() + 300, None
+        while time.time() < deadline:
+            status = graphql(url, RUN, {"id": run_id})["runOrError"]["status"]
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                break
+            time.sleep(2)
+        assert status == "SUCCESS", (status, log.read_text()[-3000:])
+
+        (materialization,) = graphql(url, MATERIALIZATION)["assetOrError"]["assetMaterializations"]
+        assert materialization["runId"] == run_id
+        values = {e["label"]: e.get("intValue", e.get("floatValue")) for e in materialization["metadataEntries"]}
+        documents = len(list(corpus.glob("*.md")))
+        assert values["docs_added"] == documents and values["docs_deleted"] == 0
+        assert values["chunks_embedded"] == values["chunks_total"] > 0
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
