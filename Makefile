@@ -8,7 +8,7 @@ APIBENCH ?= ../shared/data/apibench
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test ui mlflow-ui bench demo-data clean
+.PHONY: setup browser run test ui mlflow-ui bench demo-data clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,12 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/ragtune demo
 
-test: setup
+# Headless Chromium and its driver for the Dagster UI test (Debian packages), when missing.
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 ui: setup

@@ -3,10 +3,13 @@
 The webserver and daemon start on a temporary instance; the test waits for the code location,
 checks every asset with its group, every job, schedule (with its cron) and sensor, launches
 `index_refresh` the way the UI's launchpad does, waits for it to succeed, and reads the run's
-`chunk_index` metadata back: the counts `ragtune refresh` reports.
+`chunk_index` metadata back: the counts `ragtune refresh` reports. Then headless Chromium opens
+the asset graphs and the finished run's page, checks the asset names are on them, and saves
+screenshots (into RAGTUNE_SCREENSHOTS_DIR when set: that is how docs/screenshots/ is made).
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -69,6 +72,60 @@ def wait_for_location(url: str, process: subprocess.Popen, log: Path, timeout: f
     pytest.fail(f"the code location did not load:\n{log.read_text()[-3000:]}")
 
 
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+PAGES = {  # screenshot name -> (path under the location, names that must be on the page)
+    "asset-graph-knowledge": ("asset-groups/knowledge", ["raw_documents", "document_chunks", "chunk_index"]),
+    "asset-graph-release": ("asset-groups/release", ["adapter_evaluation", "release"]),
+}
+
+
+def browser(profile: Path):
+    """Headless Chromium from the Debian packages (make browser installs them), driven by Selenium."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    assert not missing, f"{missing} missing: run `make browser` (apt-get install chromium chromium-driver)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,900"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def open_page(driver, url: str, names: list[str], timeout: float = 60) -> None:
+    """Load `url`, wait until every name is on the page, then (best effort) until nothing says Loading."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    WebDriverWait(driver, timeout).until(lambda d: all(n in d.page_source for n in names))
+    try:
+        WebDriverWait(driver, 20).until(lambda d: "Loading" not in d.find_element(By.TAG_NAME, "body").text)
+    except TimeoutException:
+        pass  # a slow status badge makes a worse screenshot, not a failed check
+
+
+def screenshots_of_the_ui(url: str, location: str, run_id: str, folder: Path) -> list[Path]:
+    driver = browser(folder / "profile")
+    try:
+        driver.get(f"{url}/overview")
+        driver.execute_script("window.localStorage.setItem('communityNux', '1')")  # the one-time newsletter dialog
+        shots = []
+        for name, (path, names) in PAGES.items():
+            open_page(driver, f"{url}/locations/{location}/{path}", names)
+            shots.append(folder / f"{name}.png")
+            driver.save_screenshot(str(shots[-1]))
+        open_page(driver, f"{url}/runs/{run_id}", ["index_refresh", "chunk_index", "Success"])
+        shots.append(folder / "refresh-run.png")
+        driver.save_screenshot(str(shots[-1]))
+        return shots
+    finally:
+        driver.quit()
+
+
 def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
     settings = load_settings()
     dagster_home = prepare_dagster_home(settings)
@@ -107,6 +164,12 @@ def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
         documents = len(list(corpus.glob("*.md")))
         assert values["docs_added"] == documents and values["docs_deleted"] == 0
         assert values["chunks_embedded"] == values["chunks_total"] > 0
+
+        shots = screenshots_of_the_ui(url, location["name"], run_id, tmp_path)
+        assert all(p.stat().st_size > 10_000 for p in shots)  # a real rendering, not a blank page
+        if os.environ.get("RAGTUNE_SCREENSHOTS_DIR"):
+            for shot in shots:
+                shutil.copy(shot, Path(os.environ["RAGTUNE_SCREENSHOTS_DIR"]) / shot.name)
     finally:
         process.terminate()
         try:
