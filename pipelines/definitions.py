@@ -14,6 +14,7 @@ from assets.knowledge import KNOWLEDGE_ASSETS, KNOWLEDGE_CHECKS
 from assets.release import RELEASE_ASSETS, RELEASE_CHECKS
 from pipelines.jobs import (adapter_retrain_job, index_refresh_job, interaction_curation_job, nightly_index_refresh,
                            quarterly_adapter_retrain)
+from pipelines.rollback import champion_rollback_job
 from pipelines.sensors import curated_volume_sensor
 from pipelines.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
 from ragtune.settings import Settings, load_settings
@@ -25,7 +26,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=KNOWLEDGE_ASSETS + INTERACTION_ASSETS + BEHAVIOUR_ASSETS + RELEASE_ASSETS,
         asset_checks=KNOWLEDGE_CHECKS + INTERACTION_CHECKS + BEHAVIOUR_CHECKS + RELEASE_CHECKS,
-        jobs=[index_refresh_job, interaction_curation_job, adapter_retrain_job],
+        jobs=[index_refresh_job, interaction_curation_job, adapter_retrain_job, champion_rollback_job],
         schedules=[nightly_index_refresh(settings.timezone), quarterly_adapter_retrain(settings.timezone)],
         sensors=[curated_volume_sensor(settings)],
         resources={

@@ -164,7 +164,8 @@ def promote(tracking_uri: str, name: str, version: str, reason: str, run_id: str
     return {"champion": str(version), "previous_champion": old, "reason": reason}
 
 
-def rollback(tracking_uri: str, name: str, reason: str, to: str | None = None, force: bool = False) -> dict:
+def rollback(tracking_uri: str, name: str, reason: str, to: str | None = None, force: bool = False,
+             run_id: str | None = None) -> dict:
     """champion goes back to previous_champion (or `to`); the version rolled back from is tagged and not kept as a fallback."""
     c = client(tracking_uri)
     current = aliases(tracking_uri, name)
@@ -183,8 +184,8 @@ def rollback(tracking_uri: str, name: str, reason: str, to: str | None = None, f
     if current.get(PREVIOUS_CHAMPION) in (target, bad):
         c.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
     if bad:
-        record_move(c, name, bad, "rolled_back", reason, None)
-    record_move(c, name, target, "restored", reason, None)
+        record_move(c, name, bad, "rolled_back", reason, run_id)
+    record_move(c, name, target, "restored", reason, run_id)
     return {"champion": target, "rolled_back_from": bad, "reason": reason}
 
 

@@ -3,7 +3,8 @@
 The webserver and daemon start on a temporary instance; the test waits for the code location,
 checks every asset with its group, every job, schedule (with its cron) and sensor, launches
 `index_refresh` the way the UI's launchpad does, waits for it to succeed, and reads the run's
-`chunk_index` metadata back: the counts `ragtune refresh` reports. Then headless Chromium opens
+`chunk_index` metadata back: the counts `ragtune refresh` reports, and undoes a release with
+the `champion_rollback` job, as a person would from the launchpad. Then headless Chromium opens
 the asset graphs and the finished run's page, checks the asset names are on them, and saves
 screenshots (into RAGTUNE_SCREENSHOTS_DIR when set: that is how docs/screenshots/ is made).
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import register_versions
+from ragtune import registry
 from ragtune.orchestration import prepare_dagster_home
 from ragtune.settings import REPO_ROOT, load_settings
 
@@ -27,7 +30,7 @@ pytestmark = pytest.mark.integration
 ASSETS = {"raw_documents": "knowledge", "document_chunks": "knowledge", "chunk_index": "knowledge",
           "interaction_logs": "interactions", "curated_interactions": "interactions",
           "raft_dataset": "behaviour", "lora_adapter": "behaviour", "adapter_evaluation": "release", "release": "release"}
-JOBS = {"index_refresh", "interaction_curation", "adapter_retrain"}
+JOBS = {"index_refresh", "interaction_curation", "adapter_retrain", "champion_rollback"}
 SCHEDULES = {"nightly_index_refresh": "0 2 * * *", "quarterly_adapter_retrain": "0 3 1 1,4,7,10 *"}
 SENSORS = {"curated_volume_sensor"}
 
@@ -126,6 +129,21 @@ def screenshots_of_the_ui(url: str, location: str, run_id: str, folder: Path) ->
         driver.quit()
 
 
+def launch_and_wait(url: str, params: dict, log: Path, timeout: float = 300) -> str:
+    """Launch a run as the launchpad does and wait for it to end; its id, after asserting it succeeded."""
+    launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline, status = time.time() + timeout, None
+    while time.time() < deadline:
+        status = graphql(url, RUN, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(1)
+    assert status == "SUCCESS", (status, log.read_text()[-3000:])
+    return run_id
+
+
 def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
     settings = load_settings()
     dagster_home = prepare_dagster_home(settings)
@@ -147,16 +165,7 @@ def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
 
         params = {"selector": {"repositoryLocationName": location["name"], "repositoryName": repository["name"], "jobName": "index_refresh"},
                   "runConfigData": {"ops": {"raw_documents": {"config": {"source_dir": str(corpus)}}}}}
-        launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_id = launched["run"]["runId"]
-        deadline, status = time.time() + 300, None
-        while time.time() < deadline:
-            status = graphql(url, RUN, {"id": run_id})["runOrError"]["status"]
-            if status in ("SUCCESS", "FAILURE", "CANCELED"):
-                break
-            time.sleep(2)
-        assert status == "SUCCESS", (status, log.read_text()[-3000:])
+        run_id = launch_and_wait(url, params, log)
 
         (materialization,) = graphql(url, MATERIALIZATION)["assetOrError"]["assetMaterializations"]
         assert materialization["runId"] == run_id
@@ -164,6 +173,17 @@ def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
         documents = len(list(corpus.glob("*.md")))
         assert values["docs_added"] == documents and values["docs_deleted"] == 0
         assert values["chunks_embedded"] == values["chunks_total"] > 0
+
+        # undo a release from the launchpad: champion_rollback with a reason, tagged with the run id
+        v1, v2 = register_versions(settings, ["a", "b"], tmp_path / "adapter")
+        registry.promote(settings.tracking_uri, settings.registered_model, v1, reason="first")
+        registry.promote(settings.tracking_uri, settings.registered_model, v2, reason="second")
+        params["selector"]["jobName"] = "champion_rollback"
+        params["runConfigData"] = {"ops": {"rollback_champion": {"config": {"reason": "worse answers in review"}}}}
+        rollback_run = launch_and_wait(url, params, log)
+        assert registry.aliases(settings.tracking_uri, settings.registered_model) == {"champion": v1}
+        tags = {v["version"]: v["tags"] for v in registry.list_versions(settings.tracking_uri, settings.registered_model)}
+        assert tags[v2]["rolled_back_reason"] == "worse answers in review" and tags[v1]["restored_run_id"] == rollback_run
 
         shots = screenshots_of_the_ui(url, location["name"], run_id, tmp_path)
         assert all(p.stat().st_size > 10_000 for p in shots)  # a real rendering, not a blank page
