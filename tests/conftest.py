@@ -14,6 +14,15 @@ DEMO = REPO / "examples" / "apibench"
 APIBENCH = REPO.parent / "shared" / "data" / "apibench"
 
 
+def free_port() -> int:
+    """A TCP port free on loopback right now, for a server a test starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def embedder():
     from ragtune.embedder import load_embedder

@@ -11,7 +11,6 @@ screenshots (into RAGTUNE_SCREENSHOTS_DIR when set: that is how docs/screenshots
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import register_versions
+from conftest import free_port, register_versions
 from ragtune import registry
 from ragtune.orchestration import prepare_dagster_home
 from ragtune.settings import REPO_ROOT, load_settings
@@ -43,12 +42,6 @@ LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $pa
 RUN = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
 MATERIALIZATION = """{ assetOrError(assetKey: {path: ["chunk_index"]}) { ... on Asset { assetMaterializations(limit: 1) {
   runId metadataEntries { label __typename ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue } } } } } }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:

@@ -11,7 +11,6 @@ must not corrupt the index (the lancedb_writer pool of one serialises them).
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from conftest import doc_records
+from conftest import doc_records, free_port
 from ragtune.settings import REPO_ROOT, load_settings
 
 pytestmark = pytest.mark.integration
@@ -48,12 +47,6 @@ def server_command(cmd: list[str], check: bool = True) -> None:
     done = subprocess.run(as_server_user(cmd), capture_output=True, text=True)
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

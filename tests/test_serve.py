@@ -10,17 +10,15 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import DEMO, make_adapter, register_versions
+from conftest import DEMO, free_port, make_adapter, register_versions
 from ragtune import registry
 from ragtune.answerer import resolve_citations
 from ragtune.chunker import chunk_document
@@ -44,12 +42,6 @@ system with this key, then upload the salary export to the bank portal before th
 OUTSIDER_QUESTIONS = ["What is the payroll export key?", "Which code do I need to export the monthly salary file to the bank?"]
 LIMITS = {"RAGTUNE_SERVE_WORKERS": "1", "RAGTUNE_SERVE_QUEUE": "1", "RAGTUNE_SERVE_MAX_NEW_TOKENS": "16",
           "RAGTUNE_SERVE_MAX_QUESTION_CHARS": "300", "RAGTUNE_SERVE_MAX_BODY_BYTES": "2048", "RAGTUNE_SERVE_RELOAD_SECONDS": "0.5"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
