@@ -1,7 +1,6 @@
 """Group `behaviour`: curated interactions + the live index -> RAFT dataset -> LoRA adapter, and their checks."""
 
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -10,12 +9,13 @@ from pydantic import Field
 
 from assets.checks import check_result
 from assets.knowledge import chunk_index
+from pipelines.launchers import launch_training
 from pipelines.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
 from ragtune.datasets import read_jsonl
 from ragtune.quality import raft_frame, validate_no_pii, validate_raft
 from ragtune.registry import EXPERIMENT, code_version
 from ragtune.retriever import Retriever
-from ragtune.settings import REPO_ROOT
+from ragtune.settings import REPO_ROOT, is_tracking_server
 from training.config import SftConfig
 from training.raft import RaftConfig
 
@@ -70,25 +70,23 @@ def raft_dataset(curated_interactions: list[dict], config: RaftDatasetConfig, la
 
 @dg.asset(group_name=GROUP, description="A LoRA adapter trained by `python -m training.sft` through Dagster Pipes, registered in MLflow.")
 def lora_adapter(context: dg.AssetExecutionContext, raft_dataset: dict, config: LoraAdapterConfig,
-                 mlflow: MLflowResource, pipes_subprocess: dg.PipesSubprocessClient) -> dg.Output[dict]:
+                 mlflow: MLflowResource, training_pipes: dg.ResourceParam[dg.PipesClient]) -> dg.Output[dict]:
     s = mlflow.settings()
     run_dir = s.home_dir / "runs" / context.run_id
     sft = SftConfig.from_yaml(config.training_config, max_steps=config.max_steps, max_minutes=config.max_minutes)
     sft.train_file = f"{raft_dataset['folder']}/train.jsonl"
     sft.validation_file = f"{raft_dataset['folder']}/validation.jsonl"
     sft.output_dir, sft.base_model, sft.models_dir = str(run_dir), s.base_model, str(s.models_dir)
-    sft.tracking_uri, sft.artifact_location, sft.experiment = mlflow.uri(), str(s.mlflow_artifacts), EXPERIMENT
+    sft.experiment, sft.tracking_uri = EXPERIMENT, mlflow.uri()
+    sft.artifact_location = "" if is_tracking_server(sft.tracking_uri) else str(s.mlflow_artifacts)
     sft.registered_model, sft.run_name = mlflow.model_name(), f"lora-{raft_dataset['digest']}"
     sft.version_tags = {"dataset_hash": raft_dataset["digest"], "index_version": str(raft_dataset["index_version"]),
                         "curated_records": str(raft_dataset["curated_records"]), "code_version": code_version(),
                         "dagster_run_id": context.run_id}
     sft.run_tags = {"dagster_run_id": context.run_id, "dataset_hash": raft_dataset["digest"]}
     config_path = sft.to_yaml(run_dir / "sft.yaml")
-    invocation = pipes_subprocess.run(
-        context=context,
-        command=[sys.executable, "-m", "training.sft", "--config", str(config_path)],
-        env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
-    )
+    invocation = launch_training(training_pipes, context, ["-m", "training.sft", "--config", str(config_path)],
+                                 {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, s)
     reported = {}
     for result in invocation.get_results():
         reported.update({k: v.value for k, v in (result.metadata or {}).items()})

@@ -114,7 +114,7 @@ def chunk_index(
             **summary,
             "indexes": dg.MetadataValue.json(report.indexes),
             "skipped_files": dg.MetadataValue.json(report.skipped),
-            "lancedb_uri": str(s.lancedb_dir),
+            "lancedb_uri": str(s.lancedb_uri),
         },
     )
 

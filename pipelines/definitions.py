@@ -14,6 +14,7 @@ from assets.knowledge import KNOWLEDGE_ASSETS, KNOWLEDGE_CHECKS
 from assets.release import RELEASE_ASSETS, RELEASE_CHECKS
 from pipelines.jobs import (adapter_retrain_job, index_refresh_job, interaction_curation_job, nightly_index_refresh,
                            quarterly_adapter_retrain)
+from pipelines.launchers import executor_for, io_manager_for, training_client
 from pipelines.rollback import champion_rollback_job
 from pipelines.sensors import curated_volume_sensor
 from pipelines.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
@@ -29,13 +30,14 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         jobs=[index_refresh_job, interaction_curation_job, adapter_retrain_job, champion_rollback_job],
         schedules=[nightly_index_refresh(settings.timezone), quarterly_adapter_retrain(settings.timezone)],
         sensors=[curated_volume_sensor(settings)],
+        executor=executor_for(settings),
         resources={
-            "io_manager": dg.mem_io_manager,
+            "io_manager": io_manager_for(settings),
             "lancedb": LanceDBResource(home=home),
             "embedder": EmbedderResource(model=settings.embedder or None),
             "interaction_log": InteractionLogResource(home=home),
             "mlflow": MLflowResource(home=home),
-            "pipes_subprocess": dg.PipesSubprocessClient(),
+            "training_pipes": training_client(settings),
         },
     )
 

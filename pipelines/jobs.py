@@ -12,14 +12,14 @@ NIGHTLY_CRON = "0 2 * * *"
 QUARTERLY_ADAPTER_RETRAIN = "quarterly_adapter_retrain"
 QUARTERLY_CRON = "0 3 1 1,4,7,10 *"
 
-# One process per run: models load once, and values pass between steps in memory,
-# so two runs at once never read each other's intermediate values.
+# The executor comes from the Definitions (pipelines/launchers.py): by default one process per
+# run, so models load once and values pass between steps in memory (two runs at once never read
+# each other's intermediate values); with RAGTUNE_EXECUTOR=k8s each step is a Kubernetes job.
 index_refresh_job = dg.define_asset_job(
     name=INDEX_REFRESH,
     selection=dg.AssetSelection.groups("knowledge"),
     description="Load the source folder, chunk, embed only what changed into LanceDB, check the result.",
     tags={"ragtune/stage": "knowledge"},
-    executor_def=dg.in_process_executor,
 )
 
 interaction_curation_job = dg.define_asset_job(
@@ -27,7 +27,6 @@ interaction_curation_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("interactions"),
     description="Read the interaction log and curate it: feedback rules, length, PII scrubbing, de-duplication.",
     tags={"ragtune/stage": "interactions"},
-    executor_def=dg.in_process_executor,
 )
 
 adapter_retrain_job = dg.define_asset_job(
@@ -36,7 +35,6 @@ adapter_retrain_job = dg.define_asset_job(
     description="Curate interactions, build the RAFT dataset from the live index, train and register a LoRA adapter, "
     "evaluate it against the champion, gate it and release it.",
     tags={"ragtune/stage": "behaviour"},
-    executor_def=dg.in_process_executor,
 )
 
 

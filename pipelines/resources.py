@@ -37,7 +37,7 @@ class LanceDBResource(dg.ConfigurableResource):
 
     def store(self, dim: int) -> ChunkStore:
         s = self.settings()
-        return ChunkStore(s.lancedb_dir, s.table_name, dim)
+        return ChunkStore(s.lancedb_uri, s.table_name, dim)
 
 
 class InteractionLogResource(dg.ConfigurableResource):

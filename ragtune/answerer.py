@@ -166,7 +166,7 @@ class Answerer:
         from ragtune.embedder import load_embedder
         from training.base_model import resolve_base_model
 
-        store = ChunkStore(settings.lancedb_dir, settings.table_name)
+        store = ChunkStore(settings.lancedb_uri, settings.table_name)
         retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), settings.rrf_k)
         base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
         slot = ModelSlot(settings, base_model, max_new_tokens or settings.serve_max_new_tokens)

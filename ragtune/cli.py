@@ -60,9 +60,9 @@ def cmd_search(args) -> int:
     from ragtune.store import ChunkStore
 
     settings = load_settings()
-    store = ChunkStore(settings.lancedb_dir, settings.table_name)
+    store = ChunkStore(settings.lancedb_uri, settings.table_name)
     if not store.exists():
-        return fail(args, f"no index in {settings.lancedb_dir}; run `ragtune refresh` first")
+        return fail(args, f"no index in {settings.lancedb_uri}; run `ragtune refresh` first")
     embedder = load_embedder(settings.embedder_path(), settings.embed_batch_size)
     retriever = Retriever(store, embedder, rrf_k=settings.rrf_k)
     hits = retriever.search(args.query, k=args.k, groups=args.groups, mode=args.mode)

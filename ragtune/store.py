@@ -50,7 +50,8 @@ class ChunkStore:
         self.uri = str(uri)
         self.table_name = table_name
         self.dim = dim
-        Path(self.uri).mkdir(parents=True, exist_ok=True)
+        if "://" not in self.uri:  # a folder; object storage (s3://, gs://, az://) needs no creating
+            Path(self.uri).mkdir(parents=True, exist_ok=True)
         self.db = lancedb.connect(self.uri)
 
     # -- reading ---------------------------------------------------------------

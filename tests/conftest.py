@@ -23,6 +23,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_cli(capsys, *argv) -> dict:
+    """Run `ragtune ARGV --json` in this process; its JSON line plus the exit status."""
+    import json
+
+    from ragtune.cli import main as cli
+
+    capsys.readouterr()
+    code = cli([*argv, "--json"])
+    out = capsys.readouterr().out
+    return {"exit": code, **json.loads(out.strip().splitlines()[-1])}
+
+
 @pytest.fixture(scope="session")
 def embedder():
     from ragtune.embedder import load_embedder
@@ -105,7 +117,7 @@ def register_versions(settings, digests: list[str], folder: Path, adapter: Path 
 
     from ragtune.registry import ensure_experiment, register_adapter
 
-    experiment = ensure_experiment(settings.tracking_uri, "test", settings.mlflow_artifacts)
+    experiment = ensure_experiment(settings.tracking_uri, "test", settings.artifact_root)
     if adapter is not None:
         folder = adapter
     else:

@@ -5,18 +5,10 @@ import json
 import pytest
 import yaml
 
-from conftest import doc_records
-from ragtune.cli import main as cli
+from conftest import doc_records, run_cli
 from ragtune.settings import load_settings
 
 pytestmark = pytest.mark.integration
-
-
-def run_cli(capsys, *argv) -> dict:
-    capsys.readouterr()
-    code = cli([*argv, "--json"])
-    out = capsys.readouterr().out
-    return {"exit": code, **json.loads(out.strip().splitlines()[-1])}
 
 
 def write_log(path, records, extra_lines=()):
@@ -82,7 +74,7 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
     assert outcome.success, outcome.error
 
     raft, adapter = outcome.outputs["raft_dataset"], outcome.outputs["lora_adapter"]
-    assert raft["train"] + raft["validation"] == 12 and raft["index_version"] == ChunkStore(s.lancedb_dir).version()
+    assert raft["train"] + raft["validation"] == 12 and raft["index_version"] == ChunkStore(s.lancedb_uri).version()
     assert adapter["model_version"] == "1" and outcome.metadata["lora_adapter"]["mlflow_run_id"] == adapter["run_id"]
     assert outcome.metadata["curated_interactions"]["kept"] == 12
 

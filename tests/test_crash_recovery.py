@@ -59,7 +59,7 @@ def check_index(store, source, embedder):
 
 
 def test_killed_refresh_converges_on_the_next_run(home, corpus, embedder):
-    store = ChunkStore(load_settings().lancedb_dir)
+    store = ChunkStore(load_settings().lancedb_uri)
 
     # 1. killed during the first build
     proc = start_refresh(corpus, home)

@@ -42,7 +42,7 @@ def test_incremental_refresh_embeds_only_what_changed(home, corpus, embedder):
     first = run(corpus)
     assert first.success, first.error
     report = first.outputs["chunk_index"]
-    store = ChunkStore(load_settings().lancedb_dir)
+    store = ChunkStore(load_settings().lancedb_uri)
     assert report["docs_added"] == 42
     assert report["chunks_embedded"] == report["chunks_total"] == len(expected_chunk_ids(corpus, embedder))
     assert stored_ids(store) == expected_chunk_ids(corpus, embedder)
@@ -86,7 +86,7 @@ def test_hybrid_search_finds_rare_terms_paraphrases_and_respects_acl(home, corpu
     (corpus / "rare.md").write_text(RARE)
     (corpus / "payroll.md").write_text(SECRET)
     assert run(corpus).success
-    retriever = Retriever(ChunkStore(load_settings().lancedb_dir), embedder)
+    retriever = Retriever(ChunkStore(load_settings().lancedb_uri), embedder)
     assert retriever.search("zyxquorblat", k=1)[0].doc_id == "rare.md"
     assert retriever.search("zyxquorblat", k=1, mode="fts")[0].doc_id == "rare.md"
     assert retriever.search("how do green plants make food from light", k=3)[0].doc_id == "photo.md"
@@ -109,13 +109,13 @@ def test_bad_files_are_reported_and_unreadable_ones_keep_their_chunks(home, corp
     report = outcome.outputs["chunk_index"]
     reasons = {s["path"]: s["reason"] for s in report["skipped"]}
     assert "file too large" in reasons["keep.md"] and reasons["empty.md"] == "empty file"
-    assert "keep.md" in ChunkStore(load_settings().lancedb_dir).chunk_ids_by_doc()
+    assert "keep.md" in ChunkStore(load_settings().lancedb_uri).chunk_ids_by_doc()
     assert any("keep.md" in n for n in report["notes"])
 
 
 def test_empty_source_never_wipes_the_index(home, corpus, tmp_path):
     assert run(corpus).success
-    store = ChunkStore(load_settings().lancedb_dir)
+    store = ChunkStore(load_settings().lancedb_uri)
     count = store.count()
     empty = tmp_path / "empty"
     empty.mkdir()

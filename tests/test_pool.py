@@ -33,5 +33,5 @@ def test_concurrent_refreshes_do_not_overlap_index_writes(home, corpus, embedder
     assert len(runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     (a0, a1), (b0, b1) = sorted(step_window(instance, r.run_id) for r in runs)
     assert a1 <= b0, "the two chunk_index steps overlapped"
-    ids = ChunkStore(load_settings().lancedb_dir).read_columns(["chunk_id"]).column("chunk_id").to_pylist()
+    ids = ChunkStore(load_settings().lancedb_uri).read_columns(["chunk_id"]).column("chunk_id").to_pylist()
     assert len(ids) == len(set(ids))

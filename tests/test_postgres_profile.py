@@ -143,5 +143,5 @@ def test_two_refreshes_at_once_are_serialised_by_the_pool(on_postgres, corpus, p
     assert len(runs) >= 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs[:2])
     (a0, a1), (b0, b1) = sorted(step_window(instance, r.run_id) for r in runs[:2])
     assert a1 <= b0, "the two chunk_index steps overlapped"
-    ids = ChunkStore(s.lancedb_dir).read_columns(["chunk_id"]).column("chunk_id").to_pylist()
+    ids = ChunkStore(s.lancedb_uri).read_columns(["chunk_id"]).column("chunk_id").to_pylist()
     assert ids and len(ids) == len(set(ids))

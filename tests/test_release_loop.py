@@ -14,7 +14,7 @@ import yaml
 
 from loop_corpus import sabotage, write_corpus
 from ragtune import registry
-from ragtune.cli import main as cli
+from conftest import run_cli
 from ragtune.cli import refresh
 from ragtune.interactions import InteractionLog
 from ragtune.orchestration import get_instance, run_job
@@ -24,12 +24,6 @@ from ragtune.settings import REPO_ROOT, load_settings
 
 GATE = {"primary_metric": "identifier_match", "min_improvement": 0.25, "max_regression": 0.1,
         "guards": {"format_validity": 0.75, "citation_accuracy": 0.5}}
-
-
-def run_cli(capsys, *argv) -> dict:
-    capsys.readouterr()
-    code = cli([*argv, "--json"])
-    return {"exit": code, **json.loads(capsys.readouterr().out.strip().splitlines()[-1])}
 
 
 @pytest.mark.integration

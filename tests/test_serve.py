@@ -56,7 +56,7 @@ def served(tmp_path_factory, embedder, base_model):
     settings = load_settings(home=str(root / "home"), base_model=str(base_model))
     load = load_documents(docs)
     chunks = [c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)]
-    refresh_index(load, chunks, ChunkStore(settings.lancedb_dir, settings.table_name, embedder.dim), embedder)
+    refresh_index(load, chunks, ChunkStore(settings.lancedb_uri, settings.table_name, embedder.dim), embedder)
     adapter = make_adapter(base_model, root / "adapter")
     versions = register_versions(settings, ["a", "b"], root / "unused", adapter=adapter)
 
@@ -192,7 +192,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(served):
 
 def test_a_restricted_document_never_reaches_an_outsider(served, embedder):
     url, settings, _ = served
-    store = ChunkStore(settings.lancedb_dir, settings.table_name)
+    store = ChunkStore(settings.lancedb_uri, settings.table_name)
     retriever = Retriever(store, embedder)
     for question in OUTSIDER_QUESTIONS:  # the control: for its group the document is the top hit
         assert retriever.search(question, k=3, groups=["finance"])[0].doc_id == "payroll.md"

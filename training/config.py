@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from ragtune.registry import EXPERIMENT
-from ragtune.settings import load_settings
+from ragtune.settings import is_tracking_server, load_settings
 
 
 @dataclass
@@ -42,7 +42,7 @@ class SftConfig:
     seed: int = 0
     # tracking
     tracking_uri: str = ""  # "" = RAGTUNE_MLFLOW_TRACKING_URI or sqlite in the data home
-    artifact_location: str = ""  # "" = $RAGTUNE_HOME/mlartifacts
+    artifact_location: str = ""  # "" = $RAGTUNE_HOME/mlartifacts, or the tracking server's own store
     experiment: str = EXPERIMENT
     run_name: str = ""
     registered_model: str = ""  # "" = log only, do not register
@@ -62,12 +62,13 @@ class SftConfig:
     def resolved(self) -> "SftConfig":
         """Empty paths and endpoints filled from the settings (RAGTUNE_HOME ...), as the rest of ragtune uses them."""
         s = load_settings()
+        tracking_uri = self.tracking_uri or s.tracking_uri
         return replace(
             self,
             output_dir=self.output_dir or str(s.home_dir / "runs" / "standalone"),
             models_dir=self.models_dir or str(s.models_dir),
-            tracking_uri=self.tracking_uri or s.tracking_uri,
-            artifact_location=self.artifact_location or str(s.mlflow_artifacts),
+            tracking_uri=tracking_uri,
+            artifact_location=self.artifact_location or ("" if is_tracking_server(tracking_uri) else str(s.mlflow_artifacts)),
             base_model=self.base_model or s.base_model,
         )
 

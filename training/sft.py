@@ -168,7 +168,8 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(config.target_modules), task_type="CAUSAL_LM")
 
-    experiment_id = ensure_experiment(config.tracking_uri, config.experiment, Path(config.artifact_location))
+    experiment_id = ensure_experiment(config.tracking_uri, config.experiment,
+                                      Path(config.artifact_location) if config.artifact_location else None)
     with mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name or None, tags=config.run_tags) as run:
         mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in asdict(config).items()
                            if k not in ("version_tags", "run_tags")})

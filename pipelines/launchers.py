@@ -1,0 +1,71 @@
+"""Where steps and training run: on this machine by default, on Kubernetes when the settings say so.
+
+Both switches use Dagster's own clients (dagster-k8s), not a distribution layer of ours:
+
+- ``RAGTUNE_EXECUTOR=k8s``: every step of a run is a Kubernetes job (``k8s_job_executor``). Steps
+  then hand values over through files in the data home (a shared volume) instead of memory.
+- ``RAGTUNE_TRAINING_LAUNCHER=k8s``: ``lora_adapter`` starts ``python -m training.sft`` in a pod
+  built from ``RAGTUNE_TRAINING_POD_SPEC`` (a GPU request and the data home volume) with
+  ``PipesK8sClient``; logs, metrics and the summary come back over Dagster Pipes as they do from
+  the local subprocess.
+
+The run launcher (each run in its own pod) is instance configuration: deploy/k8s/dagster.yaml.
+"""
+
+import sys
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from ragtune.settings import Settings
+
+
+def executor_for(settings: Settings) -> dg.ExecutorDefinition:
+    """The executor of the asset jobs."""
+    if settings.executor == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        # The step image defaults to the run's own image (the code location's), so nothing to repeat here.
+        return k8s_job_executor.configured({"job_namespace": settings.k8s_namespace, "max_concurrent": 4},
+                                           name="ragtune_k8s_steps")
+    return dg.in_process_executor
+
+
+def io_manager_for(settings: Settings):
+    """In memory when one process runs every step; files on the shared data home when steps are pods."""
+    if settings.executor == "k8s":
+        return dg.FilesystemIOManager(base_dir=str(settings.home_dir / "step_outputs"))
+    return dg.mem_io_manager
+
+
+def training_client(settings: Settings) -> dg.PipesClient:
+    if settings.training_launcher == "k8s":
+        from dagster_k8s import PipesK8sClient
+
+        return PipesK8sClient()  # in-cluster credentials inside a pod, ~/.kube/config elsewhere
+    return dg.PipesSubprocessClient()
+
+
+def training_pod_spec(settings: Settings) -> dict:
+    """The base pod spec of a training pod, read from RAGTUNE_TRAINING_POD_SPEC, with its problems named."""
+    path = Path(settings.training_pod_spec)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"RAGTUNE_TRAINING_POD_SPEC {path}: {e}") from e
+    if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list) or not spec["containers"]:
+        raise ValueError(f"RAGTUNE_TRAINING_POD_SPEC {path}: expected a pod spec with a `containers` list")
+    return spec
+
+
+def launch_training(client: dg.PipesClient, context: dg.AssetExecutionContext, python_args: list[str],
+                    env: dict[str, str], settings: Settings) -> dg.PipesClientCompletedInvocation:
+    """Run `python *python_args` through Dagster Pipes, locally or in a pod, and wait for it."""
+    if settings.training_launcher == "k8s":
+        command = ["python", *python_args]  # the image's interpreter
+        if not settings.training_image:
+            raise ValueError("RAGTUNE_TRAINING_LAUNCHER=k8s needs RAGTUNE_TRAINING_IMAGE (the image with ragtune installed)")
+        return client.run(context=context, image=settings.training_image, command=command, env=env,
+                          namespace=settings.k8s_namespace, base_pod_spec=training_pod_spec(settings))
+    return client.run(context=context, command=[sys.executable, *python_args], env=env)

@@ -1,0 +1,271 @@
+"""The scale-out switches of deploy/, checked without a cluster.
+
+- Kubernetes (dagster-k8s): deploy/k8s/dagster.yaml passes Dagster's instance schema and builds a
+  real K8sRunLauncher, whose run-worker Job is constructed and inspected; every manifest in
+  deploy/k8s/ragtune.yaml parses strictly into its Kubernetes model; RAGTUNE_EXECUTOR=k8s gives
+  the jobs dagster-k8s' step executor; RAGTUNE_TRAINING_LAUNCHER=k8s gives lora_adapter a
+  PipesK8sClient whose pod (GPU, data home, Pipes context) is built and inspected.
+- Object storage: an S3-compatible server on loopback (moto's standalone server) holds the
+  LanceDB index through a real `ragtune refresh` and `ragtune search`, and MLflow's artifacts.
+- MLflow tracking server: started with the arguments of the manifest's container; registering,
+  promoting, rolling back and downloading an adapter all go over HTTP.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import free_port, make_adapter, register_versions, run_cli
+from ragtune.settings import REPO_ROOT, load_settings
+
+K8S = REPO_ROOT / "deploy" / "k8s"
+BUCKET = "ragtune-test"
+IMAGE = "registry.example/ragtune:1.0"
+
+
+def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """An S3-compatible object store on loopback with one bucket; yields the client environment."""
+    import boto3
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("s3") / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(endpoint, server)
+        env = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1",
+               "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true",  # LanceDB (object_store)
+               "MLFLOW_S3_ENDPOINT_URL": endpoint}  # MLflow (boto3)
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="test-key", aws_secret_access_key="test-secret")
+        client.create_bucket(Bucket=BUCKET)
+        yield {"env": env, "client": client}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def object_keys(s3, prefix: str) -> list[str]:
+    pages = s3["client"].get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def manifests() -> list[dict]:
+    return [doc for doc in yaml.safe_load_all((K8S / "ragtune.yaml").read_text()) if doc]
+
+
+def manifest(kind: str, name: str) -> dict:
+    return next(m for m in manifests() if m["kind"] == kind and m["metadata"]["name"] == name)
+
+
+# -- Kubernetes -----------------------------------------------------------------------------------
+K8S_ENV = {"RAGTUNE_PG_HOST": "postgres.databases.svc", "RAGTUNE_PG_PORT": "5432", "RAGTUNE_PG_USER": "ragtune",
+           "RAGTUNE_PG_PASSWORD": "not-used", "RAGTUNE_PG_DAGSTER_DB": "dagster", "RAGTUNE_K8S_NAMESPACE": "ragtune",
+           "RAGTUNE_IMAGE": IMAGE}
+
+
+def kubeconfig(path: Path) -> Path:
+    """A kubeconfig naming a cluster on loopback that is never contacted: building objects needs no API server."""
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "test", "user": {"token": "test"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "ragtune"}}],
+    }))
+    return path
+
+
+def test_k8s_instance_builds_a_run_launcher_and_its_run_pods(tmp_path, monkeypatch):
+    from dagster import DagsterRun
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster._serdes import ConfigurableClassData
+    from dagster_k8s import K8sRunLauncher
+    from dagster_k8s.container_context import K8sContainerContext
+    from dagster_k8s.job import construct_dagster_k8s_job
+    from kubernetes.client import ApiClient
+
+    for key, value in K8S_ENV.items():
+        monkeypatch.setenv(key, value)
+    config, _ = dagster_instance_config(str(K8S), "dagster.yaml")  # Dagster's own schema: raises on a wrong key
+    assert config["storage"]["postgres"]["postgres_db"]["hostname"] == {"env": "RAGTUNE_PG_HOST"}
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator" and config["concurrency"]["pools"]["default_limit"] == 1
+
+    launcher_config = dict(config["run_launcher"]["config"])
+    assert launcher_config["load_incluster_config"] is True  # in the cluster; here a kubeconfig instead
+    launcher_config.update(load_incluster_config=False, kubeconfig_file=str(kubeconfig(tmp_path / "kubeconfig")))
+    launcher = ConfigurableClassData(config["run_launcher"]["module"], config["run_launcher"]["class"],
+                                     yaml.safe_dump(launcher_config)).rehydrate(K8sRunLauncher)
+    assert (launcher.job_namespace, launcher.job_image, launcher.service_account_name) == ("ragtune", IMAGE, "ragtune")
+
+    run = DagsterRun(job_name="adapter_retrain", run_id="0123abcd-0000-4000-8000-000000000000")
+    context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
+    job = construct_dagster_k8s_job(context.get_k8s_job_config(job_image=None, run_launcher=launcher),
+                                    args=["dagster", "api", "execute_run", "{}"], job_name="dagster-run-0123abcd",
+                                    pod_name="dagster-run-0123abcd", component="run_worker",
+                                    user_defined_k8s_config=context.run_k8s_config)
+    body = ApiClient().sanitize_for_serialization(job)
+    pod = body["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == IMAGE and pod["serviceAccountName"] == "ragtune"
+    assert {"configMapRef": {"name": "ragtune-env"}} in container["envFrom"]
+    assert {"secretRef": {"name": "ragtune-secrets"}} in container["envFrom"]
+    assert {"name": "data-home", "mountPath": "/data/ragtune"} in container["volumeMounts"]
+    assert {"name": "data-home", "persistentVolumeClaim": {"claimName": "ragtune-home"}} in pod["volumes"]
+    assert container["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert {"name": "DAGSTER_HOME", "value": "/opt/dagster/dagster_home"} in container["env"]
+
+
+def test_k8s_manifests_parse_strictly_and_agree(monkeypatch):
+    import kubernetes.client as k8s
+    from dagster_k8s.models import k8s_model_from_dict, k8s_snake_case_dict
+
+    docs = manifests()
+    for doc in docs:  # an unknown or misspelt field (at any depth), or a missing required one, raises here
+        model = getattr(k8s, doc["apiVersion"].split("/")[-1].capitalize() + doc["kind"])
+        assert k8s_model_from_dict(model, k8s_snake_case_dict(model, doc)).kind == doc["kind"]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {("Deployment", "dagster-webserver"), ("Deployment", "dagster-daemon"), ("Deployment", "mlflow"),
+            ("Service", "mlflow"), ("Deployment", "ragtune-serve"), ("PersistentVolumeClaim", "ragtune-home"),
+            ("ServiceAccount", "ragtune"), ("RoleBinding", "ragtune-launcher")} <= kinds
+
+    env = manifest("ConfigMap", "ragtune-env")["data"]
+    instance = yaml.safe_load((K8S / "dagster.yaml").read_text())["run_launcher"]["config"]
+    training = yaml.safe_load((K8S / "training-pod.yaml").read_text())
+    # Every pod sees the data home at the same path, from the same claim: paths written by one resolve in another.
+    mounts = [k8s_snake_case_dict(k8s.V1VolumeMount, m) for m in training["containers"][0]["volumeMounts"]]
+    assert instance["volume_mounts"] == mounts == [{"name": "data-home", "mount_path": env["RAGTUNE_HOME"]}]
+    volumes = [k8s_snake_case_dict(k8s.V1Volume, v) for v in training["volumes"]]
+    assert [k8s_snake_case_dict(k8s.V1Volume, v) for v in instance["volumes"]] == volumes
+    assert instance["instance_config_map"] in {v.get("configMap", {}).get("name") for v in
+                                               manifest("Deployment", "dagster-daemon")["spec"]["template"]["spec"]["volumes"]}
+    # The ConfigMap is a valid ragtune configuration.
+    monkeypatch.setattr(os, "environ", {**os.environ, **env})
+    s = load_settings()
+    assert (s.index_uri, s.training_launcher, s.tracking_uri) == ("s3://ragtune/lancedb", "k8s", "http://mlflow:5000")
+    assert s.artifact_root is None  # artifacts go through the tracking server
+
+
+def test_k8s_step_executor_and_gpu_training_pod(tmp_path, monkeypatch):
+    import dagster as dg
+    from dagster._config import process_config
+    from dagster_k8s import PipesK8sClient
+    from dagster_k8s.pipes import build_pod_body
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR
+    from kubernetes.client import ApiClient
+
+    from pipelines.definitions import build_definitions
+    from pipelines.launchers import launch_training, training_pod_spec
+
+    s = load_settings(home=str(tmp_path / "home"), executor="k8s", training_launcher="k8s", training_image=IMAGE)
+    defs = build_definitions(s)
+    for name in ("index_refresh", "interaction_curation", "adapter_retrain"):
+        executor = defs.resolve_job_def(name).executor_def
+        assert executor.name == "ragtune_k8s_steps"
+        assert process_config(executor.config_schema.config_type, {}).success  # configured: nothing left to fill
+    assert isinstance(defs.resources["io_manager"], dg.FilesystemIOManager)  # steps in separate pods hand over files
+    assert isinstance(defs.resources["training_pipes"], PipesK8sClient)
+    assert defs.resolve_job_def("champion_rollback").executor_def.name == "in_process"
+
+    # The pod lora_adapter asks for: what PipesK8sClient.run sends, built by the same function.
+    spec = training_pod_spec(s)
+    command = ["python", "-m", "training.sft", "--config", "/data/ragtune/runs/r1/sft.yaml"]
+    body = ApiClient().sanitize_for_serialization(build_pod_body(
+        "ragtune-train-r1", IMAGE, command, {DAGSTER_PIPES_CONTEXT_ENV_VAR: "encoded", "HF_HUB_OFFLINE": "1"}, None, spec))
+    container = body["spec"]["containers"][0]
+    assert (container["image"], container["command"], body["spec"]["restartPolicy"]) == (IMAGE, command, "Never")
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"name": DAGSTER_PIPES_CONTEXT_ENV_VAR, "value": "encoded"} in container["env"]
+    assert {"name": "RAGTUNE_HOME", "value": "/data/ragtune"} in container["env"]
+    assert body["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "ragtune-home"
+
+    with pytest.raises(ValueError, match="RAGTUNE_TRAINING_IMAGE"):
+        launch_training(PipesK8sClient(), None, ["-m", "training.sft"], {}, s.model_copy(update={"training_image": ""}))
+    broken = tmp_path / "pod.yaml"
+    broken.write_text("containers: {name: x}\n")
+    with pytest.raises(ValueError, match="expected a pod spec with a `containers` list"):
+        training_pod_spec(s.model_copy(update={"training_pod_spec": broken}))
+
+
+# -- object storage and a tracking server ---------------------------------------------------------
+@pytest.mark.integration
+def test_index_on_object_storage(home, corpus, s3, monkeypatch, capsys):
+    for key, value in s3["env"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("RAGTUNE_INDEX_URI", f"s3://{BUCKET}/index")
+
+    first = run_cli(capsys, "refresh", "--source", str(corpus))
+    assert first["exit"] == 0 and first["docs_added"] == 40 and first["chunks_embedded"] > 40
+    assert any(key.startswith("index/chunks.lance/") for key in object_keys(s3, "index/"))
+    assert not (home / "lancedb").exists()  # nothing of the index on local disk
+
+    title = next(line for line in (corpus / sorted(os.listdir(corpus))[0]).read_text().splitlines() if line.startswith("title:"))
+    hits = run_cli(capsys, "search", title.split(":", 1)[1].strip(), "--k", "3")
+    assert hits["exit"] == 0 and hits["hits"], hits
+    again = run_cli(capsys, "refresh", "--source", str(corpus))
+    assert again["exit"] == 0 and again["chunks_embedded"] == 0
+    status = run_cli(capsys, "index", "status")
+    assert status["uri"] == f"s3://{BUCKET}/index" and status["chunks"] == first["chunks_total"]
+
+
+@pytest.mark.integration
+def test_registry_through_an_mlflow_tracking_server(home, tmp_path, base_model, s3, monkeypatch, capsys):
+    from ragtune import registry
+
+    # The manifest's own arguments, with the cluster's values replaced by local ones.
+    container = manifest("Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
+    port = free_port()
+    local = {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}",
+             "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow"}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: local[m.group(1)], a) for a in container["args"]]
+    args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
+    (tmp_path / "server").mkdir()
+    mlflow_bin = str(Path(sys.executable).with_name(container["command"][0]))
+    with (tmp_path / "server" / "log").open("w") as out:
+        server = subprocess.Popen([mlflow_bin, *container["command"][1:], *args], stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **s3["env"]})
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", server, seconds=90)
+        monkeypatch.setenv("RAGTUNE_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        s = load_settings()
+        assert s.artifact_root is None
+        adapter = make_adapter(Path(base_model), tmp_path / "adapter")
+        v1, v2 = register_versions(s, ["hash-1", "hash-2"], tmp_path / "unused", adapter=adapter)
+
+        assert run_cli(capsys, "models", "promote", v1, "--reason", "first")["exit"] == 0
+        assert run_cli(capsys, "models", "promote", v2, "--reason", "second")["exit"] == 0
+        rolled = run_cli(capsys, "models", "rollback", "--reason", "test")
+        assert rolled["exit"] == 0 and registry.resolve(s.tracking_uri, s.registered_model, "champion") == v1
+
+        downloaded = registry.download_adapter(s.tracking_uri, s.registered_model, v1, tmp_path / "download")
+        assert (downloaded / "adapter_config.json").read_bytes() == (adapter / "adapter_config.json").read_bytes()
+        assert any(key.endswith("adapter/adapter_model.safetensors") for key in object_keys(s3, "mlflow/"))
+        assert not (home / "mlartifacts").exists() and not (home / "mlflow.db").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
