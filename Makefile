@@ -29,8 +29,9 @@ browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
+# Two workers: much of the suite waits on servers and subprocesses, so both cores stay busy.
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 ui: setup
 	$(BIN)/ragtune ui --host 127.0.0.1 --port 3000

@@ -8,6 +8,23 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on two cores: one torch thread each (and in the
+    # subprocesses they start), rather than two processes of two threads fighting over the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+# The longest tests start first, so neither worker is left running one alone at the end.
+LONGEST_FIRST = ("test_release_loop.py", "test_cli.py::test_demo_runs", "test_postgres_profile.py",
+                 "test_dagster_ui.py", "test_cli.py::test_demo_refreshes", "test_behaviour_pipeline.py::test_retrain",
+                 "test_crash_recovery.py", "test_cli.py::test_refresh_search")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        return next((i for i, name in enumerate(LONGEST_FIRST) if name in item.nodeid), len(LONGEST_FIRST))
+
+    items.sort(key=rank)
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "apibench"
