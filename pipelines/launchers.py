@@ -2,8 +2,9 @@
 
 Both switches use Dagster's own clients (dagster-k8s), not a distribution layer of ours:
 
-- ``RAGTUNE_EXECUTOR=k8s``: every step of a run is a Kubernetes job (``k8s_job_executor``). Steps
-  then hand values over through files in the data home (a shared volume) instead of memory.
+- ``RAGTUNE_EXECUTOR=k8s``: every step of a run is a Kubernetes job (``k8s_job_executor``);
+  ``multiprocess``: every step is a process on this machine. Steps then hand values over through
+  files in the data home (a shared volume on Kubernetes), one folder per run, instead of memory.
 - ``RAGTUNE_TRAINING_LAUNCHER=k8s``: ``lora_adapter`` starts ``python -m training.sft`` in a pod
   built from ``RAGTUNE_TRAINING_POD_SPEC`` (a GPU request and the data home volume) with
   ``PipesK8sClient``; logs, metrics and the summary come back over Dagster Pipes as they do from
@@ -17,26 +18,44 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager  # not re-exported by `dagster`
+from upath import UPath
 
 from ragtune.settings import Settings
 
 
 def executor_for(settings: Settings) -> dg.ExecutorDefinition:
-    """The executor of the asset jobs."""
+    """The executor of the asset jobs (runs launched by the daemon or the UI; `ragtune refresh` and
+    `ragtune retrain` always execute in their own process)."""
     if settings.executor == "k8s":
         from dagster_k8s import k8s_job_executor
 
         # The step image defaults to the run's own image (the code location's), so nothing to repeat here.
         return k8s_job_executor.configured({"job_namespace": settings.k8s_namespace, "max_concurrent": 4},
                                            name="ragtune_k8s_steps")
+    if settings.executor == "multiprocess":
+        return dg.multiprocess_executor
     return dg.in_process_executor
 
 
+class RunScopedPickleIOManager(PickledObjectFilesystemIOManager):
+    """Step outputs pickled under BASE/RUN_ID/ASSET: two runs at once never read each other's values."""
+
+    def get_asset_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
+        run_id = context.run_id if isinstance(context, dg.OutputContext) else context.upstream_output.run_id
+        return UPath(run_id, *context.asset_key.path)
+
+
+@dg.io_manager(config_schema={"base_dir": str}, description="Step outputs as files, one folder per run.")
+def run_scoped_io_manager(init_context) -> RunScopedPickleIOManager:
+    return RunScopedPickleIOManager(base_dir=init_context.resource_config["base_dir"])
+
+
 def io_manager_for(settings: Settings):
-    """In memory when one process runs every step; files on the shared data home when steps are pods."""
-    if settings.executor == "k8s":
-        return dg.FilesystemIOManager(base_dir=str(settings.home_dir / "step_outputs"))
-    return dg.mem_io_manager
+    """In memory when one process runs every step; files on the (shared) data home when steps are processes or pods."""
+    if settings.executor == "in_process":
+        return dg.mem_io_manager
+    return run_scoped_io_manager.configured({"base_dir": str(settings.home_dir / "step_outputs")})
 
 
 def training_client(settings: Settings) -> dg.PipesClient:

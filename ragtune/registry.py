@@ -217,14 +217,35 @@ def resolve(tracking_uri: str, name: str, ref: str) -> str | None:
 
 
 def download_adapter(tracking_uri: str, name: str, version: str, destination: Path) -> Path:
-    """The adapter folder of `models:/NAME/VERSION`, downloaded once into `destination/VERSION`."""
+    """The adapter folder of `models:/NAME/VERSION`, downloaded once into `destination/VERSION`.
+
+    Safe when several processes share `destination` (server replicas on one volume): each downloads
+    into its own temporary folder and the first to finish renames it into place.
+    """
     import shutil
+    import tempfile
 
     import mlflow
 
     target = destination / str(version)
     if (target / "adapter_config.json").is_file():
         return target
+    client(tracking_uri)
+    destination.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".partial", dir=destination))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(partial)))
+        found = next((p.parent for p in local.rglob("adapter_config.json")), None)
+        if found is None:
+            raise RegistryError(f"models:/{name}/{version} holds no adapter_config.json")
+        try:
+            found.rename(target)  # atomic: a crashed download never looks complete
+        except OSError:
+            if not (target / "adapter_config.json").is_file():  # not another process finishing first
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
     client(tracking_uri)
     partial = destination / f".{version}.partial"
     shutil.rmtree(partial, ignore_errors=True)

@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     # scale-out switches (deploy/README.md); the defaults run everything on this machine
     index_uri: str = Field("", description="LanceDB location: empty = the data home; s3://, gs:// or az:// for object storage "
                            "(credentials and endpoint from the cloud's usual variables: AWS_*, GOOGLE_*, AZURE_*).")
-    executor: Literal["in_process", "k8s"] = Field(
-        "in_process", description="How a run executes its steps: in one process (default), or each step as a Kubernetes job.")
+    executor: Literal["in_process", "multiprocess", "k8s"] = Field(
+        "in_process", description="How a launched run executes its steps: in one process (default), "
+        "each step in its own process, or each step as a Kubernetes job.")
     training_launcher: Literal["subprocess", "k8s"] = Field(
         "subprocess", description="Where lora_adapter trains through Dagster Pipes: a local subprocess, or a Kubernetes (GPU) pod.")
     training_image: str = Field("", description="Container image of the training pod (training_launcher=k8s).")

@@ -2,21 +2,23 @@
 
 - Kubernetes (dagster-k8s): deploy/k8s/dagster.yaml passes Dagster's instance schema and builds a
   real K8sRunLauncher, whose run-worker Job is constructed and inspected; every manifest in
-  deploy/k8s/ragtune.yaml parses strictly into its Kubernetes model; RAGTUNE_EXECUTOR=k8s gives
-  the jobs dagster-k8s' step executor; RAGTUNE_TRAINING_LAUNCHER=k8s gives lora_adapter a
-  PipesK8sClient whose pod (GPU, data home, Pipes context) is built and inspected.
+  deploy/k8s/ragtune.yaml parses strictly into its Kubernetes model, with the camelCase keys
+  kubectl takes; RAGTUNE_EXECUTOR=k8s gives the jobs dagster-k8s' step executor, and the file
+  handover it needs between steps is exercised by a real run with one process per step;
+  RAGTUNE_TRAINING_LAUNCHER=k8s gives lora_adapter a PipesK8sClient, and the pod
+  `launch_training` asks it for (GPU, data home, Pipes context) is built and inspected.
 - Object storage: an S3-compatible server on loopback (moto's standalone server) holds the
   LanceDB index through a real `ragtune refresh` and `ragtune search`, and MLflow's artifacts.
 - MLflow tracking server: started with the arguments of the manifest's container; registering,
   promoting, rolling back and downloading an adapter all go over HTTP.
 """
 
-import json
 import os
 import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -85,9 +87,40 @@ def manifest(kind: str, name: str) -> dict:
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------
-K8S_ENV = {"RAGTUNE_PG_HOST": "postgres.databases.svc", "RAGTUNE_PG_PORT": "5432", "RAGTUNE_PG_USER": "ragtune",
-           "RAGTUNE_PG_PASSWORD": "not-used", "RAGTUNE_PG_DAGSTER_DB": "dagster", "RAGTUNE_K8S_NAMESPACE": "ragtune",
-           "RAGTUNE_IMAGE": IMAGE}
+# What deploy/README.md tells operators to put in the `ragtune-secrets` Secret; the rest is the ragtune-env ConfigMap.
+SECRET_KEYS = {"RAGTUNE_PG_PASSWORD", "MLFLOW_BACKEND_STORE_URI", "RAGTUNE_INTERACTIONS_URL",
+               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def cluster_env() -> dict[str, str]:
+    """What every ragtune pod sees: the ConfigMap's values, and placeholders for the Secret's."""
+    return {**manifest("ConfigMap", "ragtune-env")["data"], **{key: f"secret-{key}" for key in SECRET_KEYS}}
+
+
+def env_references(node) -> set[str]:
+    """Every `{env: NAME}` in a Dagster instance file."""
+    if isinstance(node, dict):
+        if set(node) == {"env"}:
+            return {node["env"]}
+        return set().union(*(env_references(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(env_references(v) for v in node))
+    return set()
+
+
+def assert_kubectl_keys(model, doc: dict, where: str) -> None:
+    """Every key is the camelCase name the Kubernetes API takes, at every depth (kubectl rejects snake_case)."""
+    import kubernetes.client as k8s
+
+    by_json_name = {json_name: attr for attr, json_name in model.attribute_map.items()}
+    for key, value in doc.items():
+        assert key in by_json_name, f"{where}.{key}: not a field of {model.__name__}"
+        kind = model.openapi_types[by_json_name[key]]
+        inner = kind[5:-1] if kind.startswith("list[") else kind
+        nested = getattr(k8s, inner, None)
+        for item in (value if kind.startswith("list[") else [value]):
+            if nested is not None and isinstance(item, dict):
+                assert_kubectl_keys(nested, item, f"{where}.{key}")
 
 
 def kubeconfig(path: Path) -> Path:
@@ -110,10 +143,12 @@ def test_k8s_instance_builds_a_run_launcher_and_its_run_pods(tmp_path, monkeypat
     from dagster_k8s.job import construct_dagster_k8s_job
     from kubernetes.client import ApiClient
 
-    for key, value in K8S_ENV.items():
+    env = cluster_env()
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
     config, _ = dagster_instance_config(str(K8S), "dagster.yaml")  # Dagster's own schema: raises on a wrong key
-    assert config["storage"]["postgres"]["postgres_db"]["hostname"] == {"env": "RAGTUNE_PG_HOST"}
+    missing = env_references(config) - set(env)
+    assert not missing, f"deploy/k8s/dagster.yaml reads {missing}, which no pod is given"
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator" and config["concurrency"]["pools"]["default_limit"] == 1
 
     launcher_config = dict(config["run_launcher"]["config"])
@@ -121,11 +156,12 @@ def test_k8s_instance_builds_a_run_launcher_and_its_run_pods(tmp_path, monkeypat
     launcher_config.update(load_incluster_config=False, kubeconfig_file=str(kubeconfig(tmp_path / "kubeconfig")))
     launcher = ConfigurableClassData(config["run_launcher"]["module"], config["run_launcher"]["class"],
                                      yaml.safe_dump(launcher_config)).rehydrate(K8sRunLauncher)
-    assert (launcher.job_namespace, launcher.job_image, launcher.service_account_name) == ("ragtune", IMAGE, "ragtune")
+    assert (launcher.job_namespace, launcher.service_account_name) == ("ragtune", "ragtune")
 
     run = DagsterRun(job_name="adapter_retrain", run_id="0123abcd-0000-4000-8000-000000000000")
     context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
-    job = construct_dagster_k8s_job(context.get_k8s_job_config(job_image=None, run_launcher=launcher),
+    # The run image is the code location's (DAGSTER_CURRENT_IMAGE on the webserver and daemon).
+    job = construct_dagster_k8s_job(context.get_k8s_job_config(job_image=IMAGE, run_launcher=launcher),
                                     args=["dagster", "api", "execute_run", "{}"], job_name="dagster-run-0123abcd",
                                     pod_name="dagster-run-0123abcd", component="run_worker",
                                     user_defined_k8s_config=context.run_k8s_config)
@@ -137,6 +173,7 @@ def test_k8s_instance_builds_a_run_launcher_and_its_run_pods(tmp_path, monkeypat
     assert {"secretRef": {"name": "ragtune-secrets"}} in container["envFrom"]
     assert {"name": "data-home", "mountPath": "/data/ragtune"} in container["volumeMounts"]
     assert {"name": "data-home", "persistentVolumeClaim": {"claimName": "ragtune-home"}} in pod["volumes"]
+    assert {"name": "training-pod", "mountPath": "/etc/ragtune"} in container["volumeMounts"]  # RAGTUNE_TRAINING_POD_SPEC
     assert container["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
     assert {"name": "DAGSTER_HOME", "value": "/opt/dagster/dagster_home"} in container["env"]
 
@@ -146,9 +183,11 @@ def test_k8s_manifests_parse_strictly_and_agree(monkeypatch):
     from dagster_k8s.models import k8s_model_from_dict, k8s_snake_case_dict
 
     docs = manifests()
-    for doc in docs:  # an unknown or misspelt field (at any depth), or a missing required one, raises here
+    for doc in docs:
         model = getattr(k8s, doc["apiVersion"].split("/")[-1].capitalize() + doc["kind"])
-        assert k8s_model_from_dict(model, k8s_snake_case_dict(model, doc)).kind == doc["kind"]
+        assert_kubectl_keys(model, doc, f"{doc['kind']}/{doc['metadata']['name']}")  # a misspelt or snake_case key fails
+        assert k8s_model_from_dict(model, k8s_snake_case_dict(model, doc)).kind == doc["kind"]  # a missing required one fails
+    assert_kubectl_keys(k8s.V1PodSpec, yaml.safe_load((K8S / "training-pod.yaml").read_text()), "training-pod")
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {("Deployment", "dagster-webserver"), ("Deployment", "dagster-daemon"), ("Deployment", "mlflow"),
             ("Service", "mlflow"), ("Deployment", "ragtune-serve"), ("PersistentVolumeClaim", "ragtune-home"),
@@ -158,12 +197,17 @@ def test_k8s_manifests_parse_strictly_and_agree(monkeypatch):
     instance = yaml.safe_load((K8S / "dagster.yaml").read_text())["run_launcher"]["config"]
     training = yaml.safe_load((K8S / "training-pod.yaml").read_text())
     # Every pod sees the data home at the same path, from the same claim: paths written by one resolve in another.
-    mounts = [k8s_snake_case_dict(k8s.V1VolumeMount, m) for m in training["containers"][0]["volumeMounts"]]
-    assert instance["volume_mounts"] == mounts == [{"name": "data-home", "mount_path": env["RAGTUNE_HOME"]}]
-    volumes = [k8s_snake_case_dict(k8s.V1Volume, v) for v in training["volumes"]]
-    assert [k8s_snake_case_dict(k8s.V1Volume, v) for v in instance["volumes"]] == volumes
-    assert instance["instance_config_map"] in {v.get("configMap", {}).get("name") for v in
-                                               manifest("Deployment", "dagster-daemon")["spec"]["template"]["spec"]["volumes"]}
+    data_home = {"name": "data-home", "mount_path": env["RAGTUNE_HOME"]}
+    assert data_home in instance["volume_mounts"]
+    assert data_home in [k8s_snake_case_dict(k8s.V1VolumeMount, m) for m in training["containers"][0]["volumeMounts"]]
+    claim = {"name": "data-home", "persistent_volume_claim": {"claim_name": "ragtune-home"}}
+    assert claim in instance["volumes"] and claim in [k8s_snake_case_dict(k8s.V1Volume, v) for v in training["volumes"]]
+    # Run pods read the training pod spec from its ConfigMap, where RAGTUNE_TRAINING_POD_SPEC points.
+    mount = next(m for m in instance["volume_mounts"] if m["name"] == "training-pod")
+    assert env["RAGTUNE_TRAINING_POD_SPEC"] == f"{mount['mount_path']}/training-pod.yaml"
+    for deployment in ("dagster-webserver", "dagster-daemon"):  # both load the instance from its ConfigMap
+        volumes = manifest("Deployment", deployment)["spec"]["template"]["spec"]["volumes"]
+        assert instance["instance_config_map"] in {v.get("configMap", {}).get("name") for v in volumes}
     # The ConfigMap is a valid ragtune configuration.
     monkeypatch.setattr(os, "environ", {**os.environ, **env})
     s = load_settings()
@@ -180,7 +224,7 @@ def test_k8s_step_executor_and_gpu_training_pod(tmp_path, monkeypatch):
     from kubernetes.client import ApiClient
 
     from pipelines.definitions import build_definitions
-    from pipelines.launchers import launch_training, training_pod_spec
+    from pipelines.launchers import RunScopedPickleIOManager, launch_training, training_pod_spec
 
     s = load_settings(home=str(tmp_path / "home"), executor="k8s", training_launcher="k8s", training_image=IMAGE)
     defs = build_definitions(s)
@@ -188,21 +232,36 @@ def test_k8s_step_executor_and_gpu_training_pod(tmp_path, monkeypatch):
         executor = defs.resolve_job_def(name).executor_def
         assert executor.name == "ragtune_k8s_steps"
         assert process_config(executor.config_schema.config_type, {}).success  # configured: nothing left to fill
-    assert isinstance(defs.resources["io_manager"], dg.FilesystemIOManager)  # steps in separate pods hand over files
+    with dg.build_resources({"io_manager": defs.resources["io_manager"]}) as built:  # steps in separate pods hand over files
+        assert isinstance(built.io_manager, RunScopedPickleIOManager)
+        assert str(built.io_manager._base_path) == str(s.home_dir / "step_outputs")
     assert isinstance(defs.resources["training_pipes"], PipesK8sClient)
     assert defs.resolve_job_def("champion_rollback").executor_def.name == "in_process"
 
-    # The pod lora_adapter asks for: what PipesK8sClient.run sends, built by the same function.
-    spec = training_pod_spec(s)
-    command = ["python", "-m", "training.sft", "--config", "/data/ragtune/runs/r1/sft.yaml"]
+    # What lora_adapter asks the PipesK8sClient for, recorded; then the pod dagster-k8s builds from it.
+    class Recorder:
+        def run(self, **kwargs):
+            self.kwargs = kwargs
+
+    recorder = Recorder()
+    launch_training(recorder, "context", ["-m", "training.sft", "--config", "/data/ragtune/runs/r1/sft.yaml"],
+                    {"HF_HUB_OFFLINE": "1"}, s)
+    asked = recorder.kwargs
+    assert (asked["image"], asked["namespace"], asked["context"]) == (IMAGE, "ragtune", "context")
+    assert asked["command"] == ["python", "-m", "training.sft", "--config", "/data/ragtune/runs/r1/sft.yaml"]
+    assert asked["base_pod_spec"] == training_pod_spec(s)
     body = ApiClient().sanitize_for_serialization(build_pod_body(
-        "ragtune-train-r1", IMAGE, command, {DAGSTER_PIPES_CONTEXT_ENV_VAR: "encoded", "HF_HUB_OFFLINE": "1"}, None, spec))
+        "ragtune-train-r1", asked["image"], asked["command"], {**asked["env"], DAGSTER_PIPES_CONTEXT_ENV_VAR: "encoded"},
+        None, asked["base_pod_spec"]))
     container = body["spec"]["containers"][0]
-    assert (container["image"], container["command"], body["spec"]["restartPolicy"]) == (IMAGE, command, "Never")
+    assert (container["image"], container["command"], body["spec"]["restartPolicy"]) == (IMAGE, asked["command"], "Never")
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"name": DAGSTER_PIPES_CONTEXT_ENV_VAR, "value": "encoded"} in container["env"]
-    assert {"name": "RAGTUNE_HOME", "value": "/data/ragtune"} in container["env"]
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in container["env"]
+    assert {"configMapRef": {"name": "ragtune-env"}} in container["envFrom"]  # RAGTUNE_HOME, the tracking server
+    assert {"name": "data-home", "mountPath": "/data/ragtune"} in container["volumeMounts"]
     assert body["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "ragtune-home"
+    assert body["spec"]["automountServiceAccountToken"] is False  # training needs no Kubernetes API
 
     with pytest.raises(ValueError, match="RAGTUNE_TRAINING_IMAGE"):
         launch_training(PipesK8sClient(), None, ["-m", "training.sft"], {}, s.model_copy(update={"training_image": ""}))
@@ -210,6 +269,32 @@ def test_k8s_step_executor_and_gpu_training_pod(tmp_path, monkeypatch):
     broken.write_text("containers: {name: x}\n")
     with pytest.raises(ValueError, match="expected a pod spec with a `containers` list"):
         training_pod_spec(s.model_copy(update={"training_pod_spec": broken}))
+
+
+@pytest.mark.integration
+def test_steps_in_their_own_processes_hand_values_over_through_files(home, corpus, monkeypatch):
+    """RAGTUNE_EXECUTOR=multiprocess, run as the daemon runs a job: the file handover k8s step jobs rely on."""
+    from dagster import DagsterEventType
+
+    from ragtune.orchestration import get_instance
+    from ragtune.store import ChunkStore
+
+    monkeypatch.setenv("RAGTUNE_EXECUTOR", "multiprocess")
+    monkeypatch.setenv("RAGTUNE_SOURCE_DIR", str(corpus))
+    s = load_settings()
+    instance = get_instance(s)  # the data home's instance; DAGSTER_HOME now points at it
+    dagster_bin = str(Path(sys.executable).with_name("dagster"))
+    proc = subprocess.run([dagster_bin, "job", "execute", "-m", "pipelines.definitions", "-j", "index_refresh"],
+                          cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run = instance.get_runs(limit=1)[0]
+    assert run.status.value == "SUCCESS"
+    starts = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_START).records
+    assert len({r.event_log_entry.dagster_event.pid for r in starts}) == len(starts) >= 5  # a process per step
+    handed_over = {p.name for p in (s.home_dir / "step_outputs" / run.run_id).iterdir()}
+    assert {"raw_documents", "document_chunks"} <= handed_over  # one folder per run: runs at once never mix
+    assert ChunkStore(s.lancedb_uri).count() > 40
 
 
 # -- object storage and a tracking server ---------------------------------------------------------
@@ -239,6 +324,8 @@ def test_registry_through_an_mlflow_tracking_server(home, tmp_path, base_model, 
 
     # The manifest's own arguments, with the cluster's values replaced by local ones.
     container = manifest("Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
+    referenced = set(re.findall(r"\$\((\w+)\)", " ".join(container["args"])))
+    assert referenced <= set(cluster_env()) and {"configMapRef": {"name": "ragtune-env"}} in container["envFrom"]
     port = free_port()
     local = {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}",
              "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow"}
@@ -262,7 +349,12 @@ def test_registry_through_an_mlflow_tracking_server(home, tmp_path, base_model, 
         rolled = run_cli(capsys, "models", "rollback", "--reason", "test")
         assert rolled["exit"] == 0 and registry.resolve(s.tracking_uri, s.registered_model, "champion") == v1
 
-        downloaded = registry.download_adapter(s.tracking_uri, s.registered_model, v1, tmp_path / "download")
+        # two replicas sharing one volume download the same version at once: both get it whole
+        with ThreadPoolExecutor(2) as pool:
+            downloads = list(pool.map(lambda _: registry.download_adapter(s.tracking_uri, s.registered_model, v1,
+                                                                          tmp_path / "download"), range(2)))
+        assert downloads[0] == downloads[1] and sorted(p.name for p in (tmp_path / "download").iterdir()) == [v1]
+        downloaded = downloads[0]
         assert (downloaded / "adapter_config.json").read_bytes() == (adapter / "adapter_config.json").read_bytes()
         assert any(key.endswith("adapter/adapter_model.safetensors") for key in object_keys(s3, "mlflow/"))
         assert not (home / "mlartifacts").exists() and not (home / "mlflow.db").exists()
