@@ -102,7 +102,8 @@ def run_job(settings: Settings, job_name: str, run_config: dict | None = None, v
     reap_dead_runs(instance, job_name)
     job = build_definitions(settings).resolve_job_def(job_name)
     config = dict(run_config or {})
-    config.setdefault("loggers", {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}})
+    # Quiet unless asked: a failure is reported by the command itself, with its root cause (`failure_message`).
+    config.setdefault("loggers", {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}})
     result = job.execute_in_process(
         run_config=config,
         instance=instance,
