@@ -40,6 +40,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_http(url: str, process, seconds: float = 60) -> None:
+    """Until `url` answers below 500; fails early, naming the program, if the server process exits."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {seconds} s")
+
+
 def run_cli(capsys, *argv) -> dict:
     """Run `ragtune ARGV --json` in this process; its JSON line plus the exit status."""
     import json

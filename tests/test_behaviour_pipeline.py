@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from conftest import doc_records, run_cli
+from conftest import doc_records, free_port, run_cli, wait_for_http
 from ragtune.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -111,32 +111,22 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
 def check_registry_over_rest(s, tmp_path, run_id: str, digest: str, base_model: str) -> None:
     """`ragtune mlflow-ui` (what `make mlflow-ui` runs) on this data home: the model, version, alias and tags over REST."""
     import os
-    import socket
     import subprocess
     import sys
-    import time
 
     import httpx
 
     api = "api/2.0/mlflow"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = (tmp_path / "mlflow.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "mlflow-ui", "--port", str(port)],
                               env={**os.environ, "RAGTUNE_HOME": str(s.home_dir)}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            assert server.poll() is None, (tmp_path / "mlflow.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "mlflow server did not come up"
-            time.sleep(0.5)
+        try:
+            wait_for_http(f"{url}/health", server, seconds=120)
+        except (RuntimeError, TimeoutError) as e:
+            raise AssertionError((tmp_path / "mlflow.log").read_text()[-3000:]) from e
         model = httpx.get(f"{url}/{api}/registered-models/get", params={"name": s.registered_model}).json()["registered_model"]
         assert model["name"] == s.registered_model
         assert {a["alias"]: a["version"] for a in model.get("aliases", [])} == {"champion": "1"}

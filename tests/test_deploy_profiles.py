@@ -17,35 +17,18 @@ import os
 import re
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import free_port, make_adapter, register_versions, run_cli
+from conftest import free_port, make_adapter, register_versions, run_cli, wait_for_http
 from ragtune.settings import REPO_ROOT, load_settings
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 BUCKET = "ragtune-test"
 IMAGE = "registry.example/ragtune:1.0"
-
-
-def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {seconds} s")
 
 
 @pytest.fixture(scope="module")
