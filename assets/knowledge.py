@@ -13,10 +13,10 @@ from pipelines.resources import EmbedderResource, LanceDBResource
 from ragtune.chunker import Chunk, chunk_document
 from ragtune.documents import LoadResult, load_documents
 from ragtune.indexing import record_history, refresh_index
+from ragtune.orchestration import INDEX_WRITER_POOL
 from ragtune.quality import validate_chunks, validate_vectors, vector_frame
 
 GROUP = "knowledge"
-INDEX_WRITER_POOL = "lancedb_writer"  # one writer at a time; the limit lives in dagster.yaml
 
 
 class SourceConfig(dg.Config):

@@ -40,8 +40,9 @@ def default_rollback_target(history: list[dict], current: int) -> int:
 
 def rollback_index(settings: Settings, to: int | None = None, reason: str = "") -> dict:
     store = open_store(settings)
-    before = store.version()
-    target = to if to is not None else default_rollback_target(read_history(settings.index_history), before)
-    after = store.restore(target)
+    with store.writing():
+        before = store.version()
+        target = to if to is not None else default_rollback_target(read_history(settings.index_history), before)
+        after = store.restore(target)
     return record_history(settings.index_history, "rollback", version_before=before, restored_from=target,
                           version_after=after, chunks=store.count(), reason=reason)

@@ -49,6 +49,7 @@ class IndexReport:
     skipped: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    lock_wait_s: float = 0.0  # time spent waiting for another writer of the same index
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -149,8 +150,11 @@ def refresh_index(
             f"the source produced no documents but the index holds {store.count()} chunks; "
             "refusing to delete them (fix the source, or allow an empty source explicitly)"
         )
-    plan = plan_sync(chunks, store.chunk_ids_by_doc(), protected_docs(load, store.sources_by_doc()))
-    report = apply_sync(plan, store, embedder, **kwargs)
+    with store.writing():
+        waited = time.perf_counter() - started
+        plan = plan_sync(chunks, store.chunk_ids_by_doc(), protected_docs(load, store.sources_by_doc()))
+        report = apply_sync(plan, store, embedder, **kwargs)
+    report.lock_wait_s = round(waited, 3)
     report.skipped = [{"path": s.path, "reason": s.reason} for s in load.skipped]
     report.notes = list(load.notes) + [f"kept indexed (file unreadable this run): {d}" for d in plan.docs_kept_unreadable]
     report.seconds = round(time.perf_counter() - started, 3)

@@ -14,6 +14,7 @@ from pathlib import Path
 from ragtune.settings import REPO_ROOT, Settings
 
 INSTANCE_TEMPLATE = REPO_ROOT / "dagster.yaml"
+INDEX_WRITER_POOL = "lancedb_writer"  # one index writer at a time; the limit lives in dagster.yaml
 
 
 @dataclass
@@ -40,10 +41,11 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 
 def get_instance(settings: Settings):
-    """The persistent instance; its sqlite schemas are created once, under a file lock.
+    """The persistent instance; its sqlite schemas and pool slots are created once, under a file lock.
 
     Two commands started at the same moment on a fresh data home would otherwise
-    both try to create the same tables.
+    both try to create the same tables, or both allocate the slot of the index
+    writer pool (leaving it two slots wide).
     """
     import fcntl
 
@@ -56,6 +58,9 @@ def get_instance(settings: Settings):
         instance.get_runs(limit=1)
         instance.event_log_storage.get_concurrency_keys()
         instance.all_instigator_state()
+        storage = instance.event_log_storage
+        if storage.supports_global_concurrency_limits and INDEX_WRITER_POOL not in storage.get_concurrency_keys():
+            storage.initialize_concurrency_limit_to_default(INDEX_WRITER_POOL)
     return instance
 
 

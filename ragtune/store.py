@@ -7,7 +7,9 @@ at any point and the next refresh converges.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pyarrow as pa
 log = logging.getLogger(__name__)
 
 FTS_COLUMN = "text"
+WRITE_LOCK = ".ragtune-write.lock"  # in a local index folder; LanceDB only lists *.lance entries
 
 
 def chunk_schema(dim: int) -> pa.Schema:
@@ -89,6 +92,26 @@ class ChunkStore:
         return dict(zip(rows["doc_id"], rows["source"]))
 
     # -- writing ---------------------------------------------------------------
+    @contextmanager
+    def writing(self):
+        """Hold the index for writing, across processes: one writer per local index.
+
+        Two refreshes must not both plan against the same old state and embed the
+        same chunks. Dagster's `lancedb_writer` pool serialises them on PostgreSQL,
+        but on the embedded sqlite instance its slot claims race, so a local index
+        also takes a file lock. On object storage the pool is the only guard: run
+        the PostgreSQL profile there (deploy/README.md).
+        """
+        if "://" in self.uri:
+            yield
+            return
+        with open(Path(self.uri) / WRITE_LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def upsert(self, rows: list[dict], vectors: np.ndarray) -> int:
         if not rows:
             return 0
