@@ -30,8 +30,10 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
 # Two workers: much of the suite waits on servers and subprocesses, so both cores stay busy.
+# One test handed out at a time, so the worker running the release loop (about 10 min) is not
+# also holding a queue of long tests the other worker could be running.
 test: setup browser
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --maxschedchunk=1
 
 ui: setup
 	$(BIN)/ragtune ui --host 127.0.0.1 --port 3000

@@ -16,7 +16,7 @@ from pipelines.jobs import (adapter_retrain_job, index_refresh_job, interaction_
                            quarterly_adapter_retrain)
 from pipelines.launchers import executor_for, io_manager_for, training_client
 from pipelines.rollback import champion_rollback_job
-from pipelines.sensors import curated_volume_sensor
+from pipelines.sensors import curated_volume_sensor, step_outputs_pruner
 from pipelines.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
 from ragtune.settings import Settings, load_settings
 
@@ -29,7 +29,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         asset_checks=KNOWLEDGE_CHECKS + INTERACTION_CHECKS + BEHAVIOUR_CHECKS + RELEASE_CHECKS,
         jobs=[index_refresh_job, interaction_curation_job, adapter_retrain_job, champion_rollback_job],
         schedules=[nightly_index_refresh(settings.timezone), quarterly_adapter_retrain(settings.timezone)],
-        sensors=[curated_volume_sensor(settings)],
+        sensors=[curated_volume_sensor(settings), step_outputs_pruner(settings)],
         executor=executor_for(settings),
         resources={
             "io_manager": io_manager_for(settings),

@@ -55,7 +55,7 @@ def io_manager_for(settings: Settings):
     """In memory when one process runs every step; files on the (shared) data home when steps are processes or pods."""
     if settings.executor == "in_process":
         return dg.mem_io_manager
-    return run_scoped_io_manager.configured({"base_dir": str(settings.home_dir / "step_outputs")})
+    return run_scoped_io_manager.configured({"base_dir": str(settings.step_outputs_dir)})
 
 
 def training_client(settings: Settings) -> dg.PipesClient:

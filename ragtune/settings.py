@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     training_pod_spec: Path = Field(REPO_ROOT / "deploy" / "k8s" / "training-pod.yaml",
                                     description="Base pod spec of the training pod: GPU request, node selector, data home volume.")
     k8s_namespace: str = Field("ragtune", description="Kubernetes namespace of step jobs and training pods.")
+    keep_step_outputs_days: float = Field(7, gt=0, description="Days a finished run's step outputs (multiprocess, k8s) "
+                                          "stay for re-execution before step_outputs_pruner removes them.")
 
     @property
     def home_dir(self) -> Path:
@@ -78,6 +80,11 @@ class Settings(BaseSettings):
     def lancedb_uri(self) -> str:
         """Where the chunk table lives: a folder in the data home, or RAGTUNE_INDEX_URI (object storage)."""
         return self.index_uri or str(self.home_dir / "lancedb")
+
+    @property
+    def step_outputs_dir(self) -> Path:
+        """Values handed between steps that run as separate processes or pods, one folder per run."""
+        return self.home_dir / "step_outputs"
 
     @property
     def dagster_home(self) -> Path:

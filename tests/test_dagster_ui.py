@@ -31,7 +31,7 @@ ASSETS = {"raw_documents": "knowledge", "document_chunks": "knowledge", "chunk_i
           "raft_dataset": "behaviour", "lora_adapter": "behaviour", "adapter_evaluation": "release", "release": "release"}
 JOBS = {"index_refresh", "interaction_curation", "adapter_retrain", "champion_rollback"}
 SCHEDULES = {"nightly_index_refresh": "0 2 * * *", "quarterly_adapter_retrain": "0 3 1 1,4,7,10 *"}
-SENSORS = {"curated_volume_sensor"}
+SENSORS = {"curated_volume_sensor", "step_outputs_pruner"}
 
 WORKSPACE = """{ workspaceOrError { ... on Workspace { locationEntries { name
   locationOrLoadError { __typename ... on RepositoryLocation { repositories { name

@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import yaml
 
 from conftest import free_port, make_adapter, register_versions, run_cli, wait_for_http
 from ragtune.settings import REPO_ROOT, load_settings
+from ragtune.step_outputs import DAY, prune_step_outputs
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 BUCKET = "ragtune-test"
@@ -255,10 +257,11 @@ def test_k8s_step_executor_and_gpu_training_pod(tmp_path, monkeypatch):
 
 
 @pytest.mark.integration
-def test_steps_in_their_own_processes_hand_values_over_through_files(home, corpus, monkeypatch):
+def test_steps_in_their_own_processes_hand_values_over_through_files_then_pruned(home, corpus, monkeypatch):
     """RAGTUNE_EXECUTOR=multiprocess, run as the daemon runs a job: the file handover k8s step jobs rely on."""
-    from dagster import DagsterEventType
+    from dagster import DagsterEventType, DagsterRun, DagsterRunStatus, build_sensor_context
 
+    from pipelines.sensors import step_outputs_pruner
     from ragtune.orchestration import get_instance
     from ragtune.store import ChunkStore
 
@@ -275,9 +278,24 @@ def test_steps_in_their_own_processes_hand_values_over_through_files(home, corpu
     assert run.status.value == "SUCCESS"
     starts = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_START).records
     assert len({r.event_log_entry.dagster_event.pid for r in starts}) == len(starts) >= 5  # a process per step
-    handed_over = {p.name for p in (s.home_dir / "step_outputs" / run.run_id).iterdir()}
+    handed_over = {p.name for p in (s.step_outputs_dir / run.run_id).iterdir()}
     assert {"raw_documents", "document_chunks"} <= handed_over  # one folder per run: runs at once never mix
     assert ChunkStore(s.lancedb_uri).count() > 40
+
+    # step_outputs_pruner: the folder stays for re-execution while young, goes once old; so does an orphan
+    going = instance.add_run(DagsterRun(job_name="index_refresh", status=DagsterRunStatus.STARTED))
+    for name in ("run-deleted-from-history", going.run_id):
+        (s.step_outputs_dir / name).mkdir()
+        (s.step_outputs_dir / name / "value").write_bytes(b"x" * 1000)
+        os.utime(s.step_outputs_dir / name, (time.time() - 30 * DAY, time.time() - 30 * DAY))
+    evaluation = step_outputs_pruner(s)(build_sensor_context(instance=instance))
+    assert "removed 1 run folders" in evaluation.skip_message and "kept 2" in evaluation.skip_message
+    assert not (s.step_outputs_dir / "run-deleted-from-history").exists()
+    assert (s.step_outputs_dir / run.run_id).is_dir() and (s.step_outputs_dir / going.run_id).is_dir()
+    ended = instance.get_run_record_by_id(run.run_id).end_time
+    assert prune_step_outputs(s.step_outputs_dir, instance, keep_days=7, now=ended + 6 * DAY).removed == []
+    aged = prune_step_outputs(s.step_outputs_dir, instance, keep_days=7, now=ended + 8 * DAY)
+    assert aged.removed == [run.run_id] and aged.bytes_freed > 0 and not (s.step_outputs_dir / run.run_id).exists()
 
 
 # -- object storage and a tracking server ---------------------------------------------------------
