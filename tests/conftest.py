@@ -40,8 +40,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_http(url: str, process, seconds: float = 60) -> None:
-    """Until `url` answers below 500; fails early, naming the program, if the server process exits."""
+def wait_for_http(url: str, process, seconds: float = 240) -> None:
+    """Until `url` answers below 500; fails early, naming the program, if the server process exits.
+
+    The deadline is generous: a server starting on a loaded 2-core CI machine (MLflow migrating a
+    fresh database, say) can take minutes, and a healthy one returns as soon as it answers.
+    """
     import time
 
     import httpx
@@ -77,6 +81,16 @@ def embedder():
     from ragtune.settings import load_settings
 
     return load_embedder(load_settings().embedder_path())
+
+
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """ragtune's commands set DAGSTER_HOME and RAGTUNE_HOME for the code servers they start; no test
+    passes them (or anything else it set) on to the next test its worker runs."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture()

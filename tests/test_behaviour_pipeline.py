@@ -124,7 +124,7 @@ def check_registry_over_rest(s, tmp_path, run_id: str, digest: str, base_model: 
     url = f"http://127.0.0.1:{port}"
     try:
         try:
-            wait_for_http(f"{url}/health", server, seconds=120)
+            wait_for_http(f"{url}/health", server)
         except (RuntimeError, TimeoutError) as e:
             raise AssertionError((tmp_path / "mlflow.log").read_text()[-3000:]) from e
         model = httpx.get(f"{url}/{api}/registered-models/get", params={"name": s.registered_model}).json()["registered_model"]

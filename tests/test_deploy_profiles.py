@@ -338,7 +338,7 @@ def test_registry_through_an_mlflow_tracking_server(home, tmp_path, base_model, 
         server = subprocess.Popen([mlflow_bin, *container["command"][1:], *args], stdout=out, stderr=subprocess.STDOUT,
                                   env={**os.environ, **s3["env"]})
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", server, seconds=90)
+        wait_for_http(f"http://127.0.0.1:{port}/health", server)
         monkeypatch.setenv("RAGTUNE_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
         s = load_settings()
         assert s.artifact_root is None

@@ -30,12 +30,17 @@ DATABASES = ("dagster", "mlflow", "interactions")
 
 
 def postgres_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    import fcntl
+
+    with open("/tmp/ragtune-test-apt.lock", "w") as lock:  # both pytest workers may get here at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            wait = ["-o", "DPkg::Lock::Timeout=600"]  # and for any other apt-get on the machine
+            subprocess.run(["apt-get", *wait, "update", "-qq"], check=True)
+            subprocess.run(["apt-get", *wait, "install", "-y", "-qq", "--no-install-recommends", "postgresql"], check=True,
+                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(found[-1]).parent
 
 

@@ -92,8 +92,11 @@ def ask(url: str, question: str, **extra) -> httpx.Response:
 def wait_for_version(url: str, version: str, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if httpx.get(f"{url}/healthz", timeout=5).json()["model_version"] == version:
-            return
+        try:  # the server may be busy loading the new model or generating
+            if httpx.get(f"{url}/healthz", timeout=30).json()["model_version"] == version:
+                return
+        except httpx.TransportError:
+            pass
         time.sleep(0.2)
     pytest.fail(f"the server did not switch to {version}: {httpx.get(f'{url}/healthz').json()}")
 
@@ -107,7 +110,7 @@ def test_citations_resolve_only_against_what_the_caller_retrieved():
 
 def test_ask_feedback_and_health(served):
     url, settings, _ = served
-    health = httpx.get(f"{url}/healthz").json()
+    health = httpx.get(f"{url}/healthz", timeout=30).json()
     assert health["status"] == "ok" and health["model_version"] == "base" and health["index_version"] != "none"
     assert health["queue"] == {"admitted": 0, "limit": 2, "workers": 1}
 
@@ -120,9 +123,9 @@ def test_ask_feedback_and_health(served):
     for citation in body["citations"]:
         assert set(citation) == {"doc_id", "chunk_id", "title", "quote"} and citation["quote"]
 
-    feedback = httpx.post(f"{url}/v1/feedback", json={"id": body["id"], "rating": "down", "correction": "Use pipeline('image-classification')."})
+    feedback = httpx.post(f"{url}/v1/feedback", json={"id": body["id"], "rating": "down", "correction": "Use pipeline('image-classification')."}, timeout=30)
     assert feedback.status_code == 200 and feedback.json()["ok"]
-    assert httpx.post(f"{url}/v1/feedback", json={"id": "no-such-id", "rating": "up"}).status_code == 404
+    assert httpx.post(f"{url}/v1/feedback", json={"id": "no-such-id", "rating": "up"}, timeout=30).status_code == 404
 
     record = next(r for r in InteractionLog(settings.interactions_db).records() if r["id"] == body["id"])
     assert record["user"] == "ana" and record["answer"] == body["answer"] and record["model_version"] == "base"
@@ -149,9 +152,9 @@ def test_bad_ask_requests_get_clear_errors(served, payload, status, mentions):
 
 def test_malformed_oversized_and_bad_feedback_bodies(served):
     url, _, _ = served
-    broken = httpx.post(f"{url}/v1/ask", content=b'{"question": ', headers={"content-type": "application/json"})
+    broken = httpx.post(f"{url}/v1/ask", content=b'{"question": ', headers={"content-type": "application/json"}, timeout=30)
     assert broken.status_code == 400 and broken.json()["error"] == "malformed JSON body"
-    huge = httpx.post(f"{url}/v1/ask", content=json.dumps({"question": "x" * 5000}).encode(), headers={"content-type": "application/json"})
+    huge = httpx.post(f"{url}/v1/ask", content=json.dumps({"question": "x" * 5000}).encode(), headers={"content-type": "application/json"}, timeout=30)
     assert huge.status_code == 413 and "2048 bytes" in huge.json()["error"]
 
     def chunked():
@@ -159,11 +162,11 @@ def test_malformed_oversized_and_bad_feedback_bodies(served):
             yield b" " * 512
         yield b'{"question": "ok?"}'
 
-    streamed = httpx.post(f"{url}/v1/ask", content=chunked(), headers={"content-type": "application/json"})
+    streamed = httpx.post(f"{url}/v1/ask", content=chunked(), headers={"content-type": "application/json"}, timeout=30)
     assert streamed.status_code == 413
-    bad_rating = httpx.post(f"{url}/v1/feedback", json={"id": "x", "rating": "meh"})
+    bad_rating = httpx.post(f"{url}/v1/feedback", json={"id": "x", "rating": "meh"}, timeout=30)
     assert bad_rating.status_code == 422 and "rating" in bad_rating.text
-    assert httpx.post(f"{url}/v1/feedback", json={"rating": "up"}).status_code == 422
+    assert httpx.post(f"{url}/v1/feedback", json={"rating": "up"}, timeout=30).status_code == 422
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(served):
@@ -228,7 +231,7 @@ def test_promotion_and_rollback_switch_the_model_without_dropping_requests(serve
     registry.rollback(uri, name, reason="bad answers")
     wait_for_version(url, v1)
     assert ask(url, "Which model transcribes speech?").json()["model_version"] == v1
-    assert httpx.get(f"{url}/healthz").json()["reload_error"] is None
+    assert httpx.get(f"{url}/healthz", timeout=30).json()["reload_error"] is None
 
 
 def test_answers_marked_up_reach_the_next_curation_run(served):
@@ -238,8 +241,8 @@ def test_answers_marked_up_reach_the_next_curation_run(served):
     questions = ["Which model should I use to caption an image?", "How do I fill in a masked word in a sentence?"]
     ids = [ask(url, q, user="loop").json()["id"] for q in questions]
     corrected = "Use pipeline('image-to-text', model='nlpconnect/vit-gpt2-image-captioning')."
-    assert httpx.post(f"{url}/v1/feedback", json={"id": ids[0], "rating": "up", "correction": corrected}).status_code == 200
-    assert httpx.post(f"{url}/v1/feedback", json={"id": ids[1], "rating": "up"}).status_code == 200
+    assert httpx.post(f"{url}/v1/feedback", json={"id": ids[0], "rating": "up", "correction": corrected}, timeout=30).status_code == 200
+    assert httpx.post(f"{url}/v1/feedback", json={"id": ids[1], "rating": "up"}, timeout=30).status_code == 200
 
     outcome = run_job(settings, "interaction_curation")
     assert outcome.success, outcome.error
