@@ -80,11 +80,14 @@ def training_pod_spec(settings: Settings) -> dict:
 
 def launch_training(client: dg.PipesClient, context: dg.AssetExecutionContext, python_args: list[str],
                     env: dict[str, str], settings: Settings) -> dg.PipesClientCompletedInvocation:
-    """Run `python *python_args` through Dagster Pipes, locally or in a pod, and wait for it."""
-    if settings.training_launcher == "k8s":
-        command = ["python", *python_args]  # the image's interpreter
-        if not settings.training_image:
-            raise ValueError("RAGTUNE_TRAINING_LAUNCHER=k8s needs RAGTUNE_TRAINING_IMAGE (the image with ragtune installed)")
-        return client.run(context=context, image=settings.training_image, command=command, env=env,
-                          namespace=settings.k8s_namespace, base_pod_spec=training_pod_spec(settings))
-    return client.run(context=context, command=[sys.executable, *python_args], env=env)
+    """Run `python *python_args` through Dagster Pipes, locally or in a pod, and wait for it.
+
+    Which one follows the client the Definitions were built with (`training_client`), so the two never disagree.
+    """
+    if isinstance(client, dg.PipesSubprocessClient):
+        return client.run(context=context, command=[sys.executable, *python_args], env=env)
+    if not settings.training_image:
+        raise ValueError("RAGTUNE_TRAINING_LAUNCHER=k8s needs RAGTUNE_TRAINING_IMAGE (the image with ragtune installed)")
+    command = ["python", *python_args]  # the image's interpreter
+    return client.run(context=context, image=settings.training_image, command=command, env=env,
+                      namespace=settings.k8s_namespace, base_pod_spec=training_pod_spec(settings))

@@ -145,13 +145,13 @@ def refresh_index(
     **kwargs,
 ) -> IndexReport:
     started = time.perf_counter()
-    if not load.documents and store.count() and not allow_empty:
-        raise EmptySourceError(
-            f"the source produced no documents but the index holds {store.count()} chunks; "
-            "refusing to delete them (fix the source, or allow an empty source explicitly)"
-        )
     with store.writing():
         waited = time.perf_counter() - started
+        if not load.documents and store.count() and not allow_empty:
+            raise EmptySourceError(
+                f"the source produced no documents but the index holds {store.count()} chunks; "
+                "refusing to delete them (fix the source, or allow an empty source explicitly)"
+            )
         plan = plan_sync(chunks, store.chunk_ids_by_doc(), protected_docs(load, store.sources_by_doc()))
         report = apply_sync(plan, store, embedder, **kwargs)
     report.lock_wait_s = round(waited, 3)

@@ -47,19 +47,18 @@ def get_instance(settings: Settings):
     both try to create the same tables, or both allocate the slot of the index
     writer pool (leaving it two slots wide).
     """
-    import fcntl
-
     from dagster import DagsterInstance
 
+    from ragtune.locks import exclusive_lock
+
     home = prepare_dagster_home(settings)
-    with open(home / ".instance.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(home / ".instance.lock"):
         instance = DagsterInstance.get()
         instance.get_runs(limit=1)
-        instance.event_log_storage.get_concurrency_keys()
         instance.all_instigator_state()
         storage = instance.event_log_storage
-        if storage.supports_global_concurrency_limits and INDEX_WRITER_POOL not in storage.get_concurrency_keys():
+        pools = storage.get_concurrency_keys()
+        if storage.supports_global_concurrency_limits and INDEX_WRITER_POOL not in pools:
             storage.initialize_concurrency_limit_to_default(INDEX_WRITER_POOL)
     return instance
 

@@ -246,14 +246,3 @@ def download_adapter(tracking_uri: str, name: str, version: str, destination: Pa
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return target
-    client(tracking_uri)
-    partial = destination / f".{version}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(partial)))
-    found = next((p.parent for p in local.rglob("adapter_config.json")), None)
-    if found is None:
-        raise RegistryError(f"models:/{name}/{version} holds no adapter_config.json")
-    found.rename(target)  # atomic: a crashed download never looks complete
-    shutil.rmtree(partial, ignore_errors=True)
-    return target

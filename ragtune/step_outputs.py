@@ -31,8 +31,8 @@ def folder_bytes(path: Path) -> int:
 def prune_step_outputs(base: Path, instance, keep_days: float, now: float | None = None) -> PruneReport:
     """Remove the folders of runs that ended more than `keep_days` ago.
 
-    A run still queued, starting or going is never touched, nor is a run whose re-execution
-    (a run with it as parent) is still going. A folder whose run id the instance does not
+    A run still queued, starting or going is never touched, nor is any run up the chain of parents
+    of such a run (a re-execution loads the steps it skips from whichever ancestor produced them). A folder whose run id the instance does not
     know (deleted from the run history) goes once the folder itself is older than `keep_days`.
     """
     from dagster import DagsterRunStatus, RunsFilter
@@ -44,7 +44,11 @@ def prune_step_outputs(base: Path, instance, keep_days: float, now: float | None
     active = instance.get_runs(filters=RunsFilter(statuses=[
         DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
         DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]))
-    needed = {r.run_id for r in active} | {r.parent_run_id for r in active if r.parent_run_id}
+    needed = set()
+    for run in active:  # a re-execution reads steps it skips from any run up its chain of parents
+        while run is not None and run.run_id not in needed:
+            needed.add(run.run_id)
+            run = instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
         run_id = folder.name
         if run_id in needed:

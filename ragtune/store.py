@@ -7,7 +7,6 @@ at any point and the next refresh converges.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 from contextlib import contextmanager
 from datetime import timedelta
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from ragtune.locks import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class ChunkStore:
         self.uri = str(uri)
         self.table_name = table_name
         self.dim = dim
-        if "://" not in self.uri:  # a folder; object storage (s3://, gs://, az://) needs no creating
+        self.local = "://" not in self.uri  # a folder; object storage (s3://, gs://, az://) needs no creating
+        if self.local:
             Path(self.uri).mkdir(parents=True, exist_ok=True)
         self.db = lancedb.connect(self.uri)
 
@@ -102,15 +104,11 @@ class ChunkStore:
         also takes a file lock. On object storage the pool is the only guard: run
         the PostgreSQL profile there (deploy/README.md).
         """
-        if "://" in self.uri:
+        if not self.local:
             yield
             return
-        with open(Path(self.uri) / WRITE_LOCK, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with exclusive_lock(Path(self.uri) / WRITE_LOCK):
+            yield
 
     def upsert(self, rows: list[dict], vectors: np.ndarray) -> int:
         if not rows:

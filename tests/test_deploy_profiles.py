@@ -194,7 +194,8 @@ def test_k8s_manifests_parse_strictly_and_agree(monkeypatch):
         volumes = manifest("Deployment", deployment)["spec"]["template"]["spec"]["volumes"]
         assert instance["instance_config_map"] in {v.get("configMap", {}).get("name") for v in volumes}
     # The ConfigMap is a valid ragtune configuration.
-    monkeypatch.setattr(os, "environ", {**os.environ, **env})
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     s = load_settings()
     assert (s.index_uri, s.training_launcher, s.tracking_uri) == ("s3://ragtune/lancedb", "k8s", "http://mlflow:5000")
     assert s.artifact_root is None  # artifacts go through the tracking server
@@ -283,7 +284,11 @@ def test_steps_in_their_own_processes_hand_values_over_through_files_then_pruned
     assert ChunkStore(s.lancedb_uri).count() > 40
 
     # step_outputs_pruner: the folder stays for re-execution while young, goes once old; so does an orphan
-    going = instance.add_run(DagsterRun(job_name="index_refresh", status=DagsterRunStatus.STARTED))
+    # a re-execution of a re-execution of the run, still going: it may load skipped steps from the run itself
+    middle = instance.add_run(DagsterRun(job_name="index_refresh", status=DagsterRunStatus.FAILURE,
+                                         parent_run_id=run.run_id, root_run_id=run.run_id))
+    going = instance.add_run(DagsterRun(job_name="index_refresh", status=DagsterRunStatus.STARTED,
+                                        parent_run_id=middle.run_id, root_run_id=run.run_id))
     for name in ("run-deleted-from-history", going.run_id):
         (s.step_outputs_dir / name).mkdir()
         (s.step_outputs_dir / name / "value").write_bytes(b"x" * 1000)
@@ -294,8 +299,11 @@ def test_steps_in_their_own_processes_hand_values_over_through_files_then_pruned
     assert (s.step_outputs_dir / run.run_id).is_dir() and (s.step_outputs_dir / going.run_id).is_dir()
     ended = instance.get_run_record_by_id(run.run_id).end_time
     assert prune_step_outputs(s.step_outputs_dir, instance, keep_days=7, now=ended + 6 * DAY).removed == []
-    aged = prune_step_outputs(s.step_outputs_dir, instance, keep_days=7, now=ended + 8 * DAY)
-    assert aged.removed == [run.run_id] and aged.bytes_freed > 0 and not (s.step_outputs_dir / run.run_id).exists()
+    assert prune_step_outputs(s.step_outputs_dir, instance, keep_days=7, now=ended + 8 * DAY).removed == []
+    instance.report_run_failed(instance.get_run_by_id(going.run_id))  # the chain's last run ends
+    aged = prune_step_outputs(s.step_outputs_dir, instance, keep_days=7, now=time.time() + 8 * DAY)
+    assert sorted(aged.removed) == sorted([run.run_id, going.run_id]) and aged.bytes_freed > 2000
+    assert not any(s.step_outputs_dir.iterdir())
 
 
 # -- object storage and a tracking server ---------------------------------------------------------

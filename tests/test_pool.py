@@ -21,13 +21,6 @@ from ragtune.store import ChunkStore
 pytestmark = pytest.mark.integration
 
 
-def step_window(instance, run_id, step_key="chunk_index"):
-    records = instance.all_logs(run_id)
-    start = next(r.timestamp for r in records if r.dagster_event and r.dagster_event.event_type == dg.DagsterEventType.STEP_START and r.step_key == step_key)
-    end = next(r.timestamp for r in records if r.dagster_event and r.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS and r.step_key == step_key)
-    return start, end
-
-
 def test_concurrent_refreshes_write_the_index_one_after_the_other(home, corpus, embedder):
     env = {**os.environ, "RAGTUNE_HOME": str(home), "RAGTUNE_WRITE_BATCH": "8"}
     cmd = [sys.executable, "-m", "ragtune.cli", "refresh", "--source", str(corpus), "--json"]

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 import yaml
 
 from conftest import doc_records, free_port
+from ragtune.locks import exclusive_lock
 from ragtune.settings import REPO_ROOT, load_settings
 
 pytestmark = pytest.mark.integration
@@ -30,10 +31,7 @@ DATABASES = ("dagster", "mlflow", "interactions")
 
 
 def postgres_bin() -> Path:
-    import fcntl
-
-    with open("/tmp/ragtune-test-apt.lock", "w") as lock:  # both pytest workers may get here at once
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(Path("/tmp/ragtune-test-apt.lock")):  # both pytest workers may get here at once
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not found:
             wait = ["-o", "DPkg::Lock::Timeout=600"]  # and for any other apt-get on the machine
@@ -42,6 +40,15 @@ def postgres_bin() -> Path:
                            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
             found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(found[-1]).parent
+
+
+def step_window(instance, run_id, step_key="chunk_index"):
+    import dagster as dg
+
+    records = instance.all_logs(run_id)
+    start = next(r.timestamp for r in records if r.dagster_event and r.dagster_event.event_type == dg.DagsterEventType.STEP_START and r.step_key == step_key)
+    end = next(r.timestamp for r in records if r.dagster_event and r.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS and r.step_key == step_key)
+    return start, end
 
 
 def as_server_user(cmd: list[str]) -> list[str]:
@@ -133,7 +140,6 @@ def test_two_refreshes_at_once_are_serialised_by_the_pool(on_postgres, corpus, p
 
     from ragtune.orchestration import get_instance
     from ragtune.store import ChunkStore
-    from test_pool import step_window
 
     s = load_settings()
     get_instance(s)  # schemas first, then two processes at once

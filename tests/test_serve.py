@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from conftest import DEMO, free_port, make_adapter, register_versions
+from conftest import DEMO, free_port, make_adapter, register_versions, wait_for_http
 from ragtune import registry
 from ragtune.answerer import resolve_citations
 from ragtune.chunker import chunk_document
@@ -40,6 +40,7 @@ The payroll export key is {SECRET}. Finance staff export the monthly salary file
 system with this key, then upload the salary export to the bank portal before the 25th.
 """
 OUTSIDER_QUESTIONS = ["What is the payroll export key?", "Which code do I need to export the monthly salary file to the bank?"]
+TIMEOUT = 30  # seconds a client waits for a quick endpoint on a loaded machine
 LIMITS = {"RAGTUNE_SERVE_WORKERS": "1", "RAGTUNE_SERVE_QUEUE": "1", "RAGTUNE_SERVE_MAX_NEW_TOKENS": "16",
           "RAGTUNE_SERVE_MAX_QUESTION_CHARS": "300", "RAGTUNE_SERVE_MAX_BODY_BYTES": "2048", "RAGTUNE_SERVE_RELOAD_SECONDS": "0.5"}
 
@@ -66,19 +67,12 @@ def served(tmp_path_factory, embedder, base_model):
     process = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)], env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{(root / 'server.log').read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).json()["status"] == "ok":
-                break
-        except httpx.HTTPError:
-            pass
-        if time.time() > deadline:
-            process.kill()
-            pytest.fail(f"the server did not come up:\n{(root / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.5)
+    try:
+        wait_for_http(f"{url}/healthz", process)
+    except (RuntimeError, TimeoutError) as e:
+        process.kill()
+        pytest.fail(f"the server did not come up ({e}):\n{(root / 'server.log').read_text()[-3000:]}")
+    assert httpx.get(f"{url}/healthz", timeout=TIMEOUT).json()["status"] == "ok"
     yield url, settings, versions
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
@@ -93,7 +87,7 @@ def wait_for_version(url: str, version: str, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:  # the server may be busy loading the new model or generating
-            if httpx.get(f"{url}/healthz", timeout=30).json()["model_version"] == version:
+            if httpx.get(f"{url}/healthz", timeout=TIMEOUT).json()["model_version"] == version:
                 return
         except httpx.TransportError:
             pass
@@ -110,7 +104,7 @@ def test_citations_resolve_only_against_what_the_caller_retrieved():
 
 def test_ask_feedback_and_health(served):
     url, settings, _ = served
-    health = httpx.get(f"{url}/healthz", timeout=30).json()
+    health = httpx.get(f"{url}/healthz", timeout=TIMEOUT).json()
     assert health["status"] == "ok" and health["model_version"] == "base" and health["index_version"] != "none"
     assert health["queue"] == {"admitted": 0, "limit": 2, "workers": 1}
 
@@ -123,9 +117,9 @@ def test_ask_feedback_and_health(served):
     for citation in body["citations"]:
         assert set(citation) == {"doc_id", "chunk_id", "title", "quote"} and citation["quote"]
 
-    feedback = httpx.post(f"{url}/v1/feedback", json={"id": body["id"], "rating": "down", "correction": "Use pipeline('image-classification')."}, timeout=30)
+    feedback = httpx.post(f"{url}/v1/feedback", json={"id": body["id"], "rating": "down", "correction": "Use pipeline('image-classification')."}, timeout=TIMEOUT)
     assert feedback.status_code == 200 and feedback.json()["ok"]
-    assert httpx.post(f"{url}/v1/feedback", json={"id": "no-such-id", "rating": "up"}, timeout=30).status_code == 404
+    assert httpx.post(f"{url}/v1/feedback", json={"id": "no-such-id", "rating": "up"}, timeout=TIMEOUT).status_code == 404
 
     record = next(r for r in InteractionLog(settings.interactions_db).records() if r["id"] == body["id"])
     assert record["user"] == "ana" and record["answer"] == body["answer"] and record["model_version"] == "base"
@@ -145,16 +139,16 @@ def test_ask_feedback_and_health(served):
 ])
 def test_bad_ask_requests_get_clear_errors(served, payload, status, mentions):
     url, _, _ = served
-    response = httpx.post(f"{url}/v1/ask", json=payload, timeout=30)
+    response = httpx.post(f"{url}/v1/ask", json=payload, timeout=TIMEOUT)
     assert response.status_code == status
     assert mentions in json.dumps(response.json())
 
 
 def test_malformed_oversized_and_bad_feedback_bodies(served):
     url, _, _ = served
-    broken = httpx.post(f"{url}/v1/ask", content=b'{"question": ', headers={"content-type": "application/json"}, timeout=30)
+    broken = httpx.post(f"{url}/v1/ask", content=b'{"question": ', headers={"content-type": "application/json"}, timeout=TIMEOUT)
     assert broken.status_code == 400 and broken.json()["error"] == "malformed JSON body"
-    huge = httpx.post(f"{url}/v1/ask", content=json.dumps({"question": "x" * 5000}).encode(), headers={"content-type": "application/json"}, timeout=30)
+    huge = httpx.post(f"{url}/v1/ask", content=json.dumps({"question": "x" * 5000}).encode(), headers={"content-type": "application/json"}, timeout=TIMEOUT)
     assert huge.status_code == 413 and "2048 bytes" in huge.json()["error"]
 
     def chunked():
@@ -162,11 +156,11 @@ def test_malformed_oversized_and_bad_feedback_bodies(served):
             yield b" " * 512
         yield b'{"question": "ok?"}'
 
-    streamed = httpx.post(f"{url}/v1/ask", content=chunked(), headers={"content-type": "application/json"}, timeout=30)
+    streamed = httpx.post(f"{url}/v1/ask", content=chunked(), headers={"content-type": "application/json"}, timeout=TIMEOUT)
     assert streamed.status_code == 413
-    bad_rating = httpx.post(f"{url}/v1/feedback", json={"id": "x", "rating": "meh"}, timeout=30)
+    bad_rating = httpx.post(f"{url}/v1/feedback", json={"id": "x", "rating": "meh"}, timeout=TIMEOUT)
     assert bad_rating.status_code == 422 and "rating" in bad_rating.text
-    assert httpx.post(f"{url}/v1/feedback", json={"rating": "up"}, timeout=30).status_code == 422
+    assert httpx.post(f"{url}/v1/feedback", json={"rating": "up"}, timeout=TIMEOUT).status_code == 422
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(served):
@@ -231,7 +225,7 @@ def test_promotion_and_rollback_switch_the_model_without_dropping_requests(serve
     registry.rollback(uri, name, reason="bad answers")
     wait_for_version(url, v1)
     assert ask(url, "Which model transcribes speech?").json()["model_version"] == v1
-    assert httpx.get(f"{url}/healthz", timeout=30).json()["reload_error"] is None
+    assert httpx.get(f"{url}/healthz", timeout=TIMEOUT).json()["reload_error"] is None
 
 
 def test_answers_marked_up_reach_the_next_curation_run(served):
@@ -241,8 +235,8 @@ def test_answers_marked_up_reach_the_next_curation_run(served):
     questions = ["Which model should I use to caption an image?", "How do I fill in a masked word in a sentence?"]
     ids = [ask(url, q, user="loop").json()["id"] for q in questions]
     corrected = "Use pipeline('image-to-text', model='nlpconnect/vit-gpt2-image-captioning')."
-    assert httpx.post(f"{url}/v1/feedback", json={"id": ids[0], "rating": "up", "correction": corrected}, timeout=30).status_code == 200
-    assert httpx.post(f"{url}/v1/feedback", json={"id": ids[1], "rating": "up"}, timeout=30).status_code == 200
+    assert httpx.post(f"{url}/v1/feedback", json={"id": ids[0], "rating": "up", "correction": corrected}, timeout=TIMEOUT).status_code == 200
+    assert httpx.post(f"{url}/v1/feedback", json={"id": ids[1], "rating": "up"}, timeout=TIMEOUT).status_code == 200
 
     outcome = run_job(settings, "interaction_curation")
     assert outcome.success, outcome.error

@@ -8,11 +8,12 @@ checkpoint in a second instead of converting each time. Nothing is downloaded.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import logging
 import shutil
 from pathlib import Path
+
+from ragtune.locks import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,7 @@ def resolve_base_model(name: str, models_dir: Path) -> str:
     if (target / "config.json").is_file():
         return str(target)
     models_dir.mkdir(parents=True, exist_ok=True)
-    with open(models_dir / ".convert.lock", "w") as lock:  # one converter at a time
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(models_dir / ".convert.lock"):  # one converter at a time
         if not (target / "config.json").is_file():
             convert_gguf(bundled_gguf(), target)
     return str(target)
