@@ -42,7 +42,7 @@ class LoraAdapterConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, deps=[chunk_index], description="RAFT examples: oracle chunks plus the retriever's hard negatives, rendered with the chat template.")
-def raft_dataset(curated_interactions: list[dict], config: RaftDatasetConfig, lancedb: LanceDBResource,
+def raft_dataset(curated_interactions: list[dict], evaluation_set: dict, config: RaftDatasetConfig, lancedb: LanceDBResource,
                  embedder: EmbedderResource, interaction_log: InteractionLogResource) -> dg.Output[dict]:
     from transformers import AutoTokenizer
 
@@ -55,16 +55,17 @@ def raft_dataset(curated_interactions: list[dict], config: RaftDatasetConfig, la
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(s.base_model, s.models_dir))
     raft = RaftConfig(**config.model_dump(exclude={"include_restricted"}))
     forgotten = interaction_log.get().forgotten()  # erased after curation read the log: never train on them
-    records = [r for r in curated_interactions if r["user"] not in forgotten]
+    held_out = set(evaluation_set["held_out_ids"])  # the gate's questions are never trained on
+    records = [r for r in curated_interactions if r["user"] not in forgotten and r["id"] not in held_out]
     built = build_dataset(records, store, Retriever(store, model, s.rrf_k), tokenizer, raft,
                           s.datasets_dir, config.include_restricted)
-    value = {**built.as_dict(), "curated_records": len(curated_interactions), "distractors": raft.distractors,
+    value = {**built.as_dict(), "curated_records": len(records), "held_out": len(held_out), "distractors": raft.distractors,
              "oracle_probability": raft.oracle_probability}
     return dg.Output(value, metadata={
         "dataset_hash": built.digest, "train": built.train, "validation": built.validation,
         "oracle_share": built.oracle_share, "oracle_probability": raft.oracle_probability, "distractors": raft.distractors,
         "index_version": built.index_version, "skipped": dg.MetadataValue.json(built.skipped), "folder": str(built.folder),
-        "trimmed_to_budget": built.trimmed,
+        "trimmed_to_budget": built.trimmed, "held_out_for_evaluation": len(held_out),
     })
 
 
@@ -76,7 +77,7 @@ def lora_adapter(context: dg.AssetExecutionContext, raft_dataset: dict, config: 
     sft = SftConfig.from_yaml(config.training_config, max_steps=config.max_steps, max_minutes=config.max_minutes)
     sft.train_file = f"{raft_dataset['folder']}/train.jsonl"
     sft.validation_file = f"{raft_dataset['folder']}/validation.jsonl"
-    sft.output_dir, sft.base_model, sft.models_dir = str(run_dir), s.base_model, str(s.models_dir)
+    sft.output_dir, sft.base_model, sft.models_dir, sft.dtype = str(run_dir), s.base_model, str(s.models_dir), s.dtype
     sft.experiment, sft.tracking_uri = EXPERIMENT, mlflow.uri()
     sft.artifact_location = "" if is_tracking_server(sft.tracking_uri) else str(s.mlflow_artifacts)
     sft.registered_model, sft.run_name = mlflow.model_name(), f"lora-{raft_dataset['digest']}"

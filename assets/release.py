@@ -13,19 +13,29 @@ from pydantic import Field
 
 from evaluation.gate import DEFAULT_GATE, GatePolicy
 from evaluation.harness import HarnessConfig
-from pipelines.resources import MLflowResource
+from assets.knowledge import chunk_index
+from evaluation.eval_set import too_few_message
+from pipelines.resources import LanceDBResource, MLflowResource
 from ragtune import registry
-from ragtune.evaluate import LABELS, evaluate, table_rows, tqdm_progress
+from ragtune.evaluate import LABELS, build_evaluation_set, evaluate, indexed_doc_ids, table_rows, tqdm_progress
+from ragtune.store import ChunkStore
 from ragtune.release import judge, record_evaluation, release_challenger
 
 GROUP = "release"
 DEFAULT_HARNESS = HarnessConfig()
+DEFAULT_PROBED = 60  # probes per kind: the gate wants at least 50 judged abstentions and counterfactuals
+
+
+class EvaluationSetConfig(dg.Config):
+    eval_set: str = Field("", description="Evaluation set (.jsonl, DESIGN.md format); empty = RAGTUNE_EVAL_SET, and when "
+                          "that is empty too, a held-out share of the curated interactions (never trained on).")
+    holdout: Optional[float] = Field(None, description="Share of curated interactions held out; None = RAGTUNE_EVAL_HOLDOUT.")
+    min_items: Optional[int] = Field(None, description="Fewest usable items to go on with training; None = RAGTUNE_EVAL_MIN_ITEMS.")
 
 
 class EvaluationConfig(dg.Config):
-    eval_set: str = Field("", description="Evaluation set (.jsonl, DESIGN.md format); empty = RAGTUNE_EVAL_SET.")
-    limit: Optional[int] = Field(12, description="Items answered per candidate (None: the whole set).")
-    probe_limit: Optional[int] = Field(6, description="Of those, items also probed for abstention and adherence.")
+    limit: Optional[int] = Field(None, description="Items answered per candidate (None: the whole evaluation set).")
+    probe_limit: Optional[int] = Field(DEFAULT_PROBED, description="Of those, items also probed for abstention and adherence.")
     k: int = Field(DEFAULT_HARNESS.k, description="Documents in the context, as served.")
     max_new_tokens: int = Field(DEFAULT_HARNESS.max_new_tokens, description="Generation budget per answer.")
 
@@ -40,23 +50,53 @@ def metrics_table(metrics: dict) -> dg.MetadataValue:
     return dg.MetadataValue.table(records=[dg.TableRecord(data=row) for row in rows], schema=dg.TableSchema(columns=columns))
 
 
+def comparison_table(comparison: dict) -> dg.MetadataValue:
+    """The paired comparison the gate decides on: one row per metric, the difference with its 95% interval."""
+    fields = ("incumbent", "challenger", "diff", "low", "high")
+    columns = [dg.TableColumn("metric", "string"), *(dg.TableColumn(f, "float") for f in fields), dg.TableColumn("n", "int")]
+    records = [dg.TableRecord(data={"metric": metric, **{f: m[f] for f in (*fields, "n")}}) for metric, m in comparison["metrics"].items()]
+    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
+
+
+@dg.asset(group_name=GROUP, deps=[chunk_index], description="The questions a challenger is judged on: a held-out share "
+          "of the curated interactions (or RAGTUNE_EVAL_SET), only those whose gold documents are in the live index.")
+def evaluation_set(curated_interactions: list[dict], config: EvaluationSetConfig, lancedb: LanceDBResource) -> dg.Output[dict]:
+    s = lancedb.settings()
+    chosen = build_evaluation_set(curated_interactions, config.eval_set or s.eval_set, indexed_doc_ids(ChunkStore(s.lancedb_uri, s.table_name)),
+                                  config.holdout or s.eval_holdout)
+    needed = config.min_items or s.eval_min_items
+    if len(chosen["items"]) < needed:
+        raise dg.Failure(description=too_few_message(len(chosen["items"]), needed, len(chosen["held_out_ids"]),
+                                                     len(chosen["skipped"]), bool(chosen["source"] != "held-out")),
+                         metadata={"skipped": dg.MetadataValue.json(chosen["skipped"][:50])})
+    return dg.Output(chosen, metadata={
+        "source": chosen["source"], "items": len(chosen["items"]),
+        "answerable": sum(i["answerable"] for i in chosen["items"]), "held_out_from_training": len(chosen["held_out_ids"]),
+        "skipped": len(chosen["skipped"]), "skipped_reasons": dg.MetadataValue.json(chosen["skipped"][:50]),
+        "digest": chosen["digest"],
+    })
+
+
 @dg.asset(group_name=GROUP, description="The new adapter (alias `challenger`) against the champion or the base model, "
           "with and without retrieval; metrics to MLflow and a per-item artifact.")
-def adapter_evaluation(context: dg.AssetExecutionContext, lora_adapter: dict, config: EvaluationConfig,
+def adapter_evaluation(context: dg.AssetExecutionContext, lora_adapter: dict, evaluation_set: dict, config: EvaluationConfig,
                        mlflow: MLflowResource) -> dg.Output[dict]:
     s = mlflow.settings()
     version = lora_adapter["model_version"]
     if not version:
         raise RuntimeError("lora_adapter registered no model version; nothing to evaluate")
     registry.set_challenger(mlflow.uri(), mlflow.model_name(), version, context.run_id)
-    harness = HarnessConfig(k=config.k, limit=config.limit, probe_limit=config.probe_limit, max_new_tokens=config.max_new_tokens)
-    evaluation = evaluate(s, config.eval_set or s.eval_set, harness, challenger=version, progress=tqdm_progress())
+    harness = HarnessConfig(k=config.k, limit=config.limit, probe_limit=config.probe_limit, max_new_tokens=config.max_new_tokens,
+                            dtype=s.dtype, batch_size=s.generate_batch_size, constrained=s.constrained_decoding)
+    evaluation = evaluate(s, evaluation_set["items"], harness, challenger=version, progress=tqdm_progress(),
+                          skipped=evaluation_set["skipped"])
     summary = record_evaluation(mlflow.uri(), mlflow.model_name(), lora_adapter["run_id"], evaluation)
     mine = evaluation.report.metrics["challenger_rag"]
     return dg.Output(summary, metadata={
         "model_version": version, "champion": evaluation.champion or "none (base model)",
         "judged_against": LABELS[evaluation.incumbent], "items": evaluation.report.items,
         "index_version": evaluation.index_version, "metrics": metrics_table(evaluation.report.metrics),
+        **({"comparison": comparison_table(evaluation.comparison)} if evaluation.comparison else {}),
         **{f"retrieval_{k.replace('@', '_at_')}": float(v) for k, v in evaluation.report.retrieval.items()},
         **{f"challenger_{m}": float(v) for m, v in mine.items()},
         "skipped_eval_lines": dg.MetadataValue.json(evaluation.report.skipped),
@@ -64,14 +104,15 @@ def adapter_evaluation(context: dg.AssetExecutionContext, lora_adapter: dict, co
 
 
 @dg.asset_check(asset=adapter_evaluation, blocking=True, description="The release gate (evaluation/gate.yaml): "
-                "beat the incumbent on the primary metric, stay above the guards, regress on none.")
+                "shown better than the incumbent on the primary metric (95% interval, paired), shown worse on no guard, "
+                "on enough items to tell.")
 def release_gate(context: dg.AssetCheckExecutionContext, adapter_evaluation: dict, config: GateConfig,
                  mlflow: MLflowResource) -> dg.AssetCheckResult:
     verdict = judge(mlflow.uri(), mlflow.model_name(), adapter_evaluation, GatePolicy.from_yaml(config.policy), context.run.run_id)
     return dg.AssetCheckResult(passed=verdict.passed, description="\n".join(verdict.reasons), metadata={
         "model_version": adapter_evaluation["challenger"], "verdict": "passed" if verdict.passed else "rejected",
-        "reasons": dg.MetadataValue.json(verdict.reasons), "primary_metric": verdict.primary_metric,
-        "challenger": verdict.challenger, "incumbent": verdict.incumbent,
+        "outcome": verdict.outcome, "reasons": dg.MetadataValue.json(verdict.reasons), "primary_metric": verdict.primary_metric,
+        "challenger": verdict.challenger, "incumbent": verdict.incumbent, "interval": dg.MetadataValue.json(verdict.interval or []),
     })
 
 
@@ -87,5 +128,5 @@ def release(context: dg.AssetExecutionContext, config: GateConfig, mlflow: MLflo
                                         "resumed": bool(outcome.get("resumed"))})
 
 
-RELEASE_ASSETS = [adapter_evaluation, release]
+RELEASE_ASSETS = [evaluation_set, adapter_evaluation, release]
 RELEASE_CHECKS = [release_gate]

@@ -16,7 +16,7 @@ from common import import_corpus, timer, write_result
 
 from ragtune.chunker import chunk_document
 from ragtune.documents import load_documents
-from ragtune.embedder import load_embedder
+from ragtune.embedder import embedder_for
 from ragtune.indexing import embedding_text, refresh_index
 from ragtune.settings import load_settings
 from ragtune.store import ChunkStore
@@ -35,7 +35,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-refresh-"))
     corpus = import_corpus(work / "corpus")
     source = work / "corpus" / "docs"
-    embedder = load_embedder(settings.embedder_path(), settings.embed_batch_size)
+    embedder = embedder_for(settings)
     embedder.embed(["warm up"])
     store = ChunkStore(work / "lancedb", "chunks", embedder.dim)
 

@@ -18,7 +18,7 @@ from common import import_corpus, write_result
 
 from ragtune.chunker import chunk_document
 from ragtune.documents import load_documents
-from ragtune.embedder import load_embedder
+from ragtune.embedder import embedder_for
 from ragtune.indexing import refresh_index
 from ragtune.retriever import MODES, Retriever
 from ragtune.settings import load_settings
@@ -52,7 +52,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-search-"))
     import_corpus(work / "corpus")
     items = [json.loads(l) for l in (work / "corpus" / "eval.jsonl").read_text().splitlines()][: args.limit]
-    embedder = load_embedder(settings.embedder_path(), settings.embed_batch_size)
+    embedder = embedder_for(settings)
     store = ChunkStore(work / "lancedb", "chunks", embedder.dim)
     load = load_documents(work / "corpus" / "docs")
     chunks = [c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)]

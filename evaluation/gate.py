@@ -1,9 +1,27 @@
-"""The release gate: does a challenger adapter measurably beat what users get today?
+"""The release gate: is a challenger adapter shown to be better than what users get today?
 
-    verdict = decide(challenger, incumbent, GatePolicy.from_yaml("evaluation/gate.yaml"))
+    comparison = compare(report.rows, "challenger_rag", "champion_rag")  # at evaluation time, kept in the summary
+    verdict = decide(comparison, GatePolicy.from_yaml())                 # then, or later from the summary alone
+    verdict.outcome, verdict.passed, verdict.reasons
 
-`incumbent` holds the champion's metrics, or the base model's when there is no
-champion yet. Pure: metrics in, verdict with its reasons out.
+The incumbent is the champion, or the base model when there is no champion yet. `compare` pairs the
+two candidates' per-item rows by (item_id, kind) and gives each metric's means, mean difference and
+its 95% interval (evaluation/intervals.py); `decide` is pure and reads nothing else, so the release
+step re-judges the recorded summary and reaches the same verdict. The rules:
+
+- evidence: at least `min_items` answer items compared, and `min_probed` probes of each kind a guard
+  reads (unanswerable for abstention, counterfactual for adherence); fewer: not enough evidence.
+- primary: passes only when the interval's lower bound of the gain clears `min_improvement`
+  (strictly); shown worse when the whole interval is below 0.
+- each guard: worse when the whole interval shows a drop beyond `tolerance`; passes, listed as
+  uncertain, when the interval merely reaches past it (the primary rule carries the burden of proof).
+- each floor: the challenger's mean must reach it (only for metrics any candidate can reach).
+A metric that is not measured for both candidates fails its rule: unmeasured is not safe. For a
+lower-is-better metric (false abstention) the gain is the difference with its sign turned.
+
+outcome: `worse` when a rule shows harm (primary or a guard worse, a floor missed) on enough items;
+`not_enough_evidence` when too few items were compared or the primary is not shown better;
+`passed` when every rule holds.
 """
 
 from __future__ import annotations
@@ -13,16 +31,39 @@ from pathlib import Path
 
 import yaml
 
+from evaluation.harness import CONDITIONAL, item_metrics
+from evaluation.intervals import METHOD, paired_difference
+
 DEFAULT_GATE = Path(__file__).with_name("gate.yaml")
+COMPARED = ("identifier_match", "exact_match", "token_f1", "format_validity", "format_validity_unconstrained",
+            "citation_accuracy", "abstention", "adherence", "false_abstention",
+            *(f"{key}_gold_in_context" for key in CONDITIONAL))
+LOWER_IS_BETTER = {"false_abstention", "false_abstention_gold_in_context"}
+PROBE_KIND = {"abstention": "unanswerable", "adherence": "counterfactual"}  # other metrics: answer probes
+OUTCOMES = ("passed", "worse", "not_enough_evidence")
 
 
 @dataclass
 class GatePolicy:
-    primary_metric: str = "identifier_match"
-    min_improvement: float = 0.02  # the challenger must beat the incumbent's primary metric by this much
-    guards: dict[str, float] = field(default_factory=lambda: {
-        "format_validity": 0.9, "citation_accuracy": 0.5, "abstention": 0.5, "adherence": 0.5})
-    max_regression: float = 0.05  # no guarded metric may drop more than this below the incumbent's
+    primary_metric: str = "identifier_match_gold_in_context"
+    min_improvement: float = 0.02  # the gain's 95% lower bound must exceed this
+    tolerance: float = 0.05  # a guard fails when its whole interval is a loss larger than this
+    guards: list[str] = field(default_factory=lambda: ["format_validity", "citation_accuracy_gold_in_context",
+                                                       "abstention", "adherence", "false_abstention_gold_in_context"])
+    floors: dict[str, float] = field(default_factory=lambda: {"format_validity": 0.9})
+    min_items: int = 100  # answer items compared before the gate decides
+    min_probed: int = 50  # unanswerable / counterfactual probes compared, for the guards that read them
+
+    def __post_init__(self):
+        if not isinstance(self.guards, list) or not isinstance(self.floors, dict):
+            raise ValueError("guards must be a list of metric names and floors a mapping metric -> minimum")
+        unknown = sorted({self.primary_metric, *self.guards, *self.floors} - set(COMPARED))
+        if unknown:
+            raise ValueError(f"unknown metrics {', '.join(unknown)} (known: {', '.join(COMPARED)})")
+        if set(self.floors) & LOWER_IS_BETTER:
+            raise ValueError(f"a floor is a minimum: none on lower-is-better {', '.join(sorted(set(self.floors) & LOWER_IS_BETTER))}")
+        if min(self.tolerance, self.min_items, self.min_probed) < 0:
+            raise ValueError("tolerance, min_items and min_probed cannot be negative")
 
     @classmethod
     def from_yaml(cls, path: str | Path = DEFAULT_GATE) -> "GatePolicy":
@@ -36,39 +77,111 @@ class GatePolicy:
 @dataclass
 class Verdict:
     passed: bool
-    reasons: list[str]
+    reasons: list[str]  # one per rule, failures first, then uncertain, then ok
     primary_metric: str
-    challenger: float
+    challenger: float  # primary metric's mean over the paired items (0.0 when not measured)
     incumbent: float
+    outcome: str = "not_enough_evidence"  # one of OUTCOMES
+    interval: list[float] | None = None  # 95% interval of challenger - incumbent on the primary metric
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def decide(challenger: dict[str, float], incumbent: dict[str, float], policy: GatePolicy) -> Verdict:
-    """Pass only if every rule holds; the reasons list each rule's outcome, failures first.
+def compare(rows: list[dict], challenger: str, incumbent: str, metrics=COMPARED) -> dict:
+    """The evidence the gate decides on: per metric, both means, the difference, its interval and n, over the
+    items both candidates were scored on; and how many probes of each kind were paired."""
+    values: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        if row["candidate"] in (challenger, incumbent):
+            values.setdefault((row["candidate"], row["kind"]), {})[row["item_id"]] = item_metrics(row)
+    counts = {kind: len(set(values.get((challenger, kind), {})) & set(values.get((incumbent, kind), {})))
+              for kind in sorted({kind for _, kind in values})}
 
-    A metric the challenger was not measured on (no probe of its kind) fails its rule: unmeasured is not safe.
-    """
-    failures, passes = [], []
-    primary = policy.primary_metric
-    new, old = challenger.get(primary), incumbent.get(primary)
-    if new is None or old is None:
-        who = "challenger" if new is None else "incumbent"
-        failures.append(f"{primary}: not measured for the {who}")
-        new, old = new or 0.0, old or 0.0
+    def per_item(candidate: str, metric: str) -> dict:
+        return {(item, kind): m[metric] for (name, kind), items in values.items() if name == candidate
+                for item, m in items.items() if metric in m}
+
+    compared = {metric: paired_difference(per_item(challenger, metric), per_item(incumbent, metric)) for metric in metrics}
+    return {"challenger": challenger, "incumbent": incumbent, "method": METHOD, "counts": counts,
+            "metrics": {metric: d.as_dict() for metric, d in compared.items() if d is not None}}
+
+
+def gain(metric: str, m: dict) -> tuple[float, float]:
+    """The interval of the improvement: the difference, sign turned for a lower-is-better metric."""
+    return (-m["high"], -m["low"]) if metric in LOWER_IS_BETTER else (m["low"], m["high"])
+
+
+def unmeasured(metric: str) -> str:
+    where = ", with a gold document in the context" if metric.endswith("_gold_in_context") else ""
+    return f"{metric}: not measured (no {PROBE_KIND.get(metric, 'answer')} probe scored for both candidates{where})"
+
+
+def describe(metric: str, m: dict) -> str:
+    lower = " (lower is better)" if metric in LOWER_IS_BETTER else ""
+    return (f"{metric}{lower}: {m['challenger']:.3f} vs {m['incumbent']:.3f} (n={m['n']}), "
+            f"difference {m['diff']:+.3f} [95% {m['low']:+.3f}, {m['high']:+.3f}]")
+
+
+def primary_rule(metric: str, m: dict | None, policy: GatePolicy) -> tuple[str, str]:
+    if m is None:
+        return "not_enough_evidence", unmeasured(metric)
+    low, high = gain(metric, m)
+    if low > policy.min_improvement:
+        return "passed", f"{describe(metric, m)}: lower bound clears +{policy.min_improvement:.3f}"
+    if high < 0:
+        return "worse", f"{describe(metric, m)}: shown worse (the whole interval is a loss)"
+    return "not_enough_evidence", f"{describe(metric, m)}: not shown better by +{policy.min_improvement:.3f}"
+
+
+def guard_rule(metric: str, m: dict | None, policy: GatePolicy) -> tuple[str, str]:
+    if m is None:
+        return "not_enough_evidence", unmeasured(metric)
+    low, high = gain(metric, m)
+    if high < -policy.tolerance:
+        return "worse", f"{describe(metric, m)}: shown worse by more than {policy.tolerance:.3f}"
+    if low < -policy.tolerance:
+        return "uncertain", f"{describe(metric, m)}: worse by more than {policy.tolerance:.3f} not ruled out"
+    return "passed", f"{describe(metric, m)}: not worse by more than {policy.tolerance:.3f}"
+
+
+def floor_rule(metric: str, floor: float, m: dict | None) -> tuple[str, str]:
+    if m is None:
+        return "not_enough_evidence", f"{unmeasured(metric)} (floor {floor:.3f})"
+    ok = m["challenger"] >= floor
+    return ("passed" if ok else "worse"), f"{metric} floor: {m['challenger']:.3f} {'>=' if ok else 'under'} {floor:.3f}"
+
+
+def evidence_rule(counts: dict, policy: GatePolicy) -> tuple[str, str]:
+    needed = {"answer": policy.min_items}
+    for metric in [policy.primary_metric, *policy.guards]:
+        if metric in PROBE_KIND:
+            needed[PROBE_KIND[metric]] = policy.min_probed
+    have = ", ".join(f"{counts.get(kind, 0)} {kind} (needs {n})" for kind, n in needed.items())
+    if all(counts.get(kind, 0) >= n for kind, n in needed.items()):
+        return "passed", f"evidence: probes compared {have}"
+    return "not_enough_evidence", f"evidence: too few probes compared to decide: {have}"
+
+
+def decide(comparison: dict, policy: GatePolicy) -> Verdict:
+    """The verdict on a comparison (compare(), or the `comparison` of a recorded evaluation summary)."""
+    measured = comparison.get("metrics") or {}
+    primary = measured.get(policy.primary_metric)
+    rules = [primary_rule(policy.primary_metric, primary, policy), evidence_rule(comparison.get("counts") or {}, policy)]
+    rules += [guard_rule(metric, measured.get(metric), policy) for metric in policy.guards]
+    rules += [floor_rule(metric, floor, measured.get(metric)) for metric, floor in policy.floors.items()]
+    statuses = {status for status, _ in rules}
+    if rules[1][0] != "passed":  # too few items: intervals that small are not trusted either way
+        outcome = "not_enough_evidence"
+    elif "worse" in statuses:
+        outcome = "worse"
+    elif "not_enough_evidence" in statuses:
+        outcome = "not_enough_evidence"
     else:
-        line = f"{primary}: {new:.3f} vs {old:.3f} (needs +{policy.min_improvement:.3f})"
-        (passes if new >= old + policy.min_improvement else failures).append(line)
-    for name, floor in policy.guards.items():
-        if name not in challenger:
-            failures.append(f"{name}: not measured (no probe of its kind in the evaluation)")
-            continue
-        value = float(challenger[name])
-        (passes if value >= floor else failures).append(f"{name}: {value:.3f} (guard {floor:.3f})")
-        if name in incumbent:
-            drop = float(incumbent[name]) - value
-            if drop > policy.max_regression:
-                failures.append(f"{name} regressed by {drop:.3f} (tolerance {policy.max_regression:.3f})")
-    return Verdict(passed=not failures, reasons=[f"FAIL {r}" for r in failures] + [f"ok {r}" for r in passes],
-                   primary_metric=primary, challenger=float(new), incumbent=float(old))
+        outcome = "passed"
+    label = {"passed": "ok", "uncertain": "uncertain"}
+    order = {"uncertain": 1, "passed": 2}
+    reasons = [f"{label.get(status, 'FAIL')} {text}" for status, text in sorted(rules, key=lambda r: order.get(r[0], 0))]
+    return Verdict(passed=outcome == "passed", reasons=reasons, primary_metric=policy.primary_metric,
+                   challenger=primary["challenger"] if primary else 0.0, incumbent=primary["incumbent"] if primary else 0.0,
+                   outcome=outcome, interval=[primary["low"], primary["high"]] if primary else None)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ragtune.precision import resolve_dtype
 from evaluation.metrics import (abstained, adheres, citation_accuracy, distinctive_identifier, exact_match,
                                 identifier_match, percentile, reciprocal_rank, recall_at_k, token_f1)
 
@@ -44,6 +45,9 @@ class HarnessConfig:
     probe_limit: int | None = None  # of those, items also probed for abstention and adherence (None: all)
     max_new_tokens: int = 128
     depth: int = 10  # retrieved per question for recall@depth, MRR and the gold-free context
+    dtype: str = "auto"  # ragtune.precision: bfloat16 where the hardware has it
+    batch_size: int = 8  # prompts generated together (left-padded)
+    constrained: bool = True  # decode under the answer JSON schema (ragtune.constrained)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -191,6 +195,7 @@ def score(probe: Probe, generation, candidate: Candidate) -> dict:
         "question": probe.question, "retrieved": retrieved, "gold_doc_ids": probe.gold_doc_ids,
         "answer": generation.answer, "citations": generation.citations, "raw": generation.raw,
         "format_validity": float(generation.valid), "tokens": generation.tokens,
+        **({} if generation.unforced is None else {"format_validity_unconstrained": float(generation.unforced and generation.valid)}),
         "latency_ms": (probe.retrieval_ms if candidate.retrieval else 0.0) + generation.seconds * 1000,
     }
     if probe.kind == "answer":
@@ -212,12 +217,33 @@ def mean(rows: list[dict], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+CONDITIONAL = ("identifier_match", "citation_accuracy", "false_abstention")  # judged again where the gold was served
+
+
+def gold_in_context(row: dict) -> bool:
+    return bool(set(row.get("retrieved") or ()) & set(row.get("gold_doc_ids") or ()))
+
+
+def item_metrics(row: dict) -> dict:
+    """The row with the metrics derived from it. On an answer probe: `false_abstention` (it abstained),
+    `gold_in_context`, and, where a gold document was in the context, `<metric>_gold_in_context` for each
+    CONDITIONAL metric: retrieval caps the overall figures (no model cites a document it was not shown)."""
+    if row["kind"] != "answer":
+        return row
+    derived = {"false_abstention": row["abstained"]} if "abstained" in row else {}
+    derived["gold_in_context"] = float(gold_in_context(row))
+    if derived["gold_in_context"]:
+        derived.update({f"{key}_gold_in_context": value for key, value in {**row, **derived}.items() if key in CONDITIONAL})
+    return {**row, **derived}
+
+
 def summarise(rows: list[dict]) -> dict[str, float]:
     """Averages of one candidate's rows; a metric with no probe of its kind is left out."""
-    answers = [r for r in rows if r["kind"] == "answer"]
-    metrics = {key: mean(rows, key) for key in ("exact_match", "token_f1", "identifier_match", "citation_accuracy",
-                                                 "abstention", "adherence", "format_validity")}
-    metrics["false_abstention"] = mean(answers, "abstained")
+    scored = [item_metrics(r) for r in rows]
+    metrics = {key: mean(scored, key) for key in ("exact_match", "token_f1", "identifier_match", "citation_accuracy",
+                                                   "abstention", "adherence", "format_validity",
+                                                   "format_validity_unconstrained", "false_abstention", "gold_in_context",
+                                                   *(f"{key}_gold_in_context" for key in CONDITIONAL))}
     latencies = [r["latency_ms"] for r in rows]
     metrics.update(latency_p50_ms=percentile(latencies, 50), latency_p95_ms=percentile(latencies, 95),
                    tokens_mean=mean(rows, "tokens"), answers=float(len(rows)))
@@ -233,7 +259,8 @@ def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
 def cache_key(candidate: Candidate, probes: list[Probe], base_model: str, config: HarnessConfig) -> str:
     """Same adapter version, same prompts, same decoding -> same answers (greedy)."""
     identity = {"adapter": candidate.version if candidate.adapter_dir else None, "retrieval": candidate.retrieval,
-                "base_model": base_model, "max_new_tokens": config.max_new_tokens,
+                "base_model": base_model, "max_new_tokens": config.max_new_tokens, "dtype": resolve_dtype(config.dtype),
+                "constrained": config.constrained,
                 "prompts": [(p.kind, p.question, p.documents) for p in probes]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -256,11 +283,16 @@ def run_harness(probes: list[Probe], retrieval: dict[str, float], candidates: li
                         for line in cached.read_text().splitlines()]
         else:
             generator = generator_for(candidate)
-            produced = []
-            for probe in mine:
-                produced.append(score(probe, generator.generate(probe.question, probe.documents), candidate))
+            done = 0
+
+            def advance(n: int) -> None:
+                nonlocal done
+                done += n
                 if progress is not None:
-                    progress(candidate.name, len(produced), len(mine))
+                    progress(candidate.name, done, len(mine))
+
+            generations = generator.generate_batch([(p.question, p.documents) for p in mine], progress=advance)
+            produced = [score(probe, generation, candidate) for probe, generation in zip(mine, generations)]
             del generator
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)

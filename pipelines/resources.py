@@ -24,7 +24,7 @@ class EmbedderResource(dg.ConfigurableResource):
 
     def get(self) -> Embedder:
         settings = load_settings()
-        return load_embedder(self.model or settings.embedder_path(), settings.embed_batch_size)
+        return load_embedder(self.model or settings.embedder_path(), settings.embed_batch_size, settings.dtype)
 
 
 class LanceDBResource(dg.ConfigurableResource):

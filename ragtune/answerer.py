@@ -114,7 +114,8 @@ class ModelSlot:
         if version != BASE:
             adapter = str(registry.download_adapter(self.settings.tracking_uri, self.settings.registered_model, version,
                                                     self.settings.adapters_dir))
-        return LoadedModel(version, Generator(self.base_model, adapter, max_new_tokens=self.max_new_tokens))
+        return LoadedModel(version, Generator(self.base_model, adapter, max_new_tokens=self.max_new_tokens,
+                                              dtype=self.settings.dtype, constrained=self.settings.constrained_decoding))
 
     def sync(self) -> bool:
         """Load the champion if it is not what serves now; True when the model changed.
@@ -163,11 +164,11 @@ class Answerer:
 
     @classmethod
     def from_settings(cls, settings: Settings, max_new_tokens: int | None = None, k: int | None = None) -> Answerer:
-        from ragtune.embedder import load_embedder
+        from ragtune.embedder import embedder_for
         from training.base_model import resolve_base_model
 
         store = ChunkStore(settings.lancedb_uri, settings.table_name)
-        retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), settings.rrf_k)
+        retriever = Retriever(store, embedder_for(settings), settings.rrf_k)
         base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
         slot = ModelSlot(settings, base_model, max_new_tokens or settings.serve_max_new_tokens)
         return cls(settings, slot, retriever, store, InteractionLog(settings.interactions_db), k or settings.serve_k)

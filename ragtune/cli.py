@@ -54,7 +54,7 @@ def cmd_refresh(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from ragtune.embedder import load_embedder
+    from ragtune.embedder import embedder_for
     from ragtune.render import print_hits
     from ragtune.retriever import Retriever
     from ragtune.store import ChunkStore
@@ -63,7 +63,7 @@ def cmd_search(args) -> int:
     store = ChunkStore(settings.lancedb_uri, settings.table_name)
     if not store.exists():
         return fail(args, f"no index in {settings.lancedb_uri}; run `ragtune refresh` first")
-    embedder = load_embedder(settings.embedder_path(), settings.embed_batch_size)
+    embedder = embedder_for(settings)
     retriever = Retriever(store, embedder, rrf_k=settings.rrf_k)
     hits = retriever.search(args.query, k=args.k, groups=args.groups, mode=args.mode)
     emit(args, {"query": args.query, "mode": args.mode, "index_version": store.version(), "hits": [h.as_dict() for h in hits]}, print_hits)
@@ -96,9 +96,10 @@ def cmd_demo(args) -> int:
     settings = load_settings()
     if not getattr(args, "json", False):
         print("ragtune demo: refresh the index, curate the bundled interactions, build RAFT data, train a LoRA, "
-              "evaluate it against the base model, gate and release it", file=sys.stderr)
+              "evaluate it against the base model on held-out interactions, gate and release it, then ask the new champion", file=sys.stderr)
     summary = run_demo(settings, DEMO_DIR, verbose=args.verbose, train_steps=args.train_steps,
-                       eval_limit=args.eval_limit, probe_limit=args.probe_limit, max_new_tokens=args.max_new_tokens)
+                       eval_limit=args.eval_limit, probe_limit=args.probe_limit, max_new_tokens=args.max_new_tokens,
+                       min_eval_items=args.min_eval_items)
     emit(args, summary, print_demo)
     return 0 if summary["ok"] else 1
 
@@ -155,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "the base model on held-out questions, gate and release it."))
     p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
     p.add_argument("--train-steps", type=int, default=None, help="training steps (default: training/configs/demo.yaml)")
-    p.add_argument("--eval-limit", type=int, default=None, help="held-out questions answered per model (default 8)")
-    p.add_argument("--probe-limit", type=int, default=None, help="of those, probed for abstention and adherence (default 4)")
+    p.add_argument("--eval-limit", type=int, default=None, help="held-out questions answered per model (default: all 39)")
+    p.add_argument("--probe-limit", type=int, default=None, help="of those, probed for abstention and adherence (default 15)")
+    p.add_argument("--min-eval-items", type=int, default=None, help="fewest usable held-out items to go on (default 30)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget per evaluated answer (default 128)")
 
     p = with_json(command("import-apibench", cmd_import_apibench, "Convert APIBench files into documents, interactions and an evaluation set."))

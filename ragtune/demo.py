@@ -33,13 +33,24 @@ def retrieval_scores(retriever, items: list[dict], k: int = 5) -> dict:
 
 
 DEMO_TRAINING = REPO_ROOT / "training" / "configs" / "demo.yaml"
-DEMO_EVAL_LIMIT, DEMO_PROBE_LIMIT = 8, 4  # held-out questions answered per model, and probed: a few minutes on 2 cores
+DEMO_GATE = REPO_ROOT / "evaluation" / "gate-demo.yaml"
+# 30% of the 139 bundled interactions are held out (39 items, never trained on); 15 of them are also probed
+# for abstention and adherence: enough for intervals, and the whole demo fits in 12 minutes on 2 cores.
+DEMO_HOLDOUT, DEMO_MIN_ITEMS, DEMO_PROBE_LIMIT = 0.3, 30, 15
+
+
+def ask_champion(settings: Settings, question: str) -> dict:
+    """One demo question answered by the new champion, as `ragtune ask` would (and logged like it)."""
+    from ragtune.answerer import Answerer
+
+    return Answerer.from_settings(settings).answer(question, user="demo").as_dict()
 
 
 def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_steps: int | None = None,
-             eval_limit: int | None = None, probe_limit: int | None = None, max_new_tokens: int | None = None) -> dict:
+             eval_limit: int | None = None, probe_limit: int | None = None, max_new_tokens: int | None = None,
+             min_eval_items: int | None = None) -> dict:
     from ragtune.cli import refresh
-    from ragtune.embedder import load_embedder
+    from ragtune.embedder import embedder_for
     from ragtune.interactions import InteractionLog
     from ragtune.release_commands import retrain, retrain_run_config
     from ragtune.retriever import Retriever
@@ -52,13 +63,16 @@ def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_st
     if not outcome.success:
         return {"ok": False, "error": outcome.error, "run_id": outcome.run_id}
     store = ChunkStore(settings.lancedb_uri, settings.table_name)
-    retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), rrf_k=settings.rrf_k)
+    retriever = Retriever(store, embedder_for(settings), rrf_k=settings.rrf_k)
     imported = InteractionLog(settings.interactions_db).import_jsonl(demo_dir / "interactions.jsonl")
-    config = retrain_run_config(str(DEMO_TRAINING), train_steps, str(demo_dir / "eval.jsonl"), eval_limit or DEMO_EVAL_LIMIT,
-                                probe_limit if probe_limit is not None else DEMO_PROBE_LIMIT,
-                                max_new_tokens=max_new_tokens, distractors=2)
+    config = retrain_run_config(str(DEMO_TRAINING), train_steps, None, eval_limit,
+                                probe_limit if probe_limit is not None else DEMO_PROBE_LIMIT, gate=str(DEMO_GATE),
+                                max_new_tokens=max_new_tokens, distractors=2, holdout=DEMO_HOLDOUT,
+                                min_eval_items=min_eval_items or DEMO_MIN_ITEMS)
     behaviour = retrain(settings, config, verbose)
+    asked = ask_champion(settings, eval_items[0]["question"]) if behaviour.get("released") else None
     return {
+        "asked": asked, "asked_question": eval_items[0]["question"],
         "ok": behaviour["ok"],
         "interactions_imported": imported.added,
         "retrain": behaviour,

@@ -11,11 +11,13 @@ from functools import lru_cache
 import numpy as np
 
 from ragtune.chunker import TokenCounter
+from ragtune.precision import resolve_dtype
 
 
 class Embedder:
-    def __init__(self, model_path: str, batch_size: int = 64, device: str | None = None):
+    def __init__(self, model_path: str, batch_size: int = 64, device: str | None = None, dtype: str = "auto"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -25,6 +27,8 @@ class Embedder:
         self.model_path = model_path
         self.batch_size = batch_size
         self.model = SentenceTransformer(model_path, device=device or "cpu", local_files_only=True)
+        self.dtype = resolve_dtype(dtype)
+        self.model.to(getattr(torch, self.dtype))  # vectors are stored as float32 either way
         self.dim = int(self.model.get_embedding_dimension())
         self.counter = TokenCounter(self.model.tokenizer)
 
@@ -46,6 +50,11 @@ class Embedder:
 
 
 @lru_cache(maxsize=4)
-def load_embedder(model_path: str, batch_size: int = 64) -> Embedder:
+def load_embedder(model_path: str, batch_size: int = 64, dtype: str = "auto") -> Embedder:
     """One embedder per process and model: loading takes seconds, encoding is the real work."""
-    return Embedder(model_path, batch_size=batch_size)
+    return Embedder(model_path, batch_size=batch_size, dtype=dtype)
+
+
+def embedder_for(settings) -> Embedder:
+    """The embedder the settings name, in the settings' precision."""
+    return load_embedder(settings.embedder_path(), settings.embed_batch_size, settings.dtype)

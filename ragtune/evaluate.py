@@ -8,12 +8,14 @@ version number or alias), and the challenger without retrieval.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluation.gate import GatePolicy, Verdict, decide
-from evaluation.harness import (Candidate, EvalReport, HarnessConfig, build_probes, eval_set_digest, load_eval_set,
-                                run_harness)
+from evaluation.gate import GatePolicy, Verdict, compare, decide
+from evaluation.harness import (Candidate, EvalReport, HarnessConfig, build_probes, eval_set_digest, item_metrics,
+                                load_eval_set, run_harness)
+from evaluation.intervals import mean_interval
+from evaluation.eval_set import eval_items_from_curated, split_holdout, usable_items
 from ragtune import registry
 from ragtune.settings import Settings
 
@@ -29,10 +31,31 @@ class Evaluation:
     incumbent: str  # candidate the challenger is judged against: champion_rag, or base_rag when there is none
     index_version: int
     eval_digest: str
+    comparison: dict | None = field(init=False)  # challenger_rag vs the incumbent, paired (evaluation/gate.py:compare)
+    intervals: dict = field(init=False)  # candidate -> metric -> its mean alone, with a 95% interval
+
+    def __post_init__(self):
+        paired = "challenger_rag" in self.report.metrics and self.incumbent in self.report.metrics
+        self.comparison = compare(self.report.rows, "challenger_rag", self.incumbent) if paired else None
+        self.intervals = candidate_intervals(self.report.rows)
 
     def as_dict(self) -> dict:
         return {**self.report.as_dict(), "challenger": self.challenger, "champion": self.champion,
-                "incumbent": self.incumbent, "index_version": self.index_version, "eval_digest": self.eval_digest}
+                "incumbent": self.incumbent, "index_version": self.index_version, "eval_digest": self.eval_digest,
+                "comparison": self.comparison, "intervals": self.intervals}
+
+
+def candidate_intervals(rows: list[dict], names=("identifier_match", "identifier_match_gold_in_context",
+                        "citation_accuracy_gold_in_context", "format_validity", "abstention", "adherence")) -> dict:
+    """Each candidate's headline metrics on their own, with 95% intervals (Wilson for 0/1 values); for reporting,
+    the gate reads the paired comparison."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        scored = item_metrics(row)
+        for name in names:
+            if name in scored:
+                values.setdefault(row["candidate"], {}).setdefault(name, []).append(scored[name])
+    return {candidate: {name: mean_interval(v).as_dict() for name, v in metrics.items()} for candidate, metrics in values.items()}
 
 
 def tqdm_progress(total_hint: str = "answers"):
@@ -66,20 +89,40 @@ def candidates(settings: Settings, challenger: str | None, champion: str | None,
     return chosen
 
 
-def evaluate(settings: Settings, eval_path: Path, config: HarnessConfig, challenger: str | None = None,
-             include_base: bool = True, progress=None) -> Evaluation:
+def indexed_doc_ids(store) -> set[str]:
+    return set(store.read_columns(["doc_id"]).column("doc_id").to_pylist()) if store.exists() else set()
+
+
+def build_evaluation_set(curated: list[dict], eval_set: str | Path | None, indexed: set[str], holdout: float,
+                         seed: int = 0) -> dict:
+    """The items a challenger is judged on: an explicit set, or the held-out share of `curated`; only items the
+    live index can answer (`indexed`: its doc ids), the rest listed in `skipped` with why."""
+    if eval_set:
+        items, skipped = load_eval_set(Path(eval_set))
+        source, held_out_ids = str(eval_set), []
+    else:
+        _, held = split_holdout(curated, holdout, seed)
+        items, skipped, source, held_out_ids = eval_items_from_curated(held), [], "held-out", [r["id"] for r in held]
+    usable, left_out = usable_items(items, indexed)
+    return {"items": usable, "skipped": skipped + left_out, "source": source, "held_out_ids": held_out_ids,
+            "digest": eval_set_digest(usable) if usable else ""}
+
+
+def evaluate(settings: Settings, items: list[dict], config: HarnessConfig, challenger: str | None = None,
+             include_base: bool = True, progress=None, skipped: list[str] | None = None) -> Evaluation:
     """Score base, champion and challenger (if any) on the same probes against the live index."""
-    from ragtune.embedder import load_embedder
+    from ragtune.embedder import embedder_for
     from ragtune.generator import Generator
     from ragtune.retriever import Retriever
     from ragtune.store import ChunkStore
     from training.base_model import resolve_base_model
 
-    items, skipped = load_eval_set(eval_path)
+    if not items:
+        raise ValueError("no evaluation item to score")
     store = ChunkStore(settings.lancedb_uri, settings.table_name)
     if not store.exists():
         raise RuntimeError(f"no index at {settings.lancedb_uri}: run `ragtune refresh` first")
-    retriever = Retriever(store, load_embedder(settings.embedder_path(), settings.embed_batch_size), settings.rrf_k)
+    retriever = Retriever(store, embedder_for(settings), settings.rrf_k)
     index_version = store.version()
 
     def search(question: str, n: int) -> list[dict]:
@@ -91,7 +134,8 @@ def evaluate(settings: Settings, eval_path: Path, config: HarnessConfig, challen
     base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
 
     def generator_for(candidate: Candidate) -> Generator:
-        return Generator(base_model, candidate.adapter_dir, max_new_tokens=config.max_new_tokens)
+        return Generator(base_model, candidate.adapter_dir, max_new_tokens=config.max_new_tokens, dtype=config.dtype,
+                         batch_size=config.batch_size, constrained=config.constrained)
 
     report = run_harness(probes, retrieval, chosen, generator_for, base_model, config,
                          cache_dir=settings.evaluations_dir, progress=progress, skipped=skipped)
@@ -101,13 +145,14 @@ def evaluate(settings: Settings, eval_path: Path, config: HarnessConfig, challen
 
 
 def verdict_of(evaluation: dict, policy: GatePolicy) -> Verdict:
-    """The gate on an evaluation's recorded metrics (Evaluation.as_dict(), or the summary artifact)."""
-    metrics = evaluation["metrics"]
-    return decide(metrics["challenger_rag"], metrics[evaluation["incumbent"]], policy)
+    """The gate on an evaluation's recorded comparison (Evaluation.as_dict(), or the summary artifact). A summary
+    recorded before comparisons were kept has none: every rule is unmeasured, not enough evidence."""
+    return decide(evaluation.get("comparison") or {}, policy)
 
 
 def table_rows(metrics: dict[str, dict[str, float]], names=("exact_match", "token_f1", "identifier_match",
-               "format_validity", "citation_accuracy", "abstention", "adherence", "latency_p50_ms",
-               "latency_p95_ms", "tokens_mean")) -> list[dict]:
+               "identifier_match_gold_in_context", "format_validity", "citation_accuracy",
+               "citation_accuracy_gold_in_context", "abstention", "adherence", "false_abstention_gold_in_context",
+               "gold_in_context", "latency_p50_ms", "latency_p95_ms", "tokens_mean")) -> list[dict]:
     """One row per candidate with the metrics every report shows (missing ones as None)."""
     return [{"candidate": LABELS.get(name, name), **{m: values.get(m) for m in names}} for name, values in metrics.items()]

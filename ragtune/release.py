@@ -20,7 +20,8 @@ from ragtune.evaluate import Evaluation, verdict_of
 
 SUMMARY = "evaluation/summary.json"
 ITEMS = "evaluation/items.jsonl"
-TAGGED = ("identifier_match", "format_validity", "citation_accuracy", "abstention", "adherence")
+TAGGED = ("identifier_match", "identifier_match_gold_in_context", "format_validity", "citation_accuracy", "abstention",
+          "adherence")
 
 
 class ReleaseError(RuntimeError):
@@ -72,14 +73,15 @@ def load_summary(tracking_uri: str, name: str, version: str) -> dict:
 
 
 def judge(tracking_uri: str, name: str, summary: dict, policy: GatePolicy, run_id: str | None) -> Verdict:
-    """The gate on a recorded evaluation; the verdict is written on the version either way."""
+    """The gate on a recorded evaluation (its paired comparison); the verdict is written on the version either way."""
     verdict = verdict_of(summary, policy)
     version = summary["challenger"]
+    tags = {"gate_outcome": verdict.outcome, "gate_reasons": "; ".join(verdict.reasons)[:4000]}
     if verdict.passed:
-        registry.tag_version(tracking_uri, name, version, {"gate_verdict": "passed", "gate_reasons": "; ".join(verdict.reasons)[:4000]})
+        registry.tag_version(tracking_uri, name, version, {"gate_verdict": "passed", **tags})
     else:
         registry.reject(tracking_uri, name, version, verdict.reasons, run_id)
-        registry.tag_version(tracking_uri, name, version, {"gate_reasons": "; ".join(verdict.reasons)[:4000]})
+        registry.tag_version(tracking_uri, name, version, tags)
     return verdict
 
 
@@ -100,7 +102,10 @@ def release_challenger(tracking_uri: str, name: str, policy: GatePolicy, run_id:
                            "evaluate it again")
     verdict = judge(tracking_uri, name, summary, policy, run_id)
     if not verdict.passed:
-        return {"released": False, "version": version, "champion": current.get(registry.CHAMPION), "reasons": verdict.reasons}
-    moved = registry.promote(tracking_uri, name, version, reason=f"release gate passed ({verdict.reasons[0][3:]})", run_id=run_id)
+        return {"released": False, "version": version, "champion": current.get(registry.CHAMPION), "outcome": verdict.outcome,
+                "reasons": verdict.reasons}
+    low, high = verdict.interval
+    moved = registry.promote(tracking_uri, name, version, run_id=run_id, reason=f"release gate passed ({verdict.primary_metric} "
+                             f"{verdict.challenger:.3f} vs {verdict.incumbent:.3f}, difference 95% [{low:+.3f}, {high:+.3f}])")
     return {"released": True, "version": version, "champion": moved["champion"],
-            "previous_champion": moved["previous_champion"], "reasons": verdict.reasons}
+            "previous_champion": moved["previous_champion"], "outcome": verdict.outcome, "reasons": verdict.reasons}

@@ -14,7 +14,8 @@ REJECTED_EXIT = 3  # `ragtune retrain` exit status when the gate kept the champi
 def retrain_run_config(training_config: str | None = None, max_steps: int | None = None, eval_set: str | None = None,
                        eval_limit: int | None = None, probe_limit: int | None = None, gate: str | None = None,
                        max_new_tokens: int | None = None, distractors: int | None = None, max_minutes: float | None = None,
-                       oracle_probability: float | None = None) -> dict:
+                       oracle_probability: float | None = None, min_eval_items: int | None = None,
+                       holdout: float | None = None) -> dict:
     """Dagster run config of adapter_retrain; only what is given overrides the assets' defaults."""
     def given(**values) -> dict:
         return {k: v for k, v in values.items() if v is not None}
@@ -22,7 +23,8 @@ def retrain_run_config(training_config: str | None = None, max_steps: int | None
     ops = {
         "raft_dataset": given(distractors=distractors, oracle_probability=oracle_probability),
         "lora_adapter": given(training_config=training_config, max_steps=max_steps, max_minutes=max_minutes),
-        "adapter_evaluation": given(eval_set=eval_set, limit=eval_limit, probe_limit=probe_limit, max_new_tokens=max_new_tokens),
+        "evaluation_set": given(eval_set=eval_set, min_items=min_eval_items, holdout=holdout),
+        "adapter_evaluation": given(limit=eval_limit, probe_limit=probe_limit, max_new_tokens=max_new_tokens),
         "adapter_evaluation_release_gate": given(policy=gate),
         "release": given(policy=gate),
     }
@@ -38,20 +40,27 @@ def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict
     from ragtune.orchestration import run_job
 
     outcome = run_job(settings, "adapter_retrain", run_config, verbose=verbose,
-                      output_nodes=("raft_dataset", "lora_adapter", "adapter_evaluation", "release"))
+                      output_nodes=("evaluation_set", "raft_dataset", "lora_adapter", "adapter_evaluation", "release"))
     raft, adapter, evaluation, released = (outcome.outputs.get(k) for k in ("raft_dataset", "lora_adapter", "adapter_evaluation", "release"))
     gate = outcome.checks.get(GATE_CHECK)
     curated = outcome.metadata.get("curated_interactions", {})
     report = {"ok": outcome.success or bool(gate and not gate["passed"]), "run_id": outcome.run_id,
               "curation": {k: curated.get(k) for k in ("input", "kept", "dropped", "redactions")} if curated else None}
+    chosen = outcome.outputs.get("evaluation_set")
+    if chosen:
+        report["evaluation_set"] = {"source": chosen["source"], "items": len(chosen["items"]),
+                                    "held_out_from_training": len(chosen["held_out_ids"]), "skipped": len(chosen["skipped"])}
     if raft:
         report["raft"] = {k: raft[k] for k in ("digest", "train", "validation", "oracle_share", "distractors", "index_version")}
     if adapter:
-        report["adapter"] = {"model_version": adapter["model_version"], "mlflow_run_id": adapter["run_id"], **adapter["metrics"]}
+        report["adapter"] = {"model_version": adapter["model_version"], "mlflow_run_id": adapter["run_id"], **adapter["metrics"],
+                             "dtype": adapter.get("dtype"), "learning_curve": adapter.get("learning_curve", [])}
     if evaluation:
-        report["evaluation"] = {k: evaluation[k] for k in ("metrics", "retrieval", "items", "incumbent", "champion", "challenger", "index_version")}
+        report["evaluation"] = {k: evaluation[k] for k in ("metrics", "comparison", "retrieval", "items", "incumbent", "champion",
+                                                           "challenger", "index_version")}
     if gate:
-        report["verdict"] = {"passed": gate["passed"], "reasons": gate["metadata"].get("reasons", [])}
+        report["verdict"] = {"passed": gate["passed"], "outcome": gate["metadata"].get("outcome"),
+                             "reasons": gate["metadata"].get("reasons", [])}
     report["released"] = bool(released and released.get("released"))
     report["aliases"] = registry.aliases(settings.tracking_uri, settings.registered_model)
     if not report["ok"]:
@@ -77,8 +86,9 @@ def cmd_eval(args) -> int:
     from evaluation.gate import GatePolicy
     from evaluation.harness import HarnessConfig
     from ragtune import registry
-    from ragtune.evaluate import evaluate, tqdm_progress, verdict_of
+    from ragtune.evaluate import build_evaluation_set, evaluate, indexed_doc_ids, tqdm_progress, verdict_of
     from ragtune.render import print_evaluation
+    from ragtune.store import ChunkStore
 
     settings = load_settings()
     if not Path(args.set).is_file():
@@ -88,9 +98,13 @@ def cmd_eval(args) -> int:
         challenger = registry.resolve(settings.tracking_uri, settings.registered_model, args.adapter)
         if challenger is None:
             return fail(args, f"no version behind alias {args.adapter!r}; see `ragtune models list`")
-    config = HarnessConfig(k=args.k, limit=args.limit, probe_limit=args.probe_limit, max_new_tokens=args.max_new_tokens)
+    config = HarnessConfig(k=args.k, limit=args.limit, probe_limit=args.probe_limit, max_new_tokens=args.max_new_tokens,
+                           dtype=settings.dtype, batch_size=settings.generate_batch_size, constrained=settings.constrained_decoding)
     try:
-        evaluation = evaluate(settings, Path(args.set), config, challenger=challenger, progress=tqdm_progress())
+        chosen = build_evaluation_set([], args.set, indexed_doc_ids(ChunkStore(settings.lancedb_uri, settings.table_name)),
+                                      settings.eval_holdout)
+        evaluation = evaluate(settings, chosen["items"], config, challenger=challenger, progress=tqdm_progress(),
+                              skipped=chosen["skipped"])
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         return fail(args, str(e))
     payload = {"ok": True, "set": str(args.set), **evaluation.as_dict()}
@@ -106,9 +120,10 @@ def add_commands(command, with_json) -> None:
                           f"released, {REJECTED_EXIT} when the gate kept the champion, 1 on error."))
     p.add_argument("--training-config", default=None, help="training YAML (default training/configs/default.yaml)")
     p.add_argument("--max-steps", type=int, default=None, help="override the training YAML's max_steps")
-    p.add_argument("--eval-set", default=None, help="evaluation set (default RAGTUNE_EVAL_SET, the bundled demo questions)")
-    p.add_argument("--eval-limit", type=int, default=None, help="items answered per candidate (default 12)")
-    p.add_argument("--probe-limit", type=int, default=None, help="items also probed for abstention and adherence (default 6)")
+    p.add_argument("--eval-set", default=None, help="evaluation set .jsonl (default RAGTUNE_EVAL_SET; when empty, a held-out "
+                   "share of the curated interactions, never trained on)")
+    p.add_argument("--eval-limit", type=int, default=None, help="items answered per candidate (default: all)")
+    p.add_argument("--probe-limit", type=int, default=None, help="items also probed for abstention and adherence (default 60)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget per evaluated answer (default 128)")
     p.add_argument("--gate", default=None, help="gate policy YAML (default evaluation/gate.yaml)")
     p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 
@@ -58,6 +60,9 @@ def print_demo(p: dict) -> None:
         return
     console.print(f"interactions: {p['interactions_imported']} imported")
     print_retrain(r)
+    if p.get("asked"):
+        console.print(f"\n[bold]asked the new champion (version {p['asked']['model_version']}):[/] {p['asked_question']}", highlight=False)
+        print_answer(p["asked"])
     console.print(f"Dagster runs are in the instance at {p['dagster_home']} (`make ui` to browse); `ragtune models list` shows the registry")
 
 
@@ -112,41 +117,81 @@ def print_models(p: dict) -> None:
     console.print(table)
 
 
-METRIC_COLUMNS = (("identifier_match", "id match"), ("exact_match", "EM"), ("token_f1", "F1"), ("format_validity", "format"),
-                  ("citation_accuracy", "citations"), ("abstention", "abstains"), ("adherence", "adheres"),
-                  ("latency_p50_ms", "p50 ms"), ("latency_p95_ms", "p95 ms"), ("tokens_mean", "tokens"))
+# Rows of the metrics tables, in this order; a metric no candidate was measured on is left out. An indented row is
+# the metric above it on the answer probes whose gold document was in the context (retrieval does not cap it).
+METRIC_ROWS = (("identifier_match", "id match"), ("identifier_match_gold_in_context", "  gold in context"),
+               ("exact_match", "exact match"), ("token_f1", "token F1"), ("format_validity", "format valid"),
+               ("citation_accuracy", "citations"), ("citation_accuracy_gold_in_context", "  gold in context"),
+               ("false_abstention", "false abstention"), ("false_abstention_gold_in_context", "  gold in context"),
+               ("abstention", "abstains, unanswerable"), ("adherence", "adheres to an edit"),
+               ("gold_in_context", "gold in context, share"), ("latency_p50_ms", "latency p50 ms"),
+               ("latency_p95_ms", "latency p95 ms"), ("tokens_mean", "tokens"))
+SHORT_LABELS = {"base_rag": "base", "champion_rag": "champion", "challenger_rag": "challenger",
+                "challenger_no_rag": "challenger no RAG"}
+
+
+def figure(key: str, value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}" if key.endswith("_ms") else f"{value:.2f}"
 
 
 def metrics_table(metrics: dict, title: str) -> Table:
-    from ragtune.evaluate import LABELS
-
-    table = Table(title=title)
-    table.add_column("configuration")
-    for _, label in METRIC_COLUMNS:
-        table.add_column(label, justify="right")
-    for name, values in metrics.items():
-        cells = []
-        for key, _ in METRIC_COLUMNS:
-            value = values.get(key)
-            cells.append("-" if value is None else f"{value:.0f}" if key.endswith("_ms") else f"{value:.2f}")
-        table.add_row(LABELS.get(name, name), *cells)
+    """One column per candidate, one row per metric: readable at 80 columns with four candidates."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for name in metrics:
+        table.add_column(SHORT_LABELS.get(name, name), justify="right")
+    for key, label in METRIC_ROWS:
+        if any(key in values for values in metrics.values()):
+            table.add_row(label, *(figure(key, values.get(key)) for values in metrics.values()))
     return table
+
+
+def comparison_table(comparison: dict) -> Table:
+    """The paired comparison the gate decides on: both means, the difference and its 95% interval, items paired."""
+    incumbent = SHORT_LABELS.get(comparison["incumbent"], comparison["incumbent"])
+    table = Table(title=f"challenger vs {incumbent}, paired over the same items", title_justify="left",
+                  caption=comparison["method"], caption_justify="left")
+    for column in ("metric", incumbent, "challenger", "difference [95%]", "n"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, label in METRIC_ROWS:
+        m = comparison["metrics"].get(key)
+        if m:
+            table.add_row(label, f"{m['incumbent']:.2f}", f"{m['challenger']:.2f}",
+                          f"{m['diff']:+.2f} [{m['low']:+.2f}, {m['high']:+.2f}]", str(m["n"]))
+    return table
+
+
+def print_metrics(e: dict, title: str) -> None:
+    console.print(metrics_table(e["metrics"], title))
+    if e.get("comparison"):
+        console.print(comparison_table(e["comparison"]))
+
+
+OUTCOME_STYLES = {"passed": "[green]passed[/]", "worse": "[red]rejected: worse[/]",
+                  "not_enough_evidence": "[yellow]rejected: not enough evidence[/]"}
+REASON_STYLES = {"FAIL": "red", "uncertain": "yellow", "ok": "green"}
 
 
 def print_verdict(verdict: dict | None, released: bool | None = None) -> None:
     if not verdict:
         return
-    head = "[green]passed[/]" if verdict["passed"] else "[red]rejected[/]"
+    outcome = verdict.get("outcome") or ("passed" if verdict["passed"] else "")
+    head = OUTCOME_STYLES.get(outcome, "[green]passed[/]" if verdict["passed"] else "[red]rejected[/]")
     action = "" if released is None else (" -> released as champion" if released else " -> champion unchanged")
     console.print(f"release gate: {head}{action}")
+    reasons = Table.grid(padding=(0, 1))  # a wrapped reason stays in its column
+    reasons.add_column(no_wrap=True)
+    reasons.add_column()
     for reason in verdict["reasons"]:
-        console.print(f"  {reason}")
+        status, _, text = reason.partition(" ")
+        reasons.add_row(f"[{REASON_STYLES.get(status, 'default')}]{status}[/]", Text(text))
+    console.print(Padding(reasons, (0, 0, 0, 2)))
 
 
 def print_evaluation(p: dict) -> None:
     r = p["retrieval"]
     recall = next((f"{k} {v:.2f}" for k, v in r.items() if k.startswith("recall@")), "")
-    console.print(metrics_table(p["metrics"], f"{p['items']} items of {Path(p['set']).name}, index version {p['index_version']}"))
+    print_metrics(p, f"{p['items']} items of {Path(p['set']).name}, index version {p['index_version']}")
     console.print(f"retrieval: {recall}, MRR {r['mrr']:.2f}")
     for line in p["skipped"]:
         console.print(f"[yellow]skipped[/] {line}")
@@ -166,7 +211,7 @@ def print_retrain(p: dict) -> None:
                       f"train loss {a['train_loss']:.3f}, {a['train_seconds']:.0f} s")
     if "evaluation" in p:
         e = p["evaluation"]
-        console.print(metrics_table(e["metrics"], f"evaluation on {e['items']} held-out items (index version {e['index_version']})"))
+        print_metrics(e, f"evaluation on {e['items']} held-out items (index version {e['index_version']})")
     print_verdict(p.get("verdict"), p.get("released"))
     aliases = ", ".join(f"{k} = {v}" for k, v in sorted(p.get("aliases", {}).items())) or "none"
     console.print(f"aliases: {aliases}")

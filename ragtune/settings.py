@@ -42,10 +42,20 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field("", description="MLflow tracking and registry URI; empty = sqlite in the data home.")
     registered_model: str = Field("ragtune-adapter", description="Registered model that holds every adapter version.")
     base_model: str = Field("", description="Hugging Face id or local path; empty = bundled SmolLM2-135M-Instruct.")
-    eval_set: Path = Field(
-        REPO_ROOT / "examples" / "apibench" / "eval.jsonl",
-        description="Evaluation set the release gate scores challengers on (the bundled demo questions by default).",
+    eval_set: str = Field(
+        "", description="Evaluation set (.jsonl) the release gate scores challengers on; empty = a held-out share of "
+        "the curated interactions (never trained on), which is what a user's own loop should be judged on.",
     )
+    eval_holdout: float = Field(0.2, gt=0, lt=1, description="Share of curated interactions held out for evaluation "
+                                "(stable by id hash: an interaction stays on its side as data grows).")
+    eval_min_items: int = Field(30, ge=1, description="Fewest usable evaluation items (gold documents in the live index); "
+                                "with fewer, `retrain` stops before training and says what to provide.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Precision of generation, embedding and training: auto = bfloat16 where the CPU or GPU "
+        "computes it natively (AMX, AVX512-BF16, a bf16 GPU), else float32.")
+    generate_batch_size: int = Field(8, ge=1, description="Prompts generated together in evaluation (left-padded batches).")
+    constrained_decoding: bool = Field(True, description="Decode answers under the answer JSON schema, citing only the "
+                                       "documents in the prompt (serving and evaluation).")
     retrain_min_interactions: int = Field(
         200, ge=1, description="curated_volume_sensor: new accepted interactions since the last trained version that trigger a retrain."
     )

@@ -180,3 +180,22 @@ def register_versions(settings, digests: list[str], folder: Path, adapter: Path 
         versions.append(register_adapter(settings.tracking_uri, settings.registered_model, run.info.run_id, "adapter",
                                          {"dataset_hash": digest}))
     return versions
+
+
+def scored_rows(candidate: str, n: int = 100, probed: int = 60, **shares: float) -> list[dict]:
+    """One candidate's per-item harness rows: `n` answer probes (each with its gold document in the context) and
+    `probed` unanswerable and counterfactual probes. A metric in `shares` (a summary's name) is 1.0 on the first
+    round(share * count) probes of the kinds it applies to and 0.0 on the rest, so two candidates' rows pair item
+    by item."""
+    counts = {"answer": n, "unanswerable": probed, "counterfactual": probed}
+    applies = {"abstention": ("unanswerable",), "adherence": ("counterfactual",), "format_validity": tuple(counts)}
+    field = {"false_abstention": "abstained"}  # the row's name for it
+    rows = []
+    for kind, count in counts.items():
+        for i in range(count):
+            row = {"candidate": candidate, "item_id": f"q{i}", "kind": kind, "gold_doc_ids": [f"doc{i}"],
+                   "retrieved": [f"doc{i}", "other"] if kind == "answer" else ["other"]}
+            row.update({field.get(metric, metric): float(i < round(share * count)) for metric, share in shares.items()
+                        if kind in applies.get(metric, ("answer",))})
+            rows.append(row)
+    return rows

@@ -42,7 +42,7 @@ def test_cli_imports_curates_shows_and_forgets(home, tmp_path, corpus, capsys):
 
 
 # the release stage (evaluation, gate, alias moves) is exercised in test_release_loop.py
-UP_TO_TRAINING = ["interaction_logs", "curated_interactions", "raft_dataset", "lora_adapter"]
+UP_TO_TRAINING = ["interaction_logs", "curated_interactions", "evaluation_set", "raft_dataset", "lora_adapter"]
 
 
 def test_empty_log_blocks_training(home, capsys):
@@ -70,18 +70,27 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
                                         "per_device_train_batch_size": 1, "max_length": 768, "eval_at_end": False}))
     run_config = {"ops": {"raft_dataset": {"config": {"distractors": 1, "validation_fraction": 0.25}},
                           "lora_adapter": {"config": {"training_config": str(training)}}}}
-    outcome = run_job(s, "adapter_retrain", run_config, output_nodes=("raft_dataset", "lora_adapter"), assets=UP_TO_TRAINING)
+    # 12 interactions hold out too few to judge a challenger on: the job stops before training and says why
+    refused = run_job(s, "adapter_retrain", run_config, output_nodes=("lora_adapter",), assets=UP_TO_TRAINING)
+    assert not refused.success and "usable evaluation items" in refused.error and "--eval-set" in refused.error, refused.error
+    assert "lora_adapter" not in refused.metadata
+
+    run_config["ops"]["evaluation_set"] = {"config": {"min_items": 1, "holdout": 0.25}}
+    outcome = run_job(s, "adapter_retrain", run_config, output_nodes=("evaluation_set", "raft_dataset", "lora_adapter"),
+                      assets=UP_TO_TRAINING)
     assert outcome.success, outcome.error
 
-    raft, adapter = outcome.outputs["raft_dataset"], outcome.outputs["lora_adapter"]
-    assert raft["train"] + raft["validation"] == 12 and raft["index_version"] == ChunkStore(s.lancedb_uri).version()
+    raft, adapter, held = (outcome.outputs[k] for k in ("raft_dataset", "lora_adapter", "evaluation_set"))
+    assert held["source"] == "held-out" and held["items"] and len(held["held_out_ids"]) == len(held["items"])
+    assert raft["train"] + raft["validation"] == 12 - len(held["held_out_ids"])  # evaluation items are never trained on
+    assert raft["index_version"] == ChunkStore(s.lancedb_uri).version()
     assert adapter["model_version"] == "1" and outcome.metadata["lora_adapter"]["mlflow_run_id"] == adapter["run_id"]
     assert outcome.metadata["curated_interactions"]["kept"] == 12
 
     client = MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.tracking_uri)
     tags = client.get_model_version(s.registered_model, "1").tags
     assert tags["dataset_hash"] == raft["digest"] and tags["index_version"] == str(raft["index_version"])
-    assert tags["curated_records"] == "12" and tags["dagster_run_id"] == outcome.run_id and tags["code_version"]
+    assert tags["curated_records"] == str(12 - len(held["held_out_ids"])) and tags["dagster_run_id"] == outcome.run_id and tags["code_version"]
     assert tags["base_model"] == base_model
     assert len(client.get_metric_history(adapter["run_id"], "loss")) == 1
 

@@ -10,7 +10,7 @@ GROUPS = {
     "knowledge": {"raw_documents", "document_chunks", "chunk_index"},
     "interactions": {"interaction_logs", "curated_interactions"},
     "behaviour": {"raft_dataset", "lora_adapter"},
-    "release": {"adapter_evaluation", "release"},
+    "release": {"evaluation_set", "adapter_evaluation", "release"},
 }
 CHECKS = {"chunks_are_valid", "index_vectors_are_valid", "curated_schema_is_valid", "curated_has_no_pii",
           "curated_is_not_empty", "raft_dataset_is_valid", "raft_dataset_has_no_pii", "release_gate"}
@@ -36,6 +36,9 @@ def test_definitions_load_everything(home):
     assert "chunk_index" not in {n.name for n in retrain.nodes}  # reads the live index, does not rebuild it
     assert {n.name for n in d.resolve_job_def("interaction_curation").nodes} >= GROUPS["interactions"]
     assert dg.AssetKey("chunk_index") in graph.get(dg.AssetKey("raft_dataset")).parent_keys
+    # the held-out evaluation items are never trained on: the RAFT builder reads which ones they are
+    assert dg.AssetKey("evaluation_set") in graph.get(dg.AssetKey("raft_dataset")).parent_keys
+    assert dg.AssetKey("evaluation_set") in graph.get(dg.AssetKey("adapter_evaluation")).parent_keys
     schedule = d.resolve_schedule_def("nightly_index_refresh")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "index_refresh"
     assert graph.get(dg.AssetKey("chunk_index")).pools == {"lancedb_writer"}

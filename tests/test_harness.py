@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from evaluation.harness import (Candidate, HarnessConfig, build_probes, counterfactual_identifier, load_eval_set,
-                                run_harness, summarise)
+from evaluation.harness import (Candidate, HarnessConfig, build_probes, counterfactual_identifier, item_metrics,
+                                load_eval_set, run_harness, summarise)
 from ragtune.generator import Generation, to_answer
 from ragtune.prompting import NOT_COVERED, answer_json
 
@@ -47,6 +47,12 @@ class Scripted:
         raw = self.replies(question, documents) if callable(self.replies) else self.replies[question]
         answer, citations, valid = to_answer(raw)
         return Generation(answer=answer, citations=citations, valid=valid, raw=raw, tokens=len(raw.split()), seconds=0.01)
+
+    def generate_batch(self, requests: list[tuple[str, list[dict]]], progress=None) -> list[Generation]:
+        answers = [self.generate(question, documents) for question, documents in requests]
+        if progress is not None:
+            progress(len(answers))
+        return answers
 
 
 def faithful(question: str, documents: list[dict]) -> str:
@@ -130,6 +136,27 @@ def test_summary_of_hand_scored_rows():
     assert s["identifier_match"] == 0.5 and s["format_validity"] == round(2 / 3, 4) and s["abstention"] == 1.0
     assert s["false_abstention"] == 0.5 and s["latency_p50_ms"] == 200.0 and s["latency_p95_ms"] == 290.0
     assert s["tokens_mean"] == 20.0 and "adherence" not in s
+
+
+def test_conditional_metrics_are_judged_where_the_gold_document_was_in_the_context():
+    rows = [  # q1: gold served and named; q2: gold served, abstained; q3: gold not served (retrieval missed)
+        {"kind": "answer", "item_id": "q1", "retrieved": ["d1", "x"], "gold_doc_ids": ["d1"], "identifier_match": 1.0,
+         "citation_accuracy": 1.0, "abstained": 0.0, "format_validity": 1.0, "latency_ms": 1.0, "tokens": 1},
+        {"kind": "answer", "item_id": "q2", "retrieved": ["x", "d2"], "gold_doc_ids": ["d2"], "identifier_match": 0.0,
+         "citation_accuracy": 0.0, "abstained": 1.0, "format_validity": 1.0, "latency_ms": 1.0, "tokens": 1},
+        {"kind": "answer", "item_id": "q3", "retrieved": ["x", "y"], "gold_doc_ids": ["d3"], "identifier_match": 0.0,
+         "citation_accuracy": 0.0, "abstained": 1.0, "format_validity": 1.0, "latency_ms": 1.0, "tokens": 1},
+        {"kind": "unanswerable", "item_id": "q1", "retrieved": ["x"], "gold_doc_ids": ["d1"], "abstention": 1.0,
+         "format_validity": 1.0, "latency_ms": 1.0, "tokens": 1},
+    ]
+    s = summarise(rows)
+    assert s["gold_in_context"] == round(2 / 3, 4)  # of the answer probes only
+    assert s["identifier_match"] == round(1 / 3, 4) and s["identifier_match_gold_in_context"] == 0.5
+    assert s["citation_accuracy"] == round(1 / 3, 4) and s["citation_accuracy_gold_in_context"] == 0.5
+    assert s["false_abstention"] == round(2 / 3, 4) and s["false_abstention_gold_in_context"] == 0.5
+    assert item_metrics(rows[3]) == rows[3]  # nothing derived on other probes
+    missed = summarise([rows[2]])
+    assert missed["gold_in_context"] == 0.0 and "identifier_match_gold_in_context" not in missed  # not measured, not 0
 
 
 def test_versions_and_the_base_model_are_cached_but_unregistered_adapters_are_not(tmp_path):

@@ -58,6 +58,7 @@ def test_lora_trains_logs_registers_and_loads_back(base_model, tokenizer, tmp_pa
     losses = [m.value for m in client.get_metric_history(summary["run_id"], "loss")]
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     assert len(client.get_metric_history(summary["run_id"], "tokens_per_second")) == 3
+    assert client.get_metric_history(summary["run_id"], "val_distinct_replies")  # replies checked, not only loss
     assert math.isfinite(summary["metrics"]["eval_loss"]) and summary["metrics"]["train_tokens"] > 0
 
     # only the adapter is saved
@@ -96,3 +97,54 @@ def test_time_budget_stops_before_the_next_step_would_overrun():
     # after 50 s the next 30 s step still fits in 90 s; after 80 s it would not
     assert stops == [False, False, True] and budget.stopped_early
     assert not TimeBudget(minutes=0).seconds  # 0 = no budget
+
+
+@pytest.mark.parametrize("replies, oracle, problem", [
+    (['{"answer": "Use a.", "citations": []}'] * 4, [True] * 4, "one reply to all 4"),
+    (['{"answer": "Not covered: the documents do not answer this question.", "citations": []}', "x", "y"],
+     [True, False, False], None),  # only one oracle prompt: too few to call it
+    (['{"answer": "Not covered: the documents do not answer this question.", "citations": []}'] * 2 + ["Use b.", "Use c."],
+     [True, True, False, False], "abstains on all 2"),
+    (["Use a.", "Use b.", "Use a.", "Use c."], [True] * 4, None),
+])
+def test_collapse_is_named(replies, oracle, problem):
+    from training.sft import answers_collapsed
+
+    found = answers_collapsed(replies, oracle)
+    assert (found is None) if problem is None else (problem in found)
+
+
+def test_completion_loss_equals_the_models_own_loss(base_model):
+    """The CPU loss (LM head on answer positions only) is the model's causal-LM loss on the same labels."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from training.sft import completion_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32).eval()
+    ids = torch.randint(100, 40000, (2, 40))
+    mask = torch.ones_like(ids)
+    mask[1, 34:] = 0  # right padding, as TRL pads
+    labels = ids.clone()
+    labels[0, :25], labels[1, :30], labels[1, 34:] = -100, -100, -100  # answers start at different positions
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    with torch.no_grad():
+        reference = model(**inputs).loss
+        ours = completion_loss(model, inputs)
+        summed = completion_loss(model, inputs, num_items_in_batch=torch.tensor(30))
+    assert torch.allclose(ours, reference, atol=1e-5), (ours, reference)
+    assert torch.allclose(summed * 30, reference * int((labels[:, 1:] != -100).sum()), atol=1e-3)
+
+
+def test_validation_replies_are_scored_against_their_targets():
+    from ragtune.prompting import NOT_COVERED, answer_json
+    from training.sft import reply_scores
+
+    rows = [{"target": answer_json("Use a.", ["d1"])}, {"target": answer_json(NOT_COVERED, [])}, {"target": answer_json("Use b.", ["d2"])}]
+    replies = [answer_json("Use x.", ["d1"]), answer_json(NOT_COVERED, []), "Use b, it is good."]
+    scores = reply_scores(replies, rows)
+    assert scores["val_format_validity"] == 2 / 3 and scores["val_citation_match"] == 2 / 3
+    assert scores["val_abstain_agreement"] == 2 / 3 and scores["val_abstain_share"] == 1 / 3
+    assert scores["val_distinct_replies"] == 1.0
+    assert "val_citation_match" not in reply_scores(replies, [{}, {}, {}])  # rows without a target: format only

@@ -6,7 +6,7 @@ The end-to-end loop with trained adapters is in test_release_loop.py.
 import dagster as dg
 import pytest
 
-from conftest import register_versions
+from conftest import register_versions, scored_rows
 from evaluation.gate import GatePolicy
 from evaluation.harness import EvalReport
 from ragtune import registry
@@ -15,15 +15,19 @@ from ragtune.evaluate import Evaluation
 from ragtune.release import ReleaseError, load_summary, record_evaluation, release_challenger
 from ragtune.settings import load_settings
 
-GOOD = {"identifier_match": 0.6, "format_validity": 1.0, "citation_accuracy": 0.8, "abstention": 0.9, "adherence": 0.7}
-WEAK = {"identifier_match": 0.3, "format_validity": 0.95, "citation_accuracy": 0.7, "abstention": 0.8, "adherence": 0.6}
+GOOD = {"identifier_match": 0.6, "format_validity": 1.0, "citation_accuracy": 0.8, "abstention": 0.9, "adherence": 0.7,
+        "false_abstention": 0.05}
+WEAK = {"identifier_match": 0.3, "format_validity": 0.95, "citation_accuracy": 0.7, "abstention": 0.8, "adherence": 0.6,
+        "false_abstention": 0.1}
 
 
 def evaluated(settings, version: str, champion: str | None, mine: dict, theirs: dict) -> None:
-    """Record an evaluation of `version` (as adapter_evaluation does) and make it the challenger."""
+    """Record an evaluation of `version` (as adapter_evaluation does) and make it the challenger: per-item rows on
+    100 items (60 probed) with these means, enough for the default gate to decide."""
     incumbent = "champion_rag" if champion else "base_rag"
+    rows = scored_rows("challenger_rag", **mine) + scored_rows(incumbent, **theirs)
     report = EvalReport(metrics={incumbent: theirs, "challenger_rag": mine}, retrieval={"recall@3": 1.0, "mrr": 1.0},
-                        rows=[{"candidate": "challenger_rag", "kind": "answer", "answer": "x"}], items=1)
+                        rows=rows, items=100)
     evaluation = Evaluation(report=report, challenger=version, champion=champion, incumbent=incumbent, index_version=3, eval_digest="d")
     run_id = next(v["run_id"] for v in registry.list_versions(settings.tracking_uri, settings.registered_model) if v["version"] == version)
     record_evaluation(settings.tracking_uri, settings.registered_model, run_id, evaluation)
@@ -50,17 +54,17 @@ def test_release_rechecks_rejects_and_converges_after_a_crash(home, tmp_path, mo
     assert registry.aliases(uri, name) == {"champion": v1, "previous_champion": v1, "challenger": v2}
     monkeypatch.delenv("RAGTUNE_FAILPOINT")
     done = release_challenger(uri, name, policy, run_id="run-resumed")
-    assert done["released"] and done["previous_champion"] == v1
+    assert done["released"] and done["previous_champion"] == v1 and done["outcome"] == "passed"
     assert registry.aliases(uri, name) == {"champion": v2, "previous_champion": v1}
     tags = next(v["tags"] for v in registry.list_versions(uri, name) if v["version"] == v2)
     assert tags["gate_verdict"] == "passed" and tags["promoted_run_id"] == "run-resumed"
 
     evaluated(s, v3, v2, WEAK, GOOD)  # worse than the champion on everything
     outcome = release_challenger(uri, name, policy, run_id="run-3")
-    assert not outcome["released"] and outcome["reasons"][0].startswith("FAIL identifier_match")
+    assert not outcome["released"] and outcome["outcome"] == "worse" and outcome["reasons"][0].startswith("FAIL identifier_match")
     assert registry.aliases(uri, name)["champion"] == v2
     tags = next(v["tags"] for v in registry.list_versions(uri, name) if v["version"] == v3)
-    assert tags["gate_verdict"] == "rejected" and "FAIL identifier_match" in tags["rejected_reason"]
+    assert tags["gate_verdict"] == "rejected" and "FAIL identifier_match" in tags["rejected_reason"] and tags["gate_outcome"] == "worse"
     assert tags["rejected_run_id"] == "run-3"
 
     registry.rollback(uri, name, reason="incident")  # the champion moves after v3 was evaluated against v2

@@ -40,6 +40,9 @@ class SftConfig:
     gradient_checkpointing: bool = False
     eval_at_end: bool = True
     seed: int = 0
+    generation_check_prompts: int = 8  # validation prompts answered at the end; a collapsed adapter fails the run (0: off)
+    generation_check_every: int = 0  # also answer them every N steps: a learning curve of behaviour in MLflow (0: end only)
+    dtype: str = "auto"  # ragtune.precision: bf16 autocast where the hardware computes bf16 natively
     # tracking
     tracking_uri: str = ""  # "" = RAGTUNE_MLFLOW_TRACKING_URI or sqlite in the data home
     artifact_location: str = ""  # "" = $RAGTUNE_HOME/mlartifacts, or the tracking server's own store
