@@ -1,26 +1,26 @@
-"""Constrained decoding: the model can only write answer JSON that parses, cites this prompt's documents and closes in budget.
+"""Constrained decoding: the model can only write answer JSON that parses, cites its prompt's documents and closes.
 
 Each row of a batch gets its own llguidance grammar for exactly the layout `prompting.answer_json`
-(json.dumps, ensure_ascii=False, default separators) writes:
+writes (json.dumps, ensure_ascii=False, default separators):
 
     {"answer": "<text>", "citations": ["<doc id>", ...]}
 
 - `citations` names only the row's document ids, each at most once, possibly none;
-- the reply always closes: the fixed parts and every citation are exact token sequences (their
-  canonical tokenization), the answer text is bounded in tokens, so a finished reply is at most
-  `max_new_tokens` tokens, end-of-turn token included (see `Budget`), and EOS is forced once the
-  JSON is complete.
+- the reply closes within the budget: the fixed parts and each citation are exact token sequences
+  (the canonical tokenization of `{"answer": "`, `", "citations": [`, `"<id>`, `", "<id>`, `"]}`),
+  the answer text is bounded in tokens, and EOS is forced once the JSON is complete, so a reply
+  generated with the same max_new_tokens ends, EOS included, within it (the split: `Budget`).
 
-Why the answer bound lives in the processor rather than in the grammar: llguidance's lexeme option
-`[max_tokens=N]` cuts the lexeme wherever the N-th token ends, including after a lone backslash,
-which turns the closing quote into an escaped one (`...\\", "citations"`: broken JSON). Here the
-processor counts answer tokens itself and, `CLOSE_MARGIN` tokens before the limit, lets through only
-the closing token, or single bytes while an escape or a UTF-8 character is unfinished.
+Why the answer bound lives in the processor and not in the grammar: llguidance's lexeme option
+`[max_tokens=N]` cuts the lexeme wherever its N-th token ends, also after a lone backslash, which
+makes the closing quote an escaped one (`...\\", "citations"`: broken JSON; SmolLM2 writes `\\n` as
+two tokens). Here the processor counts answer tokens and, `CLOSE_MARGIN` tokens before the limit,
+allows only the closing token, or single bytes while an escape or a UTF-8 character is unfinished.
 
-    constraint = AnswerConstraint(tokenizer, max_new_tokens=160)     # once per tokenizer (~0.5 s)
+    constraint = AnswerConstraint(tokenizer, max_new_tokens=160)  # once per tokenizer and budget (~0.5 s)
     processor = constraint.processor([[d["doc_id"] for d in docs] for docs in batch_documents])
-    output = model.generate(**inputs, max_new_tokens=160, do_sample=False,
-                            logits_processor=LogitsProcessorList([processor]))
+    output = model.generate(**inputs, max_new_tokens=160, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                            logits_processor=LogitsProcessorList([processor]))  # a fresh processor per call
 """
 
 from __future__ import annotations

@@ -76,7 +76,10 @@ def test_demo_runs_the_whole_loop_on_the_bundled_data(tmp_path, base_model):
     assert summary["retrieval"]["questions"] == 35 and 0.0 < summary["retrieval"]["recall@5"] <= 1.0
     assert summary["interactions_imported"] == 139
     retrain = summary["retrain"]
-    assert retrain["curation"]["kept"] == 139 and retrain["raft"]["train"] + retrain["raft"]["validation"] == 139
+    held_out = retrain["evaluation_set"]
+    assert held_out["source"] == "held-out" and held_out["items"] >= 30 and held_out["skipped"] == 0
+    assert retrain["curation"]["kept"] == 139  # the held-out interactions are never trained on:
+    assert retrain["raft"]["train"] + retrain["raft"]["validation"] == 139 - held_out["held_out_from_training"]
     assert retrain["adapter"]["model_version"] == "1" and retrain["adapter"]["steps"] == 1
     evaluation = retrain["evaluation"]
     assert set(evaluation["metrics"]) == {"base_rag", "challenger_rag", "challenger_no_rag"} and evaluation["items"] == 1
@@ -84,6 +87,7 @@ def test_demo_runs_the_whole_loop_on_the_bundled_data(tmp_path, base_model):
     assert all(m["tokens_mean"] <= 24 for m in evaluation["metrics"].values())
     # one step with a warm-up of one step leaves the adapter at zero: it cannot beat the base model
     assert retrain["verdict"]["passed"] is False and not retrain["released"]
+    assert retrain["verdict"]["outcome"] == "not_enough_evidence"  # one item judged: no decision either way
     assert retrain["verdict"]["reasons"][0].startswith("FAIL identifier_match")
     assert retrain["aliases"] == {"challenger": "1"}
     models = json.loads(ragtune(tmp_path / "home", "models", "list", "--json").stdout)

@@ -26,15 +26,15 @@ def model(base_model):
     return AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32).eval()
 
 
-def generate(model, tokenizer, rows: list[tuple[str, list[dict]]], max_new_tokens: int) -> list[str]:
-    """Greedy replies of one left-padded batch under the constraint."""
+def generate(model, tokenizer, constraint: AnswerConstraint, rows: list[tuple[str, list[dict]]]) -> list[str]:
+    """Greedy replies of one left-padded batch under the constraint, with its budget as max_new_tokens."""
     from transformers import LogitsProcessorList
 
     texts = [tokenizer.apply_chat_template(build_messages(q, docs), tokenize=False, add_generation_prompt=True) for q, docs in rows]
     inputs = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-    processor = AnswerConstraint(tokenizer, max_new_tokens).processor([[d["doc_id"] for d in docs] for _, docs in rows])
+    processor = constraint.processor([[d["doc_id"] for d in docs] for _, docs in rows])
     with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+        out = model.generate(**inputs, max_new_tokens=constraint.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                              logits_processor=LogitsProcessorList([processor]))
     return tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
@@ -52,7 +52,7 @@ def assert_contract(reply: str, doc_ids: list[str]) -> dict:
     return parsed
 
 
-def test_every_row_answers_in_contract_citing_only_its_own_documents(model, tokenizer):
+def test_every_row_answers_in_contract_citing_only_its_own_documents(model, tokenizer, constraint):
     rows = [
         ("Which model spots keywords in speech?",
          [document("superb/wav2vec2-base-superb-ks", "Keyword spotting on SUPERB: pipeline('audio-classification', "
@@ -61,16 +61,15 @@ def test_every_row_answers_in_contract_citing_only_its_own_documents(model, toke
          [document("facebook/bart-large-cnn", "Summarize news with pipeline('summarization', model='facebook/bart-large-cnn').")]),
         ("How do I greet someone?", [document('say "hi"\\now', "To greet someone, say hi."), document("t5-small", "Translate text.")]),
     ]
-    replies = generate(model, tokenizer, rows, max_new_tokens=64)
+    replies = generate(model, tokenizer, constraint(64), rows)
     for reply, (_, docs) in zip(replies, rows):
         assert_contract(reply, [d["doc_id"] for d in docs])
 
 
-def test_a_tiny_budget_still_closes_the_json(model, tokenizer):
+def test_a_tiny_budget_still_closes_the_json(model, tokenizer, constraint):
     rows = [("Explain in detail how to fine-tune a speech model, step by step.",
              [document("superb/wav2vec2-base-superb-ks", "Keyword spotting. " * 20)])]
-    (reply,) = generate(model, tokenizer, rows, max_new_tokens=24)
-    assert len(tokenizer.encode(reply, add_special_tokens=False)) <= 24
+    (reply,) = generate(model, tokenizer, constraint(24), rows)
     assert_contract(reply, ["superb/wav2vec2-base-superb-ks"])
 
 
@@ -153,8 +152,7 @@ def test_repeated_or_foreign_ids_cannot_be_written(tokenizer, constraint, steer,
 def test_an_answer_longer_than_the_budget_is_cut_and_closed_in_budget(tokenizer, constraint, steer, answer, max_new_tokens):
     processor = constraint(max_new_tokens).processor([TRICKY_IDS[:2]])
     (tokens,) = steer.run(processor, [answer_json(answer, TRICKY_IDS[:2])], max_new_tokens)
-    assert len(tokens) <= max_new_tokens  # EOS included
-    parsed = assert_contract(reply_text(tokenizer, tokens), TRICKY_IDS[:2])
+    parsed = assert_contract(reply_text(tokenizer, tokens), TRICKY_IDS[:2])  # EOS came within max_new_tokens steps
     assert answer.startswith(parsed["answer"]) and parsed["answer"]
 
 

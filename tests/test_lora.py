@@ -136,6 +136,16 @@ def test_completion_loss_equals_the_models_own_loss(base_model):
     assert torch.allclose(ours, reference, atol=1e-5), (ours, reference)
     assert torch.allclose(summed * 30, reference * int((labels[:, 1:] != -100).sum()), atol=1e-3)
 
+    # the answer's first tokens (the answer-or-abstain decision) can weigh more: here the first 2 of each row, x3
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1]
+        per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                                      ignore_index=-100, reduction="none").view(2, -1)
+        lead = per_token[0, 24:26].sum() + per_token[1, 29:31].sum()  # label positions 25-26 and 30-31, shifted by one
+        weighted = completion_loss(model, inputs, lead_tokens=2, lead_weight=3.0)
+    n = int((labels[:, 1:] != -100).sum())
+    assert torch.allclose(weighted * n, reference * n + 2 * lead, atol=1e-3)
+
 
 def test_validation_replies_are_scored_against_their_targets():
     from ragtune.prompting import NOT_COVERED, answer_json

@@ -38,6 +38,8 @@ class SftConfig:
     packing: bool = False
     group_by_length: bool = True
     gradient_checkpointing: bool = False
+    lead_tokens: int = 0  # the first N answer tokens (JSON opening + the answer-or-abstain decision) ...
+    lead_weight: float = 1.0  # ... weigh this much in the loss (1: a plain per-token mean)
     eval_at_end: bool = True
     seed: int = 0
     generation_check_prompts: int = 8  # validation prompts answered at the end; a collapsed adapter fails the run (0: off)
