@@ -46,7 +46,10 @@ bench: setup
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/pii.py
 	$(BIN)/python bench/train.py
-	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/constrained.py
+	$(BIN)/python bench/quality.py --split huggingface
+	$(BIN)/python bench/quality.py --split tensorflow
 	$(BIN)/python bench/serve.py
 
 demo-data: setup

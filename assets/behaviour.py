@@ -1,4 +1,4 @@
-"""Group `behaviour`: curated interactions + the live index -> RAFT dataset -> LoRA adapter, and their checks."""
+"""Group `behaviour`: curated interactions + the live index -> evaluation set (held out) and RAFT dataset -> LoRA adapter, and their checks."""
 
 
 from pathlib import Path
@@ -9,6 +9,8 @@ from pydantic import Field
 
 from assets.checks import check_result
 from assets.knowledge import chunk_index
+from evaluation.eval_set import build_evaluation_set, indexed_doc_ids, too_few_message
+from evaluation.gate import DEFAULT_GATE, GatePolicy
 from pipelines.launchers import launch_training
 from pipelines.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
 from ragtune.datasets import read_jsonl
@@ -16,6 +18,7 @@ from ragtune.quality import raft_frame, validate_no_pii, validate_raft
 from ragtune.registry import EXPERIMENT, code_version
 from ragtune.retriever import Retriever
 from ragtune.settings import REPO_ROOT, is_tracking_server
+from ragtune.store import ChunkStore
 from training.config import SftConfig
 from training.raft import RaftConfig
 
@@ -35,10 +38,39 @@ class RaftDatasetConfig(dg.Config):
     include_restricted: bool = Field(False, description="Also train on documents with an access list (off: weights cannot enforce ACLs).")
 
 
+class EvaluationSetConfig(dg.Config):
+    eval_set: str = Field("", description="Evaluation set (.jsonl, DESIGN.md format); empty = RAGTUNE_EVAL_SET, and when "
+                          "that is empty too, a held-out share of the curated interactions (never trained on).")
+    holdout: Optional[float] = Field(None, description="Share of curated interactions held out; None = RAGTUNE_EVAL_HOLDOUT.")
+    min_items: Optional[int] = Field(None, description="Fewest answerable items to go on with training; None = the gate "
+                                     "policy's min_items (training for a gate that cannot decide would be wasted).")
+    policy: str = Field(str(DEFAULT_GATE), description="Gate policy YAML whose min_items the evaluation set must reach.")
+
+
 class LoraAdapterConfig(dg.Config):
     training_config: str = Field(str(DEFAULT_TRAINING), description="YAML of training hyper-parameters (training/config.py:SftConfig).")
     max_steps: Optional[int] = Field(None, description="Override the YAML's max_steps (a short run).")
     max_minutes: Optional[float] = Field(None, description="Override the YAML's wall-clock budget in minutes (training stops before a step would overrun it).")
+
+
+@dg.asset(group_name=GROUP, deps=[chunk_index], description="The questions a challenger is judged on: a held-out share "
+          "of the curated interactions (or RAGTUNE_EVAL_SET), only those whose gold documents are in the live index.")
+def evaluation_set(curated_interactions: list[dict], config: EvaluationSetConfig, lancedb: LanceDBResource) -> dg.Output[dict]:
+    s = lancedb.settings()
+    chosen = build_evaluation_set(curated_interactions, config.eval_set or s.eval_set, indexed_doc_ids(ChunkStore(s.lancedb_uri, s.table_name)),
+                                  config.holdout or s.eval_holdout)
+    needed = config.min_items or GatePolicy.from_yaml(config.policy).min_items
+    answerable = sum(i["answerable"] for i in chosen["items"])
+    if answerable < needed:
+        raise dg.Failure(description=too_few_message(answerable, needed, len(chosen["held_out_ids"]),
+                                                     len(chosen["skipped"]), bool(chosen["source"] != "held-out")),
+                         metadata={"skipped": dg.MetadataValue.json(chosen["skipped"][:50])})
+    return dg.Output(chosen, metadata={
+        "source": chosen["source"], "items": len(chosen["items"]),
+        "answerable": sum(i["answerable"] for i in chosen["items"]), "held_out_from_training": len(chosen["held_out_ids"]),
+        "skipped": len(chosen["skipped"]), "skipped_reasons": dg.MetadataValue.json(chosen["skipped"][:50]),
+        "digest": chosen["digest"],
+    })
 
 
 @dg.asset(group_name=GROUP, deps=[chunk_index], description="RAFT examples: oracle chunks plus the retriever's hard negatives, rendered with the chat template.")
@@ -58,7 +90,7 @@ def raft_dataset(curated_interactions: list[dict], evaluation_set: dict, config:
     held_out = set(evaluation_set["held_out_ids"])  # the gate's questions are never trained on
     records = [r for r in curated_interactions if r["user"] not in forgotten and r["id"] not in held_out]
     built = build_dataset(records, store, Retriever(store, model, s.rrf_k), tokenizer, raft,
-                          s.datasets_dir, config.include_restricted)
+                          s.datasets_dir, config.include_restricted, sorted(held_out))
     value = {**built.as_dict(), "curated_records": len(records), "held_out": len(held_out), "distractors": raft.distractors,
              "oracle_probability": raft.oracle_probability}
     return dg.Output(value, metadata={
@@ -118,5 +150,5 @@ def read_jsonl_split(raft_dataset: dict, split: str) -> list[dict]:
     return read_jsonl(Path(raft_dataset["folder"]) / f"{split}.jsonl")
 
 
-BEHAVIOUR_ASSETS = [raft_dataset, lora_adapter]
+BEHAVIOUR_ASSETS = [evaluation_set, raft_dataset, lora_adapter]
 BEHAVIOUR_CHECKS = [raft_dataset_is_valid, raft_dataset_has_no_pii]

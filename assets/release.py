@@ -13,24 +13,14 @@ from pydantic import Field
 
 from evaluation.gate import DEFAULT_GATE, GatePolicy
 from evaluation.harness import HarnessConfig
-from assets.knowledge import chunk_index
-from evaluation.eval_set import too_few_message
-from pipelines.resources import LanceDBResource, MLflowResource
+from pipelines.resources import MLflowResource
 from ragtune import registry
-from ragtune.evaluate import LABELS, build_evaluation_set, evaluate, indexed_doc_ids, table_rows, tqdm_progress
-from ragtune.store import ChunkStore
+from ragtune.evaluate import LABELS, evaluate, table_rows, tqdm_progress
 from ragtune.release import judge, record_evaluation, release_challenger
 
 GROUP = "release"
 DEFAULT_HARNESS = HarnessConfig()
 DEFAULT_PROBED = 60  # probes per kind: the gate wants at least 50 judged abstentions and counterfactuals
-
-
-class EvaluationSetConfig(dg.Config):
-    eval_set: str = Field("", description="Evaluation set (.jsonl, DESIGN.md format); empty = RAGTUNE_EVAL_SET, and when "
-                          "that is empty too, a held-out share of the curated interactions (never trained on).")
-    holdout: Optional[float] = Field(None, description="Share of curated interactions held out; None = RAGTUNE_EVAL_HOLDOUT.")
-    min_items: Optional[int] = Field(None, description="Fewest usable items to go on with training; None = RAGTUNE_EVAL_MIN_ITEMS.")
 
 
 class EvaluationConfig(dg.Config):
@@ -56,25 +46,6 @@ def comparison_table(comparison: dict) -> dg.MetadataValue:
     columns = [dg.TableColumn("metric", "string"), *(dg.TableColumn(f, "float") for f in fields), dg.TableColumn("n", "int")]
     records = [dg.TableRecord(data={"metric": metric, **{f: m[f] for f in (*fields, "n")}}) for metric, m in comparison["metrics"].items()]
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
-
-
-@dg.asset(group_name=GROUP, deps=[chunk_index], description="The questions a challenger is judged on: a held-out share "
-          "of the curated interactions (or RAGTUNE_EVAL_SET), only those whose gold documents are in the live index.")
-def evaluation_set(curated_interactions: list[dict], config: EvaluationSetConfig, lancedb: LanceDBResource) -> dg.Output[dict]:
-    s = lancedb.settings()
-    chosen = build_evaluation_set(curated_interactions, config.eval_set or s.eval_set, indexed_doc_ids(ChunkStore(s.lancedb_uri, s.table_name)),
-                                  config.holdout or s.eval_holdout)
-    needed = config.min_items or s.eval_min_items
-    if len(chosen["items"]) < needed:
-        raise dg.Failure(description=too_few_message(len(chosen["items"]), needed, len(chosen["held_out_ids"]),
-                                                     len(chosen["skipped"]), bool(chosen["source"] != "held-out")),
-                         metadata={"skipped": dg.MetadataValue.json(chosen["skipped"][:50])})
-    return dg.Output(chosen, metadata={
-        "source": chosen["source"], "items": len(chosen["items"]),
-        "answerable": sum(i["answerable"] for i in chosen["items"]), "held_out_from_training": len(chosen["held_out_ids"]),
-        "skipped": len(chosen["skipped"]), "skipped_reasons": dg.MetadataValue.json(chosen["skipped"][:50]),
-        "digest": chosen["digest"],
-    })
 
 
 @dg.asset(group_name=GROUP, description="The new adapter (alias `challenger`) against the champion or the base model, "
@@ -128,5 +99,5 @@ def release(context: dg.AssetExecutionContext, config: GateConfig, mlflow: MLflo
                                         "resumed": bool(outcome.get("resumed"))})
 
 
-RELEASE_ASSETS = [evaluation_set, adapter_evaluation, release]
+RELEASE_ASSETS = [adapter_evaluation, release]
 RELEASE_CHECKS = [release_gate]

@@ -1,12 +1,14 @@
 """The evaluation set of a retrain: a held-out share of the user's own curated interactions.
 
-    train_records, held_out = split_holdout(curated, fraction=0.2, seed=0)
-    items, skipped = usable_items(eval_items_from_curated(held_out), doc_ids_in_index)
+    chosen = build_evaluation_set(curated, eval_set=None, indexed=indexed_doc_ids(store), holdout=0.2)
+    chosen["items"], chosen["skipped"], chosen["held_out_ids"]   # judge on, left out with why, never train on
 
 A challenger must be judged on the questions its own corpus can answer, never on another
 corpus's. So by default the evaluation items are curated interactions held out by a hash of
-their id (an interaction stays on its side as the log grows, and is never trained on), with
-the approved answer as the reference and its citations as the gold documents. An approved
+their gold documents (all questions about the same documents fall on one side, so a paraphrase
+in training cannot stand in for reading the document at evaluation time; an interaction stays on
+its side as the log grows, and is never trained on), with the approved answer as the reference
+and its citations as the gold documents. An approved
 abstention (the answer says the documents do not cover it) becomes an unanswerable item.
 An item whose gold documents are not in the live index is skipped with its reason: retrieval
 could never find them, so it would measure nothing but the gap.
@@ -15,8 +17,10 @@ could never find them, so it would measure nothing but the gap.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
-from evaluation.metrics import abstained
+from evaluation.harness import eval_set_digest, load_eval_set
+from evaluation.metrics import abstained, normalise
 
 
 def held_out(record_id: str, fraction: float, seed: int = 0) -> bool:
@@ -25,11 +29,17 @@ def held_out(record_id: str, fraction: float, seed: int = 0) -> bool:
     return u < fraction
 
 
+def holdout_key(record: dict) -> str:
+    """What decides a record's side: its gold documents (its id when it cites none)."""
+    gold = sorted(record.get("gold_doc_ids") or [])
+    return "docs:" + "|".join(gold) if gold else "id:" + record["id"]
+
+
 def split_holdout(records: list[dict], fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """(records to train on, records held out for evaluation)."""
     train, evaluation = [], []
     for record in records:
-        (evaluation if held_out(record["id"], fraction, seed) else train).append(record)
+        (evaluation if held_out(holdout_key(record), fraction, seed) else train).append(record)
     return train, evaluation
 
 
@@ -55,11 +65,39 @@ def usable_items(items: list[dict], indexed_doc_ids: set[str]) -> tuple[list[dic
     return usable, skipped
 
 
+def indexed_doc_ids(store) -> set[str]:
+    """Every document id in the live index (empty when there is no index)."""
+    return set(store.read_columns(["doc_id"]).column("doc_id").to_pylist()) if store.exists() else set()
+
+
+def same_questions(records: list[dict], items: list[dict]) -> list[str]:
+    """Ids of curated records asking an evaluation item's question (after normalisation): never train on them."""
+    asked = {normalise(i["question"]) for i in items}
+    return [r["id"] for r in records if normalise(r["question"]) in asked]
+
+
+def build_evaluation_set(curated: list[dict], eval_set: str | Path | None, indexed: set[str], holdout: float,
+                         seed: int = 0) -> dict:
+    """The items a challenger is judged on: an explicit set, or the held-out share of `curated`; only items the
+    live index can answer (`indexed`: its doc ids), the rest listed in `skipped` with why. `held_out_ids` are the
+    curated records training must leave out: the held-out share, or those asking an explicit item's question."""
+    if eval_set:
+        items, skipped = load_eval_set(Path(eval_set))
+        source, held_out_ids = str(eval_set), same_questions(curated, items)
+    else:
+        _, held = split_holdout(curated, holdout, seed)
+        items, skipped, source, held_out_ids = eval_items_from_curated(held), [], "held-out", [r["id"] for r in held]
+    usable, left_out = usable_items(items, indexed)
+    return {"items": usable, "skipped": skipped + left_out, "source": source, "held_out_ids": held_out_ids,
+            "digest": eval_set_digest(usable) if usable else ""}
+
+
 def too_few_message(usable: int, needed: int, held_out_count: int, skipped: int, explicit: bool) -> str:
     """What to tell a user whose evaluation set cannot support a decision."""
     source = ("the evaluation set given" if explicit else
               f"the held-out share of the curated interactions ({held_out_count} held out)")
-    return (f"only {usable} usable evaluation items in {source}, {skipped} skipped; the gate needs at least {needed}. "
-            "Provide more approved interactions that cite the documents that answer them (`ragtune logs import`, or "
-            "feedback with corrections), or an evaluation set of your corpus's questions (--eval-set FILE, "
-            "RAGTUNE_EVAL_SET); RAGTUNE_EVAL_MIN_ITEMS lowers the bar at the cost of a weaker decision.")
+    return (f"only {usable} usable answerable evaluation items in {source}, {skipped} skipped; the release gate needs "
+            f"at least {needed} to decide, so training now would be wasted. Provide more approved interactions that "
+            "cite the documents that answer them (`ragtune logs import`, or feedback with corrections), or an "
+            "evaluation set of your corpus's questions (--eval-set FILE, RAGTUNE_EVAL_SET); a gate policy with a "
+            "lower min_items (--gate FILE) decides on less evidence.")

@@ -6,11 +6,17 @@
 
 The incumbent is the champion, or the base model when there is no champion yet. `compare` pairs the
 two candidates' per-item rows by (item_id, kind) and gives each metric's means, mean difference and
-its 95% interval (evaluation/intervals.py); `decide` is pure and reads nothing else, so the release
-step re-judges the recorded summary and reaches the same verdict. The rules:
+its 95% interval (evaluation/intervals.py: Newcombe's paired interval for 0/1 metrics, the bootstrap
+for graded ones); `decide` is pure and reads nothing else, so the release step re-judges the recorded
+summary and reaches the same verdict. An item id that occurs more than once for a kind (an evaluation
+set with repeated ids) is paired by order of occurrence: both candidates answer the same probe list in
+the same order; the comparison lists such ids under `duplicates` and the evidence reason names them.
+The rules:
 
-- evidence: at least `min_items` answer items compared, and `min_probed` probes of each kind a guard
-  reads (unanswerable for abstention, counterfactual for adherence); fewer: not enough evidence.
+- evidence: at least `min_items` answer items compared, `min_probed` probes of each kind a guard
+  reads (unanswerable for abstention, counterfactual for adherence), and the primary metric itself
+  paired on at least `min_primary_items` items (a `_gold_in_context` metric is computed only on the
+  answer probes whose gold document was retrieved, which can be far fewer); fewer: not enough evidence.
 - primary: passes only when the interval's lower bound of the gain clears `min_improvement`
   (strictly); shown worse when the whole interval is below 0.
 - each guard: worse when the whole interval shows a drop beyond `tolerance`; passes, listed as
@@ -46,13 +52,14 @@ OUTCOMES = ("passed", "worse", "not_enough_evidence")
 @dataclass
 class GatePolicy:
     primary_metric: str = "identifier_match_gold_in_context"
-    min_improvement: float = 0.02  # the gain's 95% lower bound must exceed this
-    tolerance: float = 0.05  # a guard fails when its whole interval is a loss larger than this
+    min_improvement: float = 0.02  # the gain's 95% lower bound must exceed this (>= 0: a release must not be allowed a loss)
+    tolerance: float = 0.05  # a guard fails when its whole interval is a loss larger than this (>= 0)
     guards: list[str] = field(default_factory=lambda: ["format_validity", "citation_accuracy_gold_in_context",
                                                        "abstention", "adherence", "false_abstention_gold_in_context"])
     floors: dict[str, float] = field(default_factory=lambda: {"format_validity": 0.9})
     min_items: int = 100  # answer items compared before the gate decides
     min_probed: int = 50  # unanswerable / counterfactual probes compared, for the guards that read them
+    min_primary_items: int = 50  # items the primary metric itself was paired on (its own n)
 
     def __post_init__(self):
         if not isinstance(self.guards, list) or not isinstance(self.floors, dict):
@@ -62,8 +69,16 @@ class GatePolicy:
             raise ValueError(f"unknown metrics {', '.join(unknown)} (known: {', '.join(COMPARED)})")
         if set(self.floors) & LOWER_IS_BETTER:
             raise ValueError(f"a floor is a minimum: none on lower-is-better {', '.join(sorted(set(self.floors) & LOWER_IS_BETTER))}")
-        if min(self.tolerance, self.min_items, self.min_probed) < 0:
-            raise ValueError("tolerance, min_items and min_probed cannot be negative")
+        numbers = {"min_improvement": self.min_improvement, "tolerance": self.tolerance, "min_items": self.min_items,
+                   "min_probed": self.min_probed, "min_primary_items": self.min_primary_items}
+        wrong = [key for key, value in numbers.items() if isinstance(value, bool) or not isinstance(value, (int, float))]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} must be numbers")
+        negative = [f"{key} = {value}" for key, value in numbers.items() if value < 0]
+        if negative:
+            # a negative margin would promote a challenger shown to be worse; a negative tolerance would fail
+            # guards that are shown better
+            raise ValueError(f"{', '.join(negative)}: cannot be negative")
 
     @classmethod
     def from_yaml(cls, path: str | Path = DEFAULT_GATE) -> "GatePolicy":
@@ -90,21 +105,29 @@ class Verdict:
 
 def compare(rows: list[dict], challenger: str, incumbent: str, metrics=COMPARED) -> dict:
     """The evidence the gate decides on: per metric, both means, the difference, its interval and n, over the
-    items both candidates were scored on; and how many probes of each kind were paired."""
-    values: dict[tuple[str, str], dict] = {}
+    items both candidates were scored on; how many probes of each kind were paired; and, only when some
+    item id has more than one row of a kind, `duplicates` (kind -> those ids), paired by order of occurrence."""
+    values: dict[tuple[str, str], dict] = {}  # (candidate, kind) -> (item_id, occurrence) -> metrics
+    seen: dict[tuple[str, str, str], int] = {}  # (candidate, kind, item_id) -> rows so far
+    repeated: dict[str, set] = {}  # kind -> item ids with more than one row for a candidate
     for row in rows:
         if row["candidate"] in (challenger, incumbent):
-            values.setdefault((row["candidate"], row["kind"]), {})[row["item_id"]] = item_metrics(row)
+            where = (row["candidate"], row["kind"], row["item_id"])
+            occurrence = seen[where] = seen.get(where, -1) + 1
+            if occurrence:
+                repeated.setdefault(row["kind"], set()).add(row["item_id"])
+            values.setdefault((row["candidate"], row["kind"]), {})[(row["item_id"], occurrence)] = item_metrics(row)
     counts = {kind: len(set(values.get((challenger, kind), {})) & set(values.get((incumbent, kind), {})))
               for kind in sorted({kind for _, kind in values})}
 
     def per_item(candidate: str, metric: str) -> dict:
-        return {(item, kind): m[metric] for (name, kind), items in values.items() if name == candidate
-                for item, m in items.items() if metric in m}
+        return {(item, occurrence, kind): m[metric] for (name, kind), items in values.items() if name == candidate
+                for (item, occurrence), m in items.items() if metric in m}
 
     compared = {metric: paired_difference(per_item(challenger, metric), per_item(incumbent, metric)) for metric in metrics}
     return {"challenger": challenger, "incumbent": incumbent, "method": METHOD, "counts": counts,
-            "metrics": {metric: d.as_dict() for metric, d in compared.items() if d is not None}}
+            "metrics": {metric: d.as_dict() for metric, d in compared.items() if d is not None},
+            **({"duplicates": {kind: sorted(ids) for kind, ids in sorted(repeated.items())}} if repeated else {})}
 
 
 def gain(metric: str, m: dict) -> tuple[float, float]:
@@ -152,22 +175,29 @@ def floor_rule(metric: str, floor: float, m: dict | None) -> tuple[str, str]:
     return ("passed" if ok else "worse"), f"{metric} floor: {m['challenger']:.3f} {'>=' if ok else 'under'} {floor:.3f}"
 
 
-def evidence_rule(counts: dict, policy: GatePolicy) -> tuple[str, str]:
+def evidence_rule(comparison: dict, policy: GatePolicy) -> tuple[str, str]:
+    counts = comparison.get("counts") or {}
     needed = {"answer": policy.min_items}
     for metric in [policy.primary_metric, *policy.guards]:
         if metric in PROBE_KIND:
             needed[PROBE_KIND[metric]] = policy.min_probed
-    have = ", ".join(f"{counts.get(kind, 0)} {kind} (needs {n})" for kind, n in needed.items())
-    if all(counts.get(kind, 0) >= n for kind, n in needed.items()):
-        return "passed", f"evidence: probes compared {have}"
-    return "not_enough_evidence", f"evidence: too few probes compared to decide: {have}"
+    primary_n = ((comparison.get("metrics") or {}).get(policy.primary_metric) or {}).get("n", 0)
+    have = (", ".join(f"{counts.get(kind, 0)} {kind} (needs {n})" for kind, n in needed.items())
+            + f"; {policy.primary_metric} paired on {primary_n} items (needs {policy.min_primary_items})")
+    duplicates = comparison.get("duplicates") or {}
+    if duplicates:
+        have += "; repeated item ids paired in order of occurrence: " + ", ".join(
+            f"{len(ids)} {kind} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})" for kind, ids in duplicates.items())
+    if all(counts.get(kind, 0) >= n for kind, n in needed.items()) and primary_n >= policy.min_primary_items:
+        return "passed", f"evidence: compared {have}"
+    return "not_enough_evidence", f"evidence: too few items compared to decide: {have}"
 
 
 def decide(comparison: dict, policy: GatePolicy) -> Verdict:
     """The verdict on a comparison (compare(), or the `comparison` of a recorded evaluation summary)."""
     measured = comparison.get("metrics") or {}
     primary = measured.get(policy.primary_metric)
-    rules = [primary_rule(policy.primary_metric, primary, policy), evidence_rule(comparison.get("counts") or {}, policy)]
+    rules = [primary_rule(policy.primary_metric, primary, policy), evidence_rule(comparison, policy)]
     rules += [guard_rule(metric, measured.get(metric), policy) for metric in policy.guards]
     rules += [floor_rule(metric, floor, measured.get(metric)) for metric, floor in policy.floors.items()]
     statuses = {status for status, _ in rules}

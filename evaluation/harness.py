@@ -28,9 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ragtune.precision import resolve_dtype
 from evaluation.metrics import (abstained, adheres, citation_accuracy, distinctive_identifier, exact_match,
                                 identifier_match, percentile, reciprocal_rank, recall_at_k, token_f1)
+from ragtune.precision import resolve_dtype
+from ragtune.prompting import SYSTEM_PROMPT
 
 # (question, n) -> ranked chunks [{doc_id, chunk_id, title, text}], best first
 Search = Callable[[str, int], list[dict]]
@@ -256,11 +257,16 @@ def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
     return [Probe(**{**asdict(p), "documents": [], "retrieval_ms": 0.0}) for p in probes if p.kind == "answer"]
 
 
+# Bump when scoring or decoding code changes what a cached row would hold (metrics, the constraint).
+CACHE_VERSION = 2
+
+
 def cache_key(candidate: Candidate, probes: list[Probe], base_model: str, config: HarnessConfig) -> str:
-    """Same adapter version, same prompts, same decoding -> same answers (greedy)."""
+    """Same adapter version, same prompts (system prompt included), same decoding -> same scored rows (greedy)."""
     identity = {"adapter": candidate.version if candidate.adapter_dir else None, "retrieval": candidate.retrieval,
                 "base_model": base_model, "max_new_tokens": config.max_new_tokens, "dtype": resolve_dtype(config.dtype),
-                "constrained": config.constrained,
+                "constrained": config.constrained, "batch_size": config.batch_size, "system_prompt": SYSTEM_PROMPT,
+                "version": CACHE_VERSION,
                 "prompts": [(p.kind, p.question, p.documents) for p in probes]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 

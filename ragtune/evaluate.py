@@ -15,8 +15,8 @@ from evaluation.gate import GatePolicy, Verdict, compare, decide
 from evaluation.harness import (Candidate, EvalReport, HarnessConfig, build_probes, eval_set_digest, item_metrics,
                                 load_eval_set, run_harness)
 from evaluation.intervals import mean_interval
-from evaluation.eval_set import eval_items_from_curated, split_holdout, usable_items
 from ragtune import registry
+from ragtune.precision import resolve_dtype
 from ragtune.settings import Settings
 
 LABELS = {"base_rag": "base + RAG", "champion_rag": "champion + RAG", "challenger_rag": "challenger + RAG",
@@ -31,6 +31,7 @@ class Evaluation:
     incumbent: str  # candidate the challenger is judged against: champion_rag, or base_rag when there is none
     index_version: int
     eval_digest: str
+    decoding: dict = field(default_factory=dict)  # dtype, constrained, batch size, token budget: how every candidate answered
     comparison: dict | None = field(init=False)  # challenger_rag vs the incumbent, paired (evaluation/gate.py:compare)
     intervals: dict = field(init=False)  # candidate -> metric -> its mean alone, with a 95% interval
 
@@ -42,7 +43,7 @@ class Evaluation:
     def as_dict(self) -> dict:
         return {**self.report.as_dict(), "challenger": self.challenger, "champion": self.champion,
                 "incumbent": self.incumbent, "index_version": self.index_version, "eval_digest": self.eval_digest,
-                "comparison": self.comparison, "intervals": self.intervals}
+                "decoding": self.decoding, "comparison": self.comparison, "intervals": self.intervals}
 
 
 def candidate_intervals(rows: list[dict], names=("identifier_match", "identifier_match_gold_in_context",
@@ -89,25 +90,6 @@ def candidates(settings: Settings, challenger: str | None, champion: str | None,
     return chosen
 
 
-def indexed_doc_ids(store) -> set[str]:
-    return set(store.read_columns(["doc_id"]).column("doc_id").to_pylist()) if store.exists() else set()
-
-
-def build_evaluation_set(curated: list[dict], eval_set: str | Path | None, indexed: set[str], holdout: float,
-                         seed: int = 0) -> dict:
-    """The items a challenger is judged on: an explicit set, or the held-out share of `curated`; only items the
-    live index can answer (`indexed`: its doc ids), the rest listed in `skipped` with why."""
-    if eval_set:
-        items, skipped = load_eval_set(Path(eval_set))
-        source, held_out_ids = str(eval_set), []
-    else:
-        _, held = split_holdout(curated, holdout, seed)
-        items, skipped, source, held_out_ids = eval_items_from_curated(held), [], "held-out", [r["id"] for r in held]
-    usable, left_out = usable_items(items, indexed)
-    return {"items": usable, "skipped": skipped + left_out, "source": source, "held_out_ids": held_out_ids,
-            "digest": eval_set_digest(usable) if usable else ""}
-
-
 def evaluate(settings: Settings, items: list[dict], config: HarnessConfig, challenger: str | None = None,
              include_base: bool = True, progress=None, skipped: list[str] | None = None) -> Evaluation:
     """Score base, champion and challenger (if any) on the same probes against the live index."""
@@ -140,8 +122,10 @@ def evaluate(settings: Settings, items: list[dict], config: HarnessConfig, chall
     report = run_harness(probes, retrieval, chosen, generator_for, base_model, config,
                          cache_dir=settings.evaluations_dir, progress=progress, skipped=skipped)
     incumbent = "champion_rag" if "champion_rag" in report.metrics else "base_rag"
+    decoding = {"dtype": resolve_dtype(config.dtype), "constrained": config.constrained, "batch_size": config.batch_size,
+                "max_new_tokens": config.max_new_tokens}
     return Evaluation(report=report, challenger=challenger, champion=champion, incumbent=incumbent,
-                      index_version=index_version, eval_digest=eval_set_digest(items))
+                      index_version=index_version, eval_digest=eval_set_digest(items), decoding=decoding)
 
 
 def verdict_of(evaluation: dict, policy: GatePolicy) -> Verdict:
@@ -151,7 +135,7 @@ def verdict_of(evaluation: dict, policy: GatePolicy) -> Verdict:
 
 
 def table_rows(metrics: dict[str, dict[str, float]], names=("exact_match", "token_f1", "identifier_match",
-               "identifier_match_gold_in_context", "format_validity", "citation_accuracy",
+               "identifier_match_gold_in_context", "format_validity", "format_validity_unconstrained", "citation_accuracy",
                "citation_accuracy_gold_in_context", "abstention", "adherence", "false_abstention_gold_in_context",
                "gold_in_context", "latency_p50_ms", "latency_p95_ms", "tokens_mean")) -> list[dict]:
     """One row per candidate with the metrics every report shows (missing ones as None)."""

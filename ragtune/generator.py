@@ -18,6 +18,7 @@ not answer JSON never raises: it comes back as a fallback answer flagged `valid=
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from ragtune.precision import resolve_dtype
 from ragtune.prompting import build_messages, parse_answer
 
 FALLBACK_PREFIX = "The model's reply could not be read as an answer: "
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,8 +110,16 @@ class Generator:
             processors.append(tracker)
         started = time.perf_counter()
         with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                         logits_processor=processors, pad_token_id=self.tokenizer.pad_token_id)
+            try:
+                output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                             logits_processor=processors, pad_token_id=self.tokenizer.pad_token_id)
+            except (ValueError, RuntimeError) as exc:  # the constraint gave up: answer freely, replies checked as usual
+                if tracker is None:
+                    raise
+                log.warning("constrained decoding failed (%s); this batch is decoded without it", exc)
+                processors, tracker = LogitsProcessorList(), None
+                output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                             pad_token_id=self.tokenizer.pad_token_id)
         seconds = (time.perf_counter() - started) / len(prompts)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         generations = []

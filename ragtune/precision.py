@@ -1,11 +1,13 @@
 """One precision for generation, embedding and training: `RAGTUNE_DTYPE` = auto | float32 | bfloat16.
 
-    resolve_dtype("auto")   # "bfloat16" on a CPU with bf16 matrix units (AMX, AVX512-BF16) or a bf16 GPU
-    torch_dtype("bfloat16") # torch.bfloat16
+    resolve_dtype("auto")          # on the CPU: "bfloat16" with bf16 matrix units (AMX, AVX512-BF16), else "float32"
+    resolve_dtype("auto", "cuda")  # on a GPU: "bfloat16" where the GPU supports it
 
-`auto` picks bfloat16 only where the hardware computes it natively: there a 135M model
-processes prompts about 3x faster and a LoRA step about 1.5x faster (README, bench/generate.py).
-On older CPUs bfloat16 is emulated and slower than float32, so `auto` stays with float32.
+`auto` picks bfloat16 only where the device that computes has it natively: there a 135M model
+processes prompts about 3x faster and a LoRA step about 1.5x faster. A CPU without bf16 units
+emulates it, about 100x slower than float32 for a matrix product (measured on an AVX2-only EPYC),
+so `auto` stays with float32 there. Generation and embedding run on the CPU; training on the GPU
+when there is one.
 """
 
 from __future__ import annotations
@@ -29,25 +31,19 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def bf16_native() -> bool:
-    """True when bfloat16 matrix products run in hardware here (a bf16 GPU, or CPU bf16 units)."""
-    import torch
+def bf16_native(device: str = "cpu") -> bool:
+    """True when bfloat16 matrix products run in hardware on `device` ("cpu" or "cuda")."""
+    if device == "cuda":
+        import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return any(flag in cpu_flags() for flag in CPU_BF16_FLAGS)
 
 
-def resolve_dtype(setting: str = "auto") -> str:
-    """`float32` or `bfloat16` for a setting of DTYPES."""
+def resolve_dtype(setting: str = "auto", device: str = "cpu") -> str:
+    """`float32` or `bfloat16` for a setting of DTYPES, on the device that will compute."""
     if setting not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {setting!r}")
     if setting == "auto":
-        return "bfloat16" if bf16_native() else "float32"
+        return "bfloat16" if bf16_native(device) else "float32"
     return setting
-
-
-def torch_dtype(setting: str = "auto"):
-    import torch
-
-    return getattr(torch, resolve_dtype(setting))

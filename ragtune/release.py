@@ -51,7 +51,8 @@ def record_evaluation(tracking_uri: str, name: str, run_id: str, evaluation: Eva
     registry.tag_version(tracking_uri, name, evaluation.challenger, {
         **{f"eval_{m}": mine[m] for m in TAGGED if m in mine},
         "evaluated_index_version": evaluation.index_version, "evaluated_against": evaluation.champion or "base",
-        "eval_set_digest": evaluation.eval_digest,
+        "eval_set_digest": evaluation.eval_digest, "eval_dtype": evaluation.decoding.get("dtype", ""),
+        "eval_constrained": str(evaluation.decoding.get("constrained", "")),
     })
     return summary
 

@@ -23,7 +23,7 @@ def retrain_run_config(training_config: str | None = None, max_steps: int | None
     ops = {
         "raft_dataset": given(distractors=distractors, oracle_probability=oracle_probability),
         "lora_adapter": given(training_config=training_config, max_steps=max_steps, max_minutes=max_minutes),
-        "evaluation_set": given(eval_set=eval_set, min_items=min_eval_items, holdout=holdout),
+        "evaluation_set": given(eval_set=eval_set, min_items=min_eval_items, holdout=holdout, policy=gate),
         "adapter_evaluation": given(limit=eval_limit, probe_limit=probe_limit, max_new_tokens=max_new_tokens),
         "adapter_evaluation_release_gate": given(policy=gate),
         "release": given(policy=gate),
@@ -86,7 +86,8 @@ def cmd_eval(args) -> int:
     from evaluation.gate import GatePolicy
     from evaluation.harness import HarnessConfig
     from ragtune import registry
-    from ragtune.evaluate import build_evaluation_set, evaluate, indexed_doc_ids, tqdm_progress, verdict_of
+    from evaluation.eval_set import build_evaluation_set, indexed_doc_ids
+    from ragtune.evaluate import evaluate, tqdm_progress, verdict_of
     from ragtune.render import print_evaluation
     from ragtune.store import ChunkStore
 

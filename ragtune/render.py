@@ -121,6 +121,7 @@ def print_models(p: dict) -> None:
 # the metric above it on the answer probes whose gold document was in the context (retrieval does not cap it).
 METRIC_ROWS = (("identifier_match", "id match"), ("identifier_match_gold_in_context", "  gold in context"),
                ("exact_match", "exact match"), ("token_f1", "token F1"), ("format_validity", "format valid"),
+               ("format_validity_unconstrained", "  unconstrained"),
                ("citation_accuracy", "citations"), ("citation_accuracy_gold_in_context", "  gold in context"),
                ("false_abstention", "false abstention"), ("false_abstention_gold_in_context", "  gold in context"),
                ("abstention", "abstains, unanswerable"), ("adherence", "adheres to an edit"),

@@ -1,11 +1,13 @@
 """When is a retrain worth it? Enough new accepted interactions since the last trained version.
 
 An interaction counts when curation would train on it (thumbs up or a correction,
-user not forgotten) and the last version's RAFT dataset does not hold it yet.
+user not forgotten) and the last version's RAFT dataset does not hold it yet, neither
+to train on nor held out for its evaluation.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 from ragtune import registry
@@ -34,8 +36,11 @@ def trained_ids(settings: Settings, dataset_hash: str | None) -> set[str]:
     if not dataset_hash:
         return set()
     folder = raft_dir(settings.datasets_dir, dataset_hash)
-    return {row["id"] for split in ("train", "validation") if (folder / f"{split}.jsonl").is_file()
-            for row in read_jsonl(folder / f"{split}.jsonl")}
+    ids = {row["id"] for split in ("train", "validation") if (folder / f"{split}.jsonl").is_file()
+           for row in read_jsonl(folder / f"{split}.jsonl")}
+    meta = folder / "meta.json"
+    held_out = json.loads(meta.read_text()).get("held_out_ids", []) if meta.is_file() else []
+    return ids | set(held_out)  # held out for evaluation: already used, never "new" again
 
 
 def check_volume(settings: Settings, records: list[dict], forgotten: set[str]) -> RetrainTrigger:

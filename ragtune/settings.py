@@ -48,8 +48,6 @@ class Settings(BaseSettings):
     )
     eval_holdout: float = Field(0.2, gt=0, lt=1, description="Share of curated interactions held out for evaluation "
                                 "(stable by id hash: an interaction stays on its side as data grows).")
-    eval_min_items: int = Field(30, ge=1, description="Fewest usable evaluation items (gold documents in the live index); "
-                                "with fewer, `retrain` stops before training and says what to provide.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Precision of generation, embedding and training: auto = bfloat16 where the CPU or GPU "
         "computes it natively (AMX, AVX512-BF16, a bf16 GPU), else float32.")

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 ASSETS = {"raw_documents": "knowledge", "document_chunks": "knowledge", "chunk_index": "knowledge",
           "interaction_logs": "interactions", "curated_interactions": "interactions",
-          "raft_dataset": "behaviour", "lora_adapter": "behaviour", "evaluation_set": "release", "adapter_evaluation": "release",
+          "raft_dataset": "behaviour", "lora_adapter": "behaviour", "evaluation_set": "behaviour", "adapter_evaluation": "release",
           "release": "release"}
 JOBS = {"index_refresh", "interaction_curation", "adapter_retrain", "champion_rollback"}
 SCHEDULES = {"nightly_index_refresh": "0 2 * * *", "quarterly_adapter_retrain": "0 3 1 1,4,7,10 *"}
@@ -72,7 +72,7 @@ def wait_for_location(url: str, process: subprocess.Popen, log: Path, timeout: f
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 PAGES = {  # screenshot name -> (path under the location, names that must be on the page)
     "asset-graph-knowledge": ("asset-groups/knowledge", ["raw_documents", "document_chunks", "chunk_index"]),
-    "asset-graph-release": ("asset-groups/release", ["evaluation_set", "adapter_evaluation", "release"]),
+    "asset-graph-release": ("asset-groups/release", ["adapter_evaluation", "release"]),
 }
 
 

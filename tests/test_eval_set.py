@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from evaluation.eval_set import eval_items_from_curated, held_out, split_holdout, too_few_message, usable_items
-from ragtune.evaluate import build_evaluation_set
+from evaluation.eval_set import (build_evaluation_set, eval_items_from_curated, held_out, split_holdout, too_few_message,
+                                 usable_items)
 from ragtune.prompting import NOT_COVERED
 
 
@@ -43,17 +43,33 @@ def test_items_the_index_cannot_answer_are_skipped_with_their_reason():
 
 def test_an_explicit_set_of_another_corpus_is_judged_on_nothing(tmp_path):
     path = tmp_path / "eval.jsonl"
-    path.write_text("".join(json.dumps(i) + "\n" for i in eval_items_from_curated(curated(5, doc="other/corpus"))))
+    other = [{**r, "question": f"another corpus asks {i}?"} for i, r in enumerate(curated(5, doc="other/corpus"))]
+    path.write_text("".join(json.dumps(i) + "\n" for i in eval_items_from_curated(other)))
     chosen = build_evaluation_set(curated(50), path, {f"org/model-{i}" for i in range(50)}, 0.2)
     assert chosen["items"] == [] and len(chosen["skipped"]) == 5 and chosen["held_out_ids"] == []
     own = build_evaluation_set(curated(50), None, {f"org/model-{i}" for i in range(50)}, 0.2)
     assert own["source"] == "held-out" and own["items"] and {i["id"] for i in own["items"]} == set(own["held_out_ids"])
 
 
+def test_an_explicit_sets_questions_are_never_trained_on(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    items = eval_items_from_curated(curated(3))
+    items[1]["question"] = "  QUESTION number 1 "  # the same question, written differently
+    path.write_text("".join(json.dumps(i) + "\n" for i in items[1:]))
+    chosen = build_evaluation_set(curated(10), path, {f"org/model-{i}" for i in range(10)}, 0.2)
+    assert chosen["held_out_ids"] == ["r1", "r2"] and len(chosen["items"]) == 2
+
+
+def test_paraphrases_of_one_document_fall_on_one_side():
+    records = [{**r, "gold_doc_ids": [f"org/model-{i // 4}"]} for i, r in enumerate(curated(400))]  # 4 questions a document
+    train, evaluation = split_holdout(records, 0.2)
+    assert not {d for r in train for d in r["gold_doc_ids"]} & {d for r in evaluation for d in r["gold_doc_ids"]}
+
+
 def test_too_few_items_says_what_to_provide():
     message = too_few_message(7, 30, 9, 2, explicit=False)
-    assert "only 7 usable evaluation items" in message and "at least 30" in message
-    assert "--eval-set" in message and "RAGTUNE_EVAL_MIN_ITEMS" in message
+    assert "only 7 usable answerable evaluation items" in message and "at least 30" in message
+    assert "--eval-set" in message and "--gate" in message
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0])

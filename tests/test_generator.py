@@ -75,14 +75,39 @@ def test_merged_adapter_in_a_batch_answers_as_the_unmerged_one_alone(base_model,
     plain = Generator(base_model, None, max_new_tokens=24, dtype="float32", constrained=False)
     assert [g.raw for g in plain.generate_batch(PROMPTS)] != batched  # the adapter changes what is said
 
-    # the shared base checkpoint is never modified by merging
+    # merging writes into a private copy: the base checkpoint on disk is byte for byte what it was
+    import hashlib
+    from pathlib import Path
+
+    def digest() -> str:
+        return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(base_model).glob("*.safetensors")))).hexdigest()
+
+    before = digest()
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
     merged = load_model(base_model, str(adapter), "float32")
-    reloaded = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
     name = "model.layers.0.self_attn.q_proj.weight"
-    weights = dict(base.named_parameters())
-    assert torch.equal(weights[name], dict(reloaded.named_parameters())[name])
-    assert not torch.equal(weights[name], dict(merged.named_parameters())[name])
+    assert not torch.equal(dict(base.named_parameters())[name], dict(merged.named_parameters())[name])
+    assert digest() == before
+
+
+def test_bfloat16_embeddings_agree_with_float32():
+    """Cheap enough to check even where bfloat16 is emulated: the embedder is 22M parameters."""
+    from ragtune.embedder import Embedder
+    from ragtune.settings import load_settings
+
+    path = load_settings().embedder_path()
+    texts = [q + " " + " ".join(d["text"] for d in docs) for q, docs in PROMPTS]
+    f32, bf16 = Embedder(path, dtype="float32").embed(texts), Embedder(path, dtype="bfloat16").embed(texts)
+    assert bf16.dtype == f32.dtype and (f32 * bf16).sum(axis=1).min() >= 0.99
+
+
+def test_bfloat16_training_arguments_build_on_a_cpu(tmp_path):
+    """transformers refuses bf16 without a GPU unless told the run is on the CPU."""
+    from training.config import SftConfig
+    from training.sft import training_arguments
+
+    args = training_arguments(SftConfig(dtype="bfloat16", output_dir=str(tmp_path)))
+    assert args.bf16 and (args.use_cpu or args.device.type == "cuda")
 
 
 @pytest.mark.integration

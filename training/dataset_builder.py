@@ -71,7 +71,7 @@ def render_within_budget(tokenizer, example: dict, max_tokens: int) -> tuple[dic
 
 
 def build_dataset(records: list[dict], store: ChunkStore, retriever: Retriever, tokenizer, config: RaftConfig,
-                  datasets_dir: Path, include_restricted: bool = False) -> RaftDataset:
+                  datasets_dir: Path, include_restricted: bool = False, held_out_ids: list[str] | None = None) -> RaftDataset:
     """Sample, render with the chat template, split, hash and save; returns where and what."""
     if not store.exists() or store.count() == 0:
         raise RuntimeError("the index is empty: run `ragtune refresh` before building a RAFT dataset")
@@ -100,7 +100,7 @@ def build_dataset(records: list[dict], store: ChunkStore, retriever: Retriever, 
                            "was built; run the job again")
     meta = {"hash": digest, "config": asdict(config), "train": len(train), "validation": len(validation),
             "oracle_share": round(result.oracle_share, 4), "skipped": dict(result.skipped), "index_version": index_version,
-            "include_restricted": include_restricted, "trimmed": trimmed}
+            "include_restricted": include_restricted, "trimmed": trimmed, "held_out_ids": sorted(held_out_ids or [])}
     folder = save_raft(datasets_dir, digest, {"train": train, "validation": validation}, meta)
     return RaftDataset(folder=folder, digest=digest, train=len(train), validation=len(validation),
                        oracle_share=round(result.oracle_share, 4), skipped=dict(result.skipped), index_version=index_version, trimmed=trimmed)

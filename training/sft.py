@@ -195,7 +195,7 @@ class GenerationCheck(TrainerCallback):
     replies are checked for collapse (`answers_collapsed`).
     """
 
-    def __init__(self, tokenizer, rows: list[dict], every: int = 0, max_new_tokens: int = 64):
+    def __init__(self, tokenizer, rows: list[dict], every: int = 0, max_new_tokens: int = 128):
         self.tokenizer, self.rows, self.every, self.max_new_tokens = tokenizer, rows, every, max_new_tokens
         self.replies: list[str] = []
         self.curve: list[dict] = []  # {"step", val_* ...} per check
@@ -233,22 +233,32 @@ class GenerationCheck(TrainerCallback):
         mlflow.log_text("\n".join(self.replies), f"validation_replies/step-{step:05d}.txt")
 
 
-def check_rows(path: str, n: int, seed: int) -> list[dict]:
+def check_rows(path: str, n: int, seed: int, fallback: str = "") -> list[dict]:
     """Up to n validation rows (a fixed random draw; the training file when there is no validation split)."""
     import random
 
     from ragtune.datasets import read_jsonl
 
     rows = read_jsonl(Path(path)) if path and Path(path).is_file() else []
+    if not rows and fallback and Path(fallback).is_file():  # no validation split: the training prompts still show collapse
+        rows = read_jsonl(Path(fallback))
     random.Random(seed).shuffle(rows)
     return rows[:n]
+
+
+def training_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def training_arguments(config: SftConfig):
     from trl import SFTConfig
 
-    bf16 = resolve_dtype(config.dtype) == "bfloat16"  # autocast: float32 master weights, bf16 matrix products
+    device = training_device()
+    bf16 = resolve_dtype(config.dtype, device) == "bfloat16"  # autocast: float32 master weights, bf16 matrix products
     return SFTConfig(
+        use_cpu=device == "cpu",  # else transformers refuses bf16 without a GPU
         output_dir=config.output_dir,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler_type,
@@ -308,11 +318,11 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
         mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in asdict(config).items()
                            if k not in ("version_tags", "run_tags")})
         mlflow.log_params({"base_model_resolved": base_model_label(config.base_model), "train_examples": len(train_set),
-                           "dtype_resolved": resolve_dtype(config.dtype),
+                           "dtype_resolved": resolve_dtype(config.dtype, training_device()),
                            "validation_examples": len(eval_set) if eval_set is not None else 0})
         step_metrics, budget = StepMetrics(), TimeBudget(config.max_minutes)
-        check = GenerationCheck(tokenizer, check_rows(config.validation_file or config.train_file,
-                                                      config.generation_check_prompts, config.seed),
+        check = GenerationCheck(tokenizer, check_rows(config.validation_file, config.generation_check_prompts, config.seed,
+                                                      fallback=config.train_file),
                                 every=config.generation_check_every)
         trainer = LoraSFTTrainer(model=model, args=training_arguments(config), train_dataset=train_set,
                                  eval_dataset=eval_set, processing_class=tokenizer, peft_config=lora,
@@ -329,7 +339,7 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
             "steps": float(trainer.state.global_step),
             "stopped_by_time_budget": float(budget.stopped_early),
         }
-        summary_extra = {"dtype": resolve_dtype(config.dtype), "learning_curve": check.curve}
+        summary_extra = {"dtype": resolve_dtype(config.dtype, training_device()), "learning_curve": check.curve}
         if eval_set is not None and config.eval_at_end:
             metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
         if not all(math.isfinite(v) for v in metrics.values()):
