@@ -59,7 +59,7 @@ class GatePolicy:
     floors: dict[str, float] = field(default_factory=lambda: {"format_validity": 0.9})
     min_items: int = 100  # answer items compared before the gate decides
     min_probed: int = 50  # unanswerable / counterfactual probes compared, for the guards that read them
-    min_primary_items: int = 50  # items the primary metric itself was paired on (its own n)
+    min_primary_items: int = 30  # items the primary metric itself was paired on (its own n)
 
     def __post_init__(self):
         if not isinstance(self.guards, list) or not isinstance(self.floors, dict):

@@ -27,7 +27,7 @@ from ragtune.settings import REPO_ROOT, load_settings
 # format validity at least 0.75. No abstention or adherence guard, so the 6 probed items need no minimum.
 GATE = {"primary_metric": "identifier_match", "min_improvement": 0.02, "tolerance": 0.1,
         "guards": ["format_validity", "citation_accuracy"], "floors": {"format_validity": 0.75},
-        "min_items": 20, "min_probed": 0}
+        "min_items": 20, "min_probed": 0, "min_primary_items": 20}
 EVAL = {"eval_limit": None, "probe_limit": 6, "min_eval_items": 20, "max_new_tokens": 64, "distractors": 2}
 
 
