@@ -203,12 +203,12 @@ def test_too_few_items_is_not_enough_evidence_even_for_a_winner():
     assert verdict.outcome == "not_enough_evidence" and not verdict.passed
     assert verdict.reasons[0] == ("FAIL evidence: too few items compared to decide: 12 answer (needs 100), "
                                   "6 unanswerable (needs 50), 6 counterfactual (needs 50); "
-                                  "identifier_match_gold_in_context paired on 12 items (needs 50)")
+                                  "identifier_match_gold_in_context paired on 12 items (needs 30)")
     # the same counts pass a policy sized for them; without the abstention and adherence guards no probe count is needed
     small = GatePolicy(min_items=12, min_primary_items=12, guards=["format_validity"])
     assert judged({"identifier_match": 1.0}, {"identifier_match": 0.0}, small, n=12, probed=0).outcome == "passed"
     assert judged({"identifier_match": 1.0}, {"identifier_match": 0.0}, GatePolicy(min_items=12, guards=["format_validity"]),
-                  n=12, probed=0).outcome == "not_enough_evidence"  # the primary's own 12 items are under 50
+                  n=12, probed=0).outcome == "not_enough_evidence"  # the primary's own 12 items are under 30
 
 
 def with_gold_served(rows: list[dict], served: range) -> list[dict]:
@@ -217,17 +217,17 @@ def with_gold_served(rows: list[dict], served: range) -> list[dict]:
 
 
 def test_the_primary_metric_needs_its_own_items_not_only_answer_probes():
-    # 100 answer probes, but the gold document was served for 30 (q40-q69, all won by the challenger: 0.7 vs 0.4):
-    # the primary (gold in context) is paired on 30
+    # 100 answer probes, but the gold document was served for 25 (q40-q64, all won by the challenger: 0.7 vs 0.4):
+    # the primary (gold in context) is paired on 25
     rows = scored_rows("challenger_rag", **{**SOUND, "identifier_match": 0.7}) + scored_rows("base_rag", **SOUND)
-    comparison = compare(with_gold_served(rows, range(40, 70)), "challenger_rag", "base_rag")
-    assert comparison["counts"]["answer"] == 100 and comparison["metrics"]["identifier_match_gold_in_context"]["n"] == 30
+    comparison = compare(with_gold_served(rows, range(40, 65)), "challenger_rag", "base_rag")
+    assert comparison["counts"]["answer"] == 100 and comparison["metrics"]["identifier_match_gold_in_context"]["n"] == 25
     verdict = decide(comparison, GatePolicy())
     assert verdict.outcome == "not_enough_evidence" and not verdict.passed
     evidence = next(r for r in verdict.reasons if "evidence" in r)
     assert evidence.startswith("FAIL evidence: too few items compared to decide: 100 answer (needs 100)")
-    assert evidence.endswith("identifier_match_gold_in_context paired on 30 items (needs 50)")
-    assert decide(comparison, GatePolicy(min_primary_items=30)).outcome == "passed"  # 30 won, none lost: clear
+    assert evidence.endswith("identifier_match_gold_in_context paired on 25 items (needs 30)")
+    assert decide(comparison, GatePolicy(min_primary_items=25)).outcome == "passed"  # 25 won, none lost: clear
 
 
 def outcomes(won: int, lost: int, both: int, n: int) -> tuple[list[float], list[float]]:
