@@ -42,10 +42,11 @@ from evaluation.intervals import METHOD, paired_difference
 
 DEFAULT_GATE = Path(__file__).with_name("gate.yaml")
 COMPARED = ("identifier_match", "exact_match", "token_f1", "format_validity", "format_validity_unconstrained",
-            "citation_accuracy", "abstention", "adherence", "false_abstention",
+            "citation_accuracy", "abstention", "abstain_decision", "adherence", "false_abstention",
             *(f"{key}_gold_in_context" for key in CONDITIONAL))
 LOWER_IS_BETTER = {"false_abstention", "false_abstention_gold_in_context"}
-PROBE_KIND = {"abstention": "unanswerable", "adherence": "counterfactual"}  # other metrics: answer probes
+PROBE_KIND = {"abstention": "unanswerable", "abstain_decision": "unanswerable",  # other metrics: answer probes
+              "adherence": "counterfactual"}
 OUTCOMES = ("passed", "worse", "not_enough_evidence")
 
 
@@ -55,7 +56,7 @@ class GatePolicy:
     min_improvement: float = 0.02  # the gain's 95% lower bound must exceed this (>= 0: a release must not be allowed a loss)
     tolerance: float = 0.05  # a guard fails when its whole interval is a loss larger than this (>= 0)
     guards: list[str] = field(default_factory=lambda: ["format_validity", "citation_accuracy_gold_in_context",
-                                                       "abstention", "adherence", "false_abstention_gold_in_context"])
+                                                       "abstain_decision", "adherence", "false_abstention_gold_in_context"])
     floors: dict[str, float] = field(default_factory=lambda: {"format_validity": 0.9})
     min_items: int = 100  # answer items compared before the gate decides
     min_probed: int = 50  # unanswerable / counterfactual probes compared, for the guards that read them

@@ -228,11 +228,20 @@ def gold_in_context(row: dict) -> bool:
 def item_metrics(row: dict) -> dict:
     """The row with the metrics derived from it. On an answer probe: `false_abstention` (it abstained),
     `gold_in_context`, and, where a gold document was in the context, `<metric>_gold_in_context` for each
-    CONDITIONAL metric: retrieval caps the overall figures (no model cites a document it was not shown)."""
+    CONDITIONAL metric: retrieval caps the overall figures (no model cites a document it was not shown).
+
+    `abstain_decision`, on answer and unanswerable probes: the call to abstain was right (abstain exactly
+    when no gold document is in the context). Abstention alone rewards abstaining on everything and false
+    abstention rewards never abstaining; this one cannot be won either way.
+    """
+    if row["kind"] == "unanswerable" and "abstention" in row:
+        return {**row, "abstain_decision": row["abstention"]}
     if row["kind"] != "answer":
         return row
     derived = {"false_abstention": row["abstained"]} if "abstained" in row else {}
     derived["gold_in_context"] = float(gold_in_context(row))
+    if "abstained" in row:
+        derived["abstain_decision"] = float(bool(row["abstained"]) != bool(derived["gold_in_context"]))
     if derived["gold_in_context"]:
         derived.update({f"{key}_gold_in_context": value for key, value in {**row, **derived}.items() if key in CONDITIONAL})
     return {**row, **derived}
@@ -244,6 +253,7 @@ def summarise(rows: list[dict]) -> dict[str, float]:
     metrics = {key: mean(scored, key) for key in ("exact_match", "token_f1", "identifier_match", "citation_accuracy",
                                                    "abstention", "adherence", "format_validity",
                                                    "format_validity_unconstrained", "false_abstention", "gold_in_context",
+                                                   "abstain_decision",
                                                    *(f"{key}_gold_in_context" for key in CONDITIONAL))}
     latencies = [r["latency_ms"] for r in rows]
     metrics.update(latency_p50_ms=percentile(latencies, 50), latency_p95_ms=percentile(latencies, 95),

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ragtune.constrained import AnswerConstraint
-from ragtune.prompting import answer_json, build_messages, parse_answer
+from ragtune.generator import InterventionTracker
+from ragtune.prompting import NOT_COVERED, answer_json, build_messages, parse_answer
 
 TRICKY_IDS = ['say "hi"\\now', "docs/a b.md", "superb/wav2vec2-base-superb-ks", "ünï/cödé 😀"]
 
@@ -80,8 +81,9 @@ class Steer:
     mask decides and the reply departs from the target. Rows that ended are padded with EOS, as generate() does.
     """
 
-    def __init__(self, constraint: AnswerConstraint, eos: int):
+    def __init__(self, constraint: AnswerConstraint, eos: int, longest: bool = True):
         info = constraint.tokenizer_info
+        self.longest = longest  # else the shortest: a reply in as many tokens as its bytes allow
         self.pieces = [b"" if info.is_special_token(t) else info.decode_bytes([t]) for t in range(info.vocab_size)]
         self.by_first_byte = {}
         for t, piece in enumerate(self.pieces):
@@ -97,7 +99,7 @@ class Steer:
             remaining = target[len(made):]
             for t in self.by_first_byte.get(remaining[0], []):
                 if remaining.startswith(self.pieces[t]):
-                    scores[t] = len(self.pieces[t])
+                    scores[t] = len(self.pieces[t]) if self.longest else 100 - len(self.pieces[t])
         return scores
 
     def run(self, processor, targets: list[str], max_new_tokens: int) -> list[list[int]]:
@@ -168,3 +170,92 @@ def test_a_row_that_finishes_early_leaves_the_others_alone(tokenizer, constraint
 def test_a_budget_too_small_for_any_answer_is_refused(tokenizer):
     with pytest.raises(ValueError, match="no room for an answer"):
         AnswerConstraint(tokenizer, 12).processor([["a"]])
+
+
+CANONICAL = [("Use pipeline('x', model='org/m').", ["org/m"], ["org/m", "docs/a b.md"]),
+             (NOT_COVERED, [], ["org/m", "docs/a b.md"]),
+             ("Two.", ["docs/a b.md", "org/m"], ["org/m", "docs/a b.md"]),
+             (NOT_COVERED, [], [])]
+
+
+def canonical_tokens(tokenizer, answer: str, citations: list[str]) -> list[int]:
+    """The reply as training tokenized it: the whole answer JSON at once, then the end-of-turn token."""
+    return tokenizer(answer_json(answer, citations), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def test_the_canonical_tokenization_crosses_the_json_parts(tokenizer):
+    """Why the grammar is byte-level: the trained tokens span the boundaries between the fixed parts."""
+    pieces = lambda answer, citations: [tokenizer.decode([t]) for t in canonical_tokens(tokenizer, answer, citations)]  # noqa: E731
+    assert ' ["' in pieces(*CANONICAL[0][:2])
+    assert '.",' in pieces(*CANONICAL[1][:2]) and ' []' in pieces(*CANONICAL[1][:2])
+
+
+def feed_canonical(tokenizer, processor, replies: list[list[int]], rows: int) -> InterventionTracker:
+    """Drives the processor, wrapped as the generator wraps it, with logits whose maximum is each row's
+    next canonical token (random below it), padding rows that ended; returns the tracker."""
+    eos = tokenizer.eos_token_id
+    tracker = InterventionTracker(processor, rows, {eos})
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.zeros((rows, 3), dtype=torch.long)
+    for step in range(max(map(len, replies))):
+        scores = torch.rand((rows, len(tokenizer)), generator=generator)
+        wanted = [reply[step] if step < len(reply) else eos for reply in replies]
+        scores[torch.arange(rows), wanted] = 2.0
+        masked = tracker(input_ids, scores.clone())
+        for row, token in enumerate(wanted):
+            if step < len(replies[row]):
+                assert masked[row, token] == 2.0, f"row {row}: {tokenizer.decode([token])!r} masked after {tokenizer.decode(replies[row][:step])!r}"
+        input_ids = torch.cat([input_ids, torch.tensor(wanted)[:, None]], dim=1)
+    return tracker
+
+
+def test_canonical_replies_pass_unforced(tokenizer, constraint):
+    """A reply tokenized as in training is never overridden: the generator's unforced diagnostic sees what the model learned."""
+    replies = [canonical_tokens(tokenizer, answer, citations) for answer, citations, _ in CANONICAL]
+    tracker = feed_canonical(tokenizer, constraint(160).processor([ids for _, _, ids in CANONICAL]), replies, len(CANONICAL))
+    assert tracker.forced == [False] * len(CANONICAL)
+
+
+def test_a_canonical_reply_fits_a_budget_of_its_own_length(tokenizer, constraint):
+    answer, citations, ids = CANONICAL[3]
+    reply = canonical_tokens(tokenizer, answer, citations)
+    tracker = feed_canonical(tokenizer, constraint(len(reply)).processor([ids]), [reply], 1)
+    assert tracker.forced == [False]
+
+
+@pytest.mark.parametrize("max_new_tokens", [16, 40])
+def test_a_reply_in_the_most_tokens_its_bytes_allow_still_closes_in_budget(tokenizer, constraint, max_new_tokens):
+    """Tokens of one or two bytes where the model could write longer ones: the budget counts real tokens."""
+    steer = Steer(constraint(max_new_tokens), tokenizer.eos_token_id, longest=False)
+    ids = TRICKY_IDS[:2]
+    processor = constraint(max_new_tokens).processor([ids, TRICKY_IDS])
+    made = steer.run(processor, [answer_json("Yes, é😀.", ids[::-1]), answer_json("No.", [TRICKY_IDS[3]])], max_new_tokens)
+    for tokens, row_ids in zip(made, [ids, TRICKY_IDS]):
+        assert len(tokens) <= max_new_tokens
+        assert_contract(reply_text(tokenizer, tokens), row_ids)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_any_choice_the_mask_leaves_keeps_the_contract(tokenizer, constraint, seed):
+    """Random logits: whatever the model prefers among the allowed tokens, the reply is in contract and closes in budget."""
+    max_new_tokens, eos = 40, tokenizer.eos_token_id
+    rows = [TRICKY_IDS, TRICKY_IDS[:2], ["a"]]
+    processor = constraint(max_new_tokens).processor(rows)
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.zeros((len(rows), 1), dtype=torch.long)
+    made, ended = [[] for _ in rows], [False] * len(rows)
+    for _ in range(max_new_tokens):
+        scores = torch.randn((len(rows), len(tokenizer)), generator=generator)
+        scores[:, eos] += 3.0  # tempt each row to stop early
+        chosen = processor(input_ids, scores).argmax(dim=-1).tolist()
+        for i, token in enumerate(chosen):
+            if ended[i]:
+                chosen[i] = eos
+            else:
+                made[i].append(token)
+                ended[i] = token == eos
+        input_ids = torch.cat([input_ids, torch.tensor(chosen)[:, None]], dim=1)
+        if all(ended):
+            break
+    for tokens, ids in zip(made, rows):
+        assert_contract(reply_text(tokenizer, tokens), ids)

@@ -180,21 +180,31 @@ def test_a_sabotaged_challenger_is_worse():
 
 @pytest.mark.parametrize("guard, change", [
     ("adherence", {"adherence": 0.2}),  # follows the weights over an edited document
-    ("abstention", {"abstention": 0.3}),
+    ("abstain_decision", {"abstention": 0.3}),  # stops abstaining where it should
     ("format_validity", {"format_validity": 0.85}),  # also under the floor
     ("false_abstention_gold_in_context (lower is better)", {"false_abstention": 0.4}),  # a rise is the harm
 ])
 def test_better_on_the_primary_but_significantly_worse_on_a_guard_fails(guard, change):
     verdict = judged({"identifier_match": 0.7, **change}, {})
     assert verdict.outcome == "worse" and not verdict.passed
-    assert verdict.reasons[0].startswith(f"FAIL {guard}:") and "shown worse by more than 0.050" in verdict.reasons[0]
+    failed = next(r for r in verdict.reasons if r.startswith(f"FAIL {guard}:"))
+    assert verdict.reasons.index(failed) < verdict.reasons.index(next(r for r in verdict.reasons if r.startswith("ok")))
+    assert "shown worse by more than 0.050" in failed
+
+
+def test_abstaining_on_everything_does_not_win_the_abstention_guard():
+    """An indiscriminate abstainer scores on unanswerable probes and loses as much on answerable ones."""
+    verdict = judged({"identifier_match": 0.7, "abstention": 0.0, "false_abstention": 0.0},
+                     {"abstention": 0.4, "false_abstention": 0.4})  # the incumbent abstains 40% everywhere
+    decision = next(r for r in verdict.reasons if "abstain_decision" in r)
+    assert not decision.startswith("FAIL") and verdict.passed, verdict.reasons
 
 
 def test_a_guard_interval_that_straddles_the_tolerance_passes_listed_as_uncertain():
-    verdict = judged({"identifier_match": 0.7, "abstention": 0.65}, {})  # 3 of 60 unanswerable probes lost
+    verdict = judged({"identifier_match": 0.7, "abstention": 0.6}, {})  # 6 of 160 abstain decisions lost
     assert verdict.outcome == "passed", verdict.reasons
     uncertain = [r for r in verdict.reasons if r.startswith("uncertain")]
-    assert len(uncertain) == 1 and uncertain[0].startswith("uncertain abstention") and "not ruled out" in uncertain[0]
+    assert len(uncertain) == 1 and uncertain[0].startswith("uncertain abstain_decision") and "not ruled out" in uncertain[0]
     assert verdict.reasons.index(uncertain[0]) < verdict.reasons.index(next(r for r in verdict.reasons if r.startswith("ok")))
 
 

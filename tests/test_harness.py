@@ -154,7 +154,10 @@ def test_conditional_metrics_are_judged_where_the_gold_document_was_in_the_conte
     assert s["identifier_match"] == round(1 / 3, 4) and s["identifier_match_gold_in_context"] == 0.5
     assert s["citation_accuracy"] == round(1 / 3, 4) and s["citation_accuracy_gold_in_context"] == 0.5
     assert s["false_abstention"] == round(2 / 3, 4) and s["false_abstention_gold_in_context"] == 0.5
-    assert item_metrics(rows[3]) == rows[3]  # nothing derived on other probes
+    assert item_metrics(rows[3]) == {**rows[3], "abstain_decision": 1.0}  # abstaining there is the right call
+    # the right call to abstain or not: q1 answered with gold (right), q2 abstained with gold (wrong),
+    # q3 abstained without gold (right), q1's unanswerable probe abstained (right)
+    assert s["abstain_decision"] == 0.75
     missed = summarise([rows[2]])
     assert missed["gold_in_context"] == 0.0 and "identifier_match_gold_in_context" not in missed  # not measured, not 0
 
