@@ -72,7 +72,8 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
                           "lora_adapter": {"config": {"training_config": str(training)}}}}
     # 12 interactions hold out too few to judge a challenger on: the job stops before training and says why
     refused = run_job(s, "adapter_retrain", run_config, output_nodes=("lora_adapter",), assets=UP_TO_TRAINING)
-    assert not refused.success and "usable evaluation items" in refused.error and "--eval-set" in refused.error, refused.error
+    assert not refused.success and "usable answerable evaluation items" in refused.error, refused.error
+    assert "--eval-set" in refused.error and "needs at least 100" in refused.error  # the gate's own minimum
     assert "lora_adapter" not in refused.metadata
 
     run_config["ops"]["evaluation_set"] = {"config": {"min_items": 1, "holdout": 0.25}}

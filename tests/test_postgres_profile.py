@@ -121,9 +121,10 @@ def test_refresh_and_a_tiny_retrain_land_in_postgres(on_postgres, corpus, base_m
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text(yaml.safe_dump({"lora_r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "max_steps": 1,
                                     "per_device_train_batch_size": 1, "max_length": 768, "eval_at_end": False}))
-    run_config = {"ops": {"raft_dataset": {"config": {"distractors": 1}}, "lora_adapter": {"config": {"training_config": str(tiny)}}}}
+    run_config = {"ops": {"evaluation_set": {"config": {"min_items": 1, "holdout": 0.3}},
+                          "raft_dataset": {"config": {"distractors": 1}}, "lora_adapter": {"config": {"training_config": str(tiny)}}}}
     outcome = run_job(s, "adapter_retrain", run_config, output_nodes=("lora_adapter",),
-                      assets=["interaction_logs", "curated_interactions", "raft_dataset", "lora_adapter"])
+                      assets=["interaction_logs", "curated_interactions", "evaluation_set", "raft_dataset", "lora_adapter"])
     assert outcome.success, outcome.error
 
     assert scalar(dagster, "SELECT count(*) FROM runs WHERE status = 'SUCCESS'") == runs_before + 2
