@@ -16,7 +16,10 @@ writes (json.dumps, ensure_ascii=False, default separators):
   completion still fits after it. Far from the limit every token the grammar allows fits (a bound,
   `Layout.worst`, says so without looking at tokens); near it, the processor allows only the
   completion's own first tokens and the model's few preferred tokens that still fit, so the
-  model's own greedy choice passes whenever it leaves room to close.
+  model's own greedy choice passes whenever it leaves room to close. Bytes the grammar forces (the
+  rest of a chosen id, the JSON between the parts) are counted as the tokenizer itself writes them,
+  since llguidance allows only that tokenization there; should a count still fall short, the row
+  takes the grammar's choice and may run out of budget (then it is flagged), never the batch.
 - While the answer is open, the tokens that citations may need (`Budget.citations`) are held back,
   so an answer running into the limit is closed with room to cite (the split: `Budget`).
 
@@ -102,7 +105,9 @@ def utf8_completion(partial: bytes) -> bytes:
 class Vocabulary:
     """The tokenizer's tokens as bytes, and the fewest tokens that write a given byte string."""
 
-    def __init__(self, tokenizer_info):
+    def __init__(self, tokenizer_info, encode=None):
+        self.encode = encode  # text -> the tokenizer's own tokens
+        self.canonical_counts: dict[bytes, int] = {}
         self.pieces = [b"" if tokenizer_info.is_special_token(t) else tokenizer_info.decode_bytes([t])
                        for t in range(tokenizer_info.vocab_size)]
         self.tokens: dict[bytes, list[int]] = {}
@@ -130,8 +135,24 @@ class Vocabulary:
             costs[i] = min((1 + costs[end] for end, _ in self.matches(text, i)), default=INFINITE)
         return costs
 
+    def canonical(self, text: bytes) -> int:
+        """Tokens in the tokenizer's own tokenization of `text` (0 where it is not whole UTF-8 or unknown)."""
+        if self.encode is None:
+            return 0
+        if text not in self.canonical_counts:
+            try:
+                self.canonical_counts[text] = len(self.encode(text.decode()))
+            except UnicodeDecodeError:
+                self.canonical_counts[text] = 0
+        return self.canonical_counts[text]
+
+    def forced_costs(self, text: bytes) -> list[int]:
+        """costs[i]: the tokens that write text[i:] once those bytes are forced: llguidance then allows
+        the tokenizer's own tokenization, which may take more tokens than the fewest (`suffix_costs`)."""
+        return [max(cost, self.canonical(text[i:])) for i, cost in enumerate(self.suffix_costs(text))]
+
     def cost(self, text: bytes) -> int:
-        return self.suffix_costs(text)[0]
+        return self.forced_costs(text)[0]
 
 
 class Layout:
@@ -160,11 +181,11 @@ class Layout:
             for n in range(len(inner) + 1):
                 self.by_prefix[inner[:n]] = self.by_prefix.get(inner[:n], 0) | 1 << i
         # fewest tokens to finish, from each byte of the shortest reply, of the answer's close, and of each id
-        self.opening_costs = vocabulary.suffix_costs(OPENING + PLACEHOLDER + MIDDLE + END)
-        self.middle_costs = vocabulary.suffix_costs(MIDDLE + END)
+        self.opening_costs = vocabulary.forced_costs(OPENING + PLACEHOLDER + MIDDLE + END)
+        self.middle_costs = vocabulary.forced_costs(MIDDLE + END)
         # after a lone backslash: the escaped character that closes the answer in the fewest tokens
         self.escape_cost, self.escape = min((vocabulary.cost(bytes([c]) + MIDDLE + END), bytes([c])) for c in ESCAPED)
-        self.id_costs = [vocabulary.suffix_costs(SEPARATOR + inner + b'"' + END) for inner in self.ids]
+        self.id_costs = [vocabulary.forced_costs(SEPARATOR + inner + b'"' + END) for inner in self.ids]
         unwritable = [doc_ids[i] for i, costs in enumerate(self.id_costs) if costs[0] >= INFINITE]
         if unwritable:
             raise ValueError(f"no sequence of the tokenizer's tokens writes the document id {unwritable[0]!r}")
@@ -256,7 +277,7 @@ class AnswerConstraint:
         self.encode = lambda text: tokenizer.encode(text, add_special_tokens=False)
         self.max_new_tokens = max_new_tokens
         self.eos = tokenizer.eos_token_id
-        self.vocabulary = Vocabulary(self.tokenizer_info)
+        self.vocabulary = Vocabulary(self.tokenizer_info, self.encode)
         self.executor = llguidance.LLExecutor()
 
     def canonical(self, answer: str, ids: list[str]) -> int:
@@ -400,4 +421,6 @@ class AnswerProcessor(LogitsProcessor):
         for t in candidates:
             if t < allowed.shape[0] and allowed[t] and row.fits(t, pieces[t], eos):
                 kept[t] = True
+        if not kept.any():  # the cost model under-counted (it cannot see every tokenization llguidance forces):
+            return allowed  # the grammar's own choice; this row alone may then run out of budget and be flagged
         return kept

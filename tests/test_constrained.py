@@ -259,3 +259,48 @@ def test_any_choice_the_mask_leaves_keeps_the_contract(tokenizer, constraint, se
             break
     for tokens, ids in zip(made, rows):
         assert_contract(reply_text(tokenizer, tokens), ids)
+
+
+# Real APIBench ids: once an id is chosen its remaining bytes are forced, and llguidance then allows only
+# the tokenizer's own tokenization of them ('aut' + 'otrain...', never 'auto' + 'train...'), which can take
+# more tokens than the fewest that write them. A make-run batch once died there ("no token can continue").
+FORCED_IDS = ["45473113800", "kochetkovIT/autotrain-ironhack-49741119788", "jwan2021/autotrain-jwan-autotrain1-1768961489",
+              "omarques/autotrain-in-class-test-demo-1659958764"]
+
+
+@pytest.mark.parametrize("max_new_tokens", [64, 128])
+def test_forced_id_tokenizations_still_close_in_budget(tokenizer, constraint, max_new_tokens):
+    """A long answer, then the longest ids, steered with the longest tokens: every row closes within budget."""
+    steer = Steer(constraint(max_new_tokens), tokenizer.eos_token_id)
+    rows = [FORCED_IDS[:3], FORCED_IDS[1:], FORCED_IDS[::-1], FORCED_IDS]
+    targets = [answer_json("Use the model " * 40, ids[::-1]) for ids in rows]
+    made = steer.run(constraint(max_new_tokens).processor(rows), targets, max_new_tokens)
+    for tokens, ids in zip(made, rows):
+        assert len(tokens) <= max_new_tokens
+        assert_contract(reply_text(tokenizer, tokens), ids)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_choices_with_long_ids_keep_the_contract(tokenizer, constraint, seed):
+    """Random logits biased towards citing: with long forced ids every reply still closes in budget."""
+    max_new_tokens, eos = 64, tokenizer.eos_token_id
+    rows = [FORCED_IDS, FORCED_IDS[2:], FORCED_IDS[:2]]
+    processor = constraint(max_new_tokens).processor(rows)
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.zeros((len(rows), 1), dtype=torch.long)
+    made, ended = [[] for _ in rows], [False] * len(rows)
+    for _ in range(max_new_tokens):
+        scores = torch.randn((len(rows), len(tokenizer)), generator=generator)
+        scores[:, eos] -= 3.0  # keep going: long answers, then as many citations as the budget allows
+        chosen = processor(input_ids, scores).argmax(dim=-1).tolist()
+        for i, token in enumerate(chosen):
+            if ended[i]:
+                chosen[i] = eos
+            else:
+                made[i].append(token)
+                ended[i] = token == eos
+        input_ids = torch.cat([input_ids, torch.tensor(chosen)[:, None]], dim=1)
+        if all(ended):
+            break
+    for tokens, ids in zip(made, rows):
+        assert_contract(reply_text(tokenizer, tokens), ids)
