@@ -268,12 +268,24 @@ def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
 
 
 # Bump when scoring or decoding code changes what a cached row would hold (metrics, the constraint).
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+
+
+def adapter_digest(adapter_dir: str | None) -> str | None:
+    """sha256 of the adapter's files: a version number alone names other weights once a registry is recreated."""
+    if not adapter_dir:
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(Path(adapter_dir).glob("adapter_*")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def cache_key(candidate: Candidate, probes: list[Probe], base_model: str, config: HarnessConfig) -> str:
     """Same adapter version, same prompts (system prompt included), same decoding -> same scored rows (greedy)."""
     identity = {"adapter": candidate.version if candidate.adapter_dir else None, "retrieval": candidate.retrieval,
+                "weights": adapter_digest(candidate.adapter_dir),
                 "base_model": base_model, "max_new_tokens": config.max_new_tokens, "dtype": resolve_dtype(config.dtype),
                 "constrained": config.constrained, "batch_size": config.batch_size, "system_prompt": SYSTEM_PROMPT,
                 "version": CACHE_VERSION,

@@ -175,3 +175,19 @@ def test_versions_and_the_base_model_are_cached_but_unregistered_adapters_are_no
     other_budget = HarnessConfig(k=2, max_new_tokens=64)  # different decoding: a different key
     run_harness(probes, retrieval, candidates[:1], lambda c: answerer, "base", other_budget, cache_dir=tmp_path)
     assert answerer.calls == 35
+
+
+def test_a_version_whose_weights_changed_is_answered_again(tmp_path):
+    """A recreated registry reuses version numbers: the cache key holds the adapter's weights, not only "3"."""
+    probes, retrieval = build_probes(ITEMS, search, HarnessConfig(k=2))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights one")
+    answerer = Scripted(faithful)
+    champion = [Candidate("champion_rag", str(adapter), version="3")]
+    for _ in range(2):
+        run_harness(probes, retrieval, champion, lambda c: answerer, "base", HarnessConfig(k=2), cache_dir=tmp_path / "cache")
+    assert answerer.calls == 7  # the second run came from the cache
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights two")
+    run_harness(probes, retrieval, champion, lambda c: answerer, "base", HarnessConfig(k=2), cache_dir=tmp_path / "cache")
+    assert answerer.calls == 14
