@@ -61,6 +61,7 @@ CITATION_SHARE = 0.5
 MAX_DOCUMENTS = 64  # the grammar remembers which ids were cited in a 64-bit parameter
 CANDIDATES = 4  # near the limit: the model's preferred tokens checked one by one (besides the closing's own)
 INFINITE = 1 << 30
+CANONICAL_CACHE = 1 << 16  # byte strings whose own tokenization is remembered
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ class Vocabulary:
         if self.encode is None:
             return 0
         if text not in self.canonical_counts:
+            if len(self.canonical_counts) >= CANONICAL_CACHE:  # a server sees ever new ids: bounded memory
+                self.canonical_counts.clear()
             try:
                 self.canonical_counts[text] = len(self.encode(text.decode()))
             except UnicodeDecodeError:

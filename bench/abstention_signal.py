@@ -1,0 +1,108 @@
+"""Can an adapter tell when to abstain? The first-token probability of the abstention reply, as a detector.
+
+On a data home where `adapter_retrain` ran (make run's, or bench/quality.py --keep), the held-out
+evaluation set is rebuilt as the job built it, its probes are retrieved from the live index, and for
+each probe the model reads the prompt plus the opening `{"answer": "` of the reply JSON. The score is
+log P(first token of the abstention reply). A probe should abstain when no gold document is in its
+context (unanswerable probes, and answer probes whose retrieval missed); counterfactual probes should
+not. The AUC of the score against that label says whether any threshold could teach the decision:
+0.5 is chance. Baseline in the same run: the base model on the same prompts.
+
+    python bench/abstention_signal.py --home .ragtune [--version 1] [--holdout 0.3] [--items 40] [--probe-items 20]
+"""
+
+import argparse
+import os
+from pathlib import Path
+
+from common import timer, write_result
+
+
+def auc(positives: list[float], negatives: list[float]) -> float | None:
+    """P(a random positive scores above a random negative), ties counted half (Mann-Whitney)."""
+    if not positives or not negatives:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return round(wins / (len(positives) * len(negatives)), 4)
+
+
+def scores(model, tokenizer, probes) -> list[dict]:
+    import torch
+
+    from ragtune.prompting import NOT_COVERED, build_messages
+
+    opening = '{"answer": "'
+    before = tokenizer.encode(opening, add_special_tokens=False)
+    full = tokenizer.encode(opening + NOT_COVERED, add_special_tokens=False)
+    if full[: len(before)] != before:
+        raise SystemExit("the opening and the abstention reply do not share their tokens; cannot score the first token")
+    first = full[len(before)]
+    rows = []
+    for probe in probes:
+        prompt = tokenizer.apply_chat_template(build_messages(probe.question, probe.documents), add_generation_prompt=True,
+                                               tokenize=False) + opening
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            logits = model(**inputs, logits_to_keep=1).logits[0, -1].float()
+        gold_in = any(d["doc_id"] in probe.gold_doc_ids for d in probe.documents)
+        rows.append({"kind": probe.kind, "should_abstain": probe.kind != "counterfactual" and (probe.kind == "unanswerable" or not gold_in),
+                     "score": float(torch.log_softmax(logits, -1)[first]), "greedy_abstains": int(logits.argmax()) == first})
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    positives = [r["score"] for r in rows if r["should_abstain"]]
+    negatives = [r["score"] for r in rows if not r["should_abstain"]]
+    return {"auc": auc(positives, negatives), "should_abstain": len(positives), "should_answer": len(negatives),
+            "greedy_abstains_when_it_should": sum(r["greedy_abstains"] for r in rows if r["should_abstain"]),
+            "greedy_abstains_when_it_should_not": sum(r["greedy_abstains"] for r in rows if not r["should_abstain"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", required=True, help="data home where adapter_retrain ran")
+    parser.add_argument("--version", default="champion", help="registry version or alias of the adapter")
+    parser.add_argument("--holdout", type=float, default=None, help="held-out share the job used (default: the setting)")
+    parser.add_argument("--items", type=int, default=40)
+    parser.add_argument("--probe-items", type=int, default=20)
+    parser.add_argument("--name", default="abstention_signal")
+    args = parser.parse_args()
+    os.environ["RAGTUNE_HOME"] = str(Path(args.home).resolve())
+
+    from transformers import AutoTokenizer
+
+    from evaluation.eval_set import build_evaluation_set, indexed_doc_ids
+    from evaluation.harness import HarnessConfig, build_probes
+    from ragtune import registry
+    from ragtune.datasets import read_jsonl
+    from ragtune.embedder import embedder_for
+    from ragtune.generator import load_model
+    from ragtune.retriever import Retriever
+    from ragtune.settings import load_settings
+    from ragtune.store import ChunkStore
+    from training.base_model import resolve_base_model
+
+    settings = load_settings()
+    store = ChunkStore(settings.lancedb_uri, settings.table_name)
+    holdout = settings.eval_holdout if args.holdout is None else args.holdout
+    items = build_evaluation_set(read_jsonl(settings.home / "datasets" / "curated.jsonl"), settings.eval_set,
+                                 indexed_doc_ids(store), holdout)["items"]
+    retriever = Retriever(store, embedder_for(settings), settings.rrf_k)
+    probes, _ = build_probes(items, lambda q, n: [h.as_dict() for h in retriever.search(q, k=n)],
+                             HarnessConfig(limit=args.items, probe_limit=args.probe_items))
+    version = registry.resolve(settings.tracking_uri, settings.registered_model, args.version)
+    if version is None:
+        raise SystemExit(f"no adapter behind {args.version!r} in {args.home}")
+    adapter = str(registry.download_adapter(settings.tracking_uri, settings.registered_model, version, settings.adapters_dir))
+    base = str(resolve_base_model(settings.base_model, settings.models_dir))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    result = {"home": args.home, "version": version, "probes": len(probes)}
+    for name, adapter_dir in (("base", None), ("adapter", adapter)):
+        with timer() as t:
+            rows = scores(load_model(base, adapter_dir, "float32"), tokenizer, probes)
+        result[name] = {**summary(rows), "seconds": round(t.seconds, 1)}
+    write_result(args.name, result)
+
+
+if __name__ == "__main__":
+    main()
