@@ -48,7 +48,8 @@ bench: setup
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/constrained.py
-	$(BIN)/python bench/quality.py --split huggingface
+	$(BIN)/python bench/quality.py --split huggingface --keep .bench/quality-huggingface
+	$(BIN)/python bench/abstention_signal.py --home .bench/quality-huggingface --holdout 0.2
 	$(BIN)/python bench/quality.py --split tensorflow
 	$(BIN)/python bench/serve.py
 

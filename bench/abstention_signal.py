@@ -8,7 +8,7 @@ context (unanswerable probes, and answer probes whose retrieval missed); counter
 not. The AUC of the score against that label says whether any threshold could teach the decision:
 0.5 is chance. Baseline in the same run: the base model on the same prompts.
 
-    python bench/abstention_signal.py --home .ragtune [--version 1] [--holdout 0.3] [--items 40] [--probe-items 20]
+    python bench/abstention_signal.py --home .ragtune [--version latest] [--holdout 0.3] [--items 40] [--probe-items 20]
 """
 
 import argparse
@@ -61,7 +61,7 @@ def summary(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", required=True, help="data home where adapter_retrain ran")
-    parser.add_argument("--version", default="champion", help="registry version or alias of the adapter")
+    parser.add_argument("--version", default="latest", help="registry version, alias, or latest (the newest version)")
     parser.add_argument("--holdout", type=float, default=None, help="held-out share the job used (default: the setting)")
     parser.add_argument("--items", type=int, default=40)
     parser.add_argument("--probe-items", type=int, default=20)
@@ -90,7 +90,11 @@ def main() -> None:
     retriever = Retriever(store, embedder_for(settings), settings.rrf_k)
     probes, _ = build_probes(items, lambda q, n: [h.as_dict() for h in retriever.search(q, k=n)],
                              HarnessConfig(limit=args.items, probe_limit=args.probe_items))
-    version = registry.resolve(settings.tracking_uri, settings.registered_model, args.version)
+    if args.version == "latest":
+        versions = registry.list_versions(settings.tracking_uri, settings.registered_model)
+        version = versions[0]["version"] if versions else None
+    else:
+        version = registry.resolve(settings.tracking_uri, settings.registered_model, args.version)
     if version is None:
         raise SystemExit(f"no adapter behind {args.version!r} in {args.home}")
     adapter = str(registry.download_adapter(settings.tracking_uri, settings.registered_model, version, settings.adapters_dir))
