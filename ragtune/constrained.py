@@ -104,7 +104,8 @@ def utf8_completion(partial: bytes) -> bytes:
 
 
 class Vocabulary:
-    """The tokenizer's tokens as bytes, and the fewest tokens that write a given byte string."""
+    """The tokenizer's tokens as bytes; the fewest tokens that write a byte string, and the tokens its
+    bytes take once forced (the more of that and the tokenizer's own tokenization)."""
 
     def __init__(self, tokenizer_info, encode=None):
         self.encode = encode  # text -> the tokenizer's own tokens
