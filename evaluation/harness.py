@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from evaluation.metrics import (abstained, adheres, citation_accuracy, distinctive_identifier, exact_match,
-                                identifier_match, percentile, reciprocal_rank, recall_at_k, token_f1)
+                                identifier_match, identifier_shown, percentile, reciprocal_rank, recall_at_k, token_f1)
 from ragtune.precision import resolve_dtype
 from ragtune.prompting import SYSTEM_PROMPT
 
@@ -206,6 +206,7 @@ def score(probe: Probe, generation, candidate: Candidate) -> dict:
                    abstained=float(abstained(generation.answer)))
         if candidate.retrieval:
             row["citation_accuracy"] = citation_accuracy(generation.citations, retrieved, probe.gold_doc_ids)
+            row["identifier_shown"] = float(identifier_shown(probe.identifier, probe.documents, probe.gold_doc_ids))
     elif probe.kind == "unanswerable":
         row["abstention"] = float(abstained(generation.answer))
     else:
@@ -230,6 +231,11 @@ def item_metrics(row: dict) -> dict:
     `gold_in_context`, and, where a gold document was in the context, `<metric>_gold_in_context` for each
     CONDITIONAL metric: retrieval caps the overall figures (no model cites a document it was not shown).
 
+    `identifier_match_gold_in_context` asks more than a gold document in the context: its identifier must
+    also be told apart there (`identifier_shown`: in a gold document and in no other one), or naming it
+    would not show which document the model read. Rows scored before that field existed fall back to
+    the gold document alone.
+
     `abstain_decision`, on answer and unanswerable probes: the call to abstain was right (abstain exactly
     when no gold document is in the context). Abstention alone rewards abstaining on everything and false
     abstention rewards never abstaining; this one cannot be won either way.
@@ -244,6 +250,8 @@ def item_metrics(row: dict) -> dict:
         derived["abstain_decision"] = float(bool(row["abstained"]) != bool(derived["gold_in_context"]))
     if derived["gold_in_context"]:
         derived.update({f"{key}_gold_in_context": value for key, value in {**row, **derived}.items() if key in CONDITIONAL})
+        if not row.get("identifier_shown", 1.0):
+            derived.pop("identifier_match_gold_in_context", None)
     return {**row, **derived}
 
 
@@ -268,7 +276,7 @@ def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
 
 
 # Bump when scoring or decoding code changes what a cached row would hold (metrics, the constraint).
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 def adapter_digest(adapter_dir: str | None) -> str | None:

@@ -65,10 +65,28 @@ def format_valid(raw_output: str) -> float:
 
 
 def citation_accuracy(cited: list[str], retrieved: list[str], gold: list[str]) -> float:
-    """1 when something is cited, every citation was in the retrieved context, and a gold document is among them."""
+    """1 when something is cited and every citation is a gold document of the retrieved context.
+
+    Citing a wrong document beside the right one scores 0: otherwise citing the whole context would
+    score 1 whenever retrieval found the gold document (the base model cites 1.8 of 3 documents on
+    the demo's held-out questions, and scored 0.64 by "a gold document is among them", 0.14 by this).
+    """
     if not cited:
         return 0.0
-    return float(set(cited) <= set(retrieved) and bool(set(cited) & set(gold)))
+    return float(set(cited) <= set(retrieved) & set(gold))
+
+
+def identifier_shown(identifier: str, documents: list[dict], gold: list[str]) -> bool:
+    """The reference's distinctive identifier is in a gold document of the context and in no other one there.
+
+    Only then does naming it show the model read the right document: APIBench's AutoTrain models all
+    load with `joblib.load('model.joblib')`, so on those items any AutoTrain answer "names" the gold API.
+    """
+    wanted = distinctive_identifier(identifier).lower()
+    if not wanted:
+        return False
+    holders = {d["doc_id"] for d in documents if wanted in f"{d.get('title') or ''}\n{d['text']}".lower()}
+    return bool(holders) and holders <= set(gold)
 
 
 def abstained(answer: str) -> bool:

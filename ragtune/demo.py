@@ -35,10 +35,12 @@ def retrieval_scores(retriever, items: list[dict], k: int = 5) -> dict:
 
 DEMO_TRAINING = REPO_ROOT / "training" / "configs" / "demo.yaml"
 DEMO_GATE = REPO_ROOT / "evaluation" / "gate-demo.yaml"
-# 30% of the bundled interactions' documents are held out: 58 of the 139 interactions, never trained on
-# (one document alone has 22 questions); 40 of them are answered and 20 also probed for abstention and
-# adherence (with 15, only 11 had an identifier to edit: one counterfactual short of the gate's 12).
-DEMO_HOLDOUT, DEMO_MIN_ITEMS, DEMO_EVAL_LIMIT, DEMO_PROBE_LIMIT = 0.3, 30, 40, 20
+# 40% of the bundled interactions' documents are held out: 71 of the 139 interactions, never trained on
+# (one document alone has 22 questions). All of them are answered: the primary metric counts only the
+# items whose gold identifier the context tells apart (26 of the 71; 11 of the 40 answered before), and
+# the demo gate wants 20. 20 are also probed for abstention and adherence (with 15, only 11 had an
+# identifier to edit: one counterfactual short of the gate's 12).
+DEMO_HOLDOUT, DEMO_MIN_ITEMS, DEMO_EVAL_LIMIT, DEMO_PROBE_LIMIT = 0.4, 30, 80, 20
 
 
 def ask_champion(settings: Settings, question: str) -> dict:

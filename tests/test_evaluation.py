@@ -7,7 +7,7 @@ import pytest
 from ragtune.prompting import NOT_COVERED
 from evaluation.metrics import (
     abstained, adheres, citation_accuracy, distinctive_identifier, exact_match, format_valid, identifier_match,
-    normalise, percentile, recall_at_k, reciprocal_rank, token_f1,
+    identifier_shown, normalise, percentile, recall_at_k, reciprocal_rank, token_f1,
 )
 
 
@@ -43,6 +43,9 @@ def test_format_citations_abstention_adherence():
     assert citation_accuracy(["d3"], ["d1", "d2"], ["d3"]) == 0.0  # cited something never retrieved
     assert citation_accuracy(["d2"], ["d1", "d2"], ["d1"]) == 0.0  # retrieved but not gold
     assert citation_accuracy([], ["d1"], ["d1"]) == 0.0
+    # citing the whole context is not citing the answer's source, though the gold document is among them
+    assert citation_accuracy(["d1", "d2"], ["d1", "d2"], ["d1"]) == 0.0
+    assert citation_accuracy(["d1", "d2"], ["d1", "d2", "d3"], ["d1", "d2"]) == 1.0  # two gold documents, both cited
     assert abstained(NOT_COVERED) and abstained("The documents do not cover this question.")
     assert abstained("Sorry, the document does not mention it")
     assert not abstained("Use pipeline('ner').")
@@ -56,3 +59,16 @@ def test_retrieval_metrics_and_percentiles():
     assert reciprocal_rank(ranked, ["b", "c"]) == 0.5 and reciprocal_rank(ranked, ["z"]) == 0.0
     assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([10], 95) == 10 and math.isnan(percentile([], 50))
     assert percentile(list(range(101)), 95) == 95
+
+
+def test_an_identifier_is_shown_only_when_it_tells_the_gold_document_apart():
+    call = "joblib.load('model.joblib')"
+    autotrain = [{"doc_id": "a/one", "title": "a/one", "text": "Load with joblib.load('model.joblib')."},
+                 {"doc_id": "b/two", "title": "b/two", "text": "Also joblib.load('model.joblib')."}]
+    assert not identifier_shown(call, autotrain, ["a/one"])  # every AutoTrain document holds it
+    assert identifier_shown(call, autotrain[:1], ["a/one"])
+    hub = [{"doc_id": "org/x", "title": "org/x", "text": "AutoModel.from_pretrained('ORG/X')"},
+           {"doc_id": "org/y", "title": "org/y", "text": "see org/y"}]
+    assert identifier_shown("AutoModel.from_pretrained('org/x')", hub, ["org/x"])  # case-insensitive
+    assert not identifier_shown("AutoModel.from_pretrained('org/z')", hub, ["org/z"])  # gold not shown
+    assert not identifier_shown("AutoModel.from_pretrained('org/y')", hub, ["org/x"])  # only in a non-gold one

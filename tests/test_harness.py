@@ -120,6 +120,9 @@ def test_a_faithful_answerer_scores_perfectly_and_no_retrieval_scores_nothing():
     assert rag["answers"] == 7 and report.items == 3
     assert bare["identifier_match"] == 0.0 and bare["false_abstention"] == 1.0 and bare["answers"] == 2
     assert "abstention" not in bare and "citation_accuracy" not in bare  # not measured without documents
+    assert rag["identifier_match_gold_in_context"] == 1.0  # both answer probes show their gold identifier alone
+    shown = {r["item_id"]: r["identifier_shown"] for r in report.rows if r["candidate"] == "challenger_rag" and r["kind"] == "answer"}
+    assert shown == {"q1": 1.0, "q2": 1.0}
     rows = [r for r in report.rows if r["candidate"] == "challenger_rag" and r["kind"] == "counterfactual"]
     assert all("acme-labs/parser" in r["answer"] or "acme-labs/tagger" in r["answer"] for r in rows)
 
@@ -160,6 +163,10 @@ def test_conditional_metrics_are_judged_where_the_gold_document_was_in_the_conte
     assert s["abstain_decision"] == 0.75
     missed = summarise([rows[2]])
     assert missed["gold_in_context"] == 0.0 and "identifier_match_gold_in_context" not in missed  # not measured, not 0
+    # q1 again, its identifier also in the other document served: naming it no longer shows which one was read
+    shared = summarise([{**rows[0], "identifier_shown": 0.0}])
+    assert shared["citation_accuracy_gold_in_context"] == 1.0 and "identifier_match_gold_in_context" not in shared
+    assert summarise([{**rows[0], "identifier_shown": 1.0}])["identifier_match_gold_in_context"] == 1.0
 
 
 def test_versions_and_the_base_model_are_cached_but_unregistered_adapters_are_not(tmp_path):
