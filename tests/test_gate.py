@@ -212,13 +212,24 @@ def test_too_few_items_is_not_enough_evidence_even_for_a_winner():
     verdict = judged({"identifier_match": 1.0}, {"identifier_match": 0.0}, n=12, probed=6)
     assert verdict.outcome == "not_enough_evidence" and not verdict.passed
     assert verdict.reasons[0] == ("FAIL evidence: too few items compared to decide: 12 answer (needs 100), "
-                                  "6 unanswerable (needs 50), 6 counterfactual (needs 50); "
+                                  "6 unanswerable (needs 50), 6 counterfactual (needs 20); "
                                   "identifier_match_gold_in_context paired on 12 items (needs 30)")
     # the same counts pass a policy sized for them; without the abstention and adherence guards no probe count is needed
     small = GatePolicy(min_items=12, min_primary_items=12, guards=["format_validity"])
     assert judged({"identifier_match": 1.0}, {"identifier_match": 0.0}, small, n=12, probed=0).outcome == "passed"
     assert judged({"identifier_match": 1.0}, {"identifier_match": 0.0}, GatePolicy(min_items=12, guards=["format_validity"]),
                   n=12, probed=0).outcome == "not_enough_evidence"  # the primary's own 12 items are under 30
+
+
+def test_counterfactual_probes_have_a_minimum_of_their_own():
+    # 60 items probed, 20 of them with an identifier to edit (as on APIBench, where most ids cannot be edited)
+    rows = [r for r in scored_rows("challenger_rag", 100, 60, **{**SOUND, "identifier_match": 0.7})
+            + scored_rows("base_rag", 100, 60, **SOUND) if r["kind"] != "counterfactual" or int(r["item_id"][1:]) < 20]
+    comparison = compare(rows, "challenger_rag", "base_rag")
+    assert comparison["counts"] == {"answer": 100, "counterfactual": 20, "unanswerable": 60}
+    assert decide(comparison, GatePolicy()).outcome == "passed"
+    short = decide(comparison, GatePolicy(min_counterfactual=21))
+    assert short.outcome == "not_enough_evidence" and "20 counterfactual (needs 21)" in short.reasons[0]
 
 
 def with_gold_served(rows: list[dict], served: range) -> list[dict]:
@@ -317,8 +328,9 @@ def test_policy_yaml_loads_and_refuses_unknown_keys_and_metrics(tmp_path):
     assert policy.primary_metric == "identifier_match_gold_in_context" and policy.floors == {"format_validity": 0.9}
     assert (policy.min_items, policy.min_probed, policy.min_primary_items, policy.tolerance) == (100, 50, 30, 0.05)
     demo = GatePolicy.from_yaml(DEFAULT_GATE.with_name("gate-demo.yaml"))
-    assert (demo.min_items, demo.min_probed, demo.min_primary_items) == (30, 12, 20)
-    counts = {"min_items": 0, "min_probed": 0, "min_primary_items": 0}
+    assert (demo.min_items, demo.min_probed, demo.min_counterfactual, demo.min_primary_items) == (30, 12, 12, 20)
+    assert policy.min_counterfactual == 20
+    counts = {"min_items": 0, "min_probed": 0, "min_counterfactual": 0, "min_primary_items": 0}
     assert {**asdict(demo), **counts} == {**asdict(policy), **counts}  # the demo's gate differs only in its counts
     path = tmp_path / "gate.yaml"
     for text, error in [("primary: x\n", "unknown gate settings primary"),
@@ -330,6 +342,7 @@ def test_policy_yaml_loads_and_refuses_unknown_keys_and_metrics(tmp_path):
                         ("min_improvement: -0.01\n", "min_improvement = -0.01: cannot be negative"),
                         ("tolerance: -0.05\n", "tolerance = -0.05: cannot be negative"),
                         ("min_primary_items: -5\n", "min_primary_items = -5: cannot be negative"),
+                        ("min_counterfactual: -1\n", "min_counterfactual = -1: cannot be negative"),
                         ("min_improvement: two points\n", "min_improvement must be numbers")]:
         path.write_text(text)
         with pytest.raises(ValueError, match=error):
