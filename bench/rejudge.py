@@ -1,84 +1,115 @@
-"""Judge recorded evaluation rows again under the current metrics and gate, without generating anything.
+"""Judge a recorded evaluation again under the current metrics and gate, without generating anything.
 
-A kept data home (make run's, or bench/quality.py --keep) holds every candidate's scored rows in
-`evaluations/*.jsonl`: the question, the documents served (their ids), the reply and its citations.
-Greedy answers do not change, so when a metric's definition changes the recorded replies can be
-scored again and the gate decided again on exactly the same answers. Citation accuracy needs only
-the row. `identifier_shown` (the gold identifier is in a gold document of the context and in no other
-one) needs the served texts: rows recorded before it existed get their context retrieved again from
-the live index, and a row whose retrieved ids differ from the recorded ones is left without it
-(counted under `contexts_changed`, and judged by its gold document alone, as before). The reference identifier is the curated answer of the same
-question in the home's interaction log.
+Every evaluated adapter version keeps its run's scored rows in MLflow (`evaluation/items.jsonl` on the
+version's run): per probe the question, the served document ids, the reply and its citations. Greedy
+replies do not change, so when a metric's definition changes, the recorded replies are scored again
+(`evaluation.harness.answer_metrics`, the harness's own scoring) and the gate decides again on exactly
+the same answers. Rows recorded before a field existed get it here:
+- `reference` and `identifier`: from the evaluation set rebuilt as the job built it (the held-out
+  share of `datasets/curated.jsonl`, by the setting's or `--holdout`'s share), keyed by item id;
+- `identifier_shown` (the gold identifier is in a gold document of the context and in no other one):
+  the context is retrieved again from the live index; a row whose retrieved ids differ from the
+  recorded ones keeps the old rule (gold document served) and is counted under `contexts_changed`.
 
-    python bench/rejudge.py --home .bench/quality-huggingface [--gate evaluation/gate.yaml] [--name rejudge-quality-huggingface]
+Also reported: the "cite the top-ranked document" baseline, the citation accuracy a model would reach
+by always citing the first served document (issue 13: the baseline an adapter must beat).
+
+    python bench/rejudge.py --home .bench/quality-huggingface [--version latest] [--gate evaluation/gate.yaml]
 """
 
 import argparse
-import glob
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from common import ROOT, write_result
 
 
+def rank_one_baseline(rows: list[dict], candidate: str) -> dict:
+    """Citation accuracy of citing the first served document, on `candidate`'s answer probes with gold served."""
+    served = [r for r in rows if r["candidate"] == candidate and r["kind"] == "answer"
+              and set(r["retrieved"]) & set(r["gold_doc_ids"])]
+    hits = sum(r["retrieved"][0] in r["gold_doc_ids"] for r in served)
+    return {"cite_rank_one_gold_in_context": round(hits / len(served), 4) if served else None, "n": len(served)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", required=True, help="a data home where adapter_retrain ran")
+    parser.add_argument("--version", default="latest", help="the evaluated adapter: registry version, alias, or latest")
     parser.add_argument("--gate", default=str(ROOT / "evaluation" / "gate.yaml"))
-    parser.add_argument("--challenger", default="challenger_rag")
-    parser.add_argument("--incumbent", default="base_rag")
+    parser.add_argument("--holdout", type=float, default=None, help="held-out share the job used (default: the setting)")
     parser.add_argument("--k", type=int, default=3, help="documents the evaluation served (the harness's k)")
     parser.add_argument("--name", default=None, help="result file name (default rejudge-<home folder name>)")
     args = parser.parse_args()
     os.environ["RAGTUNE_HOME"] = str(Path(args.home).resolve())
 
+    from evaluation.eval_set import build_evaluation_set, indexed_doc_ids
     from evaluation.gate import GatePolicy, compare, decide
-    from evaluation.harness import documents_of, unique_doc_ids
-    from evaluation.metrics import citation_accuracy, identifier_shown
+    from evaluation.harness import answer_metrics, documents_of, unique_doc_ids
+    from evaluation.metrics import identifier_shown
+    from ragtune import registry
+    from ragtune.datasets import read_jsonl
     from ragtune.embedder import embedder_for
-    from ragtune.interactions import InteractionLog
+    from ragtune.release import ITEMS
     from ragtune.retriever import Retriever
     from ragtune.settings import load_settings
     from ragtune.store import ChunkStore
 
     settings = load_settings()
-    paths = sorted(glob.glob(str(Path(args.home) / "evaluations" / "*.jsonl")))
-    rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["candidate"] in (args.challenger, args.incumbent)]
-    if not rows:
-        raise SystemExit(f"no recorded rows of {args.challenger} or {args.incumbent} under {args.home}/evaluations")
-    reference = {r["question"]: r.get("correction") or r["answer"] for r in InteractionLog(settings.interactions_db).records()}
-    retriever = Retriever(ChunkStore(settings.lancedb_uri, settings.table_name), embedder_for(settings), rrf_k=settings.rrf_k)
+    versions = registry.list_versions(settings.tracking_uri, settings.registered_model)
+    wanted = versions[0]["version"] if args.version == "latest" and versions else registry.resolve(
+        settings.tracking_uri, settings.registered_model, args.version)
+    run_id = next((v["run_id"] for v in versions if v["version"] == wanted), None)
+    if run_id is None:
+        raise SystemExit(f"no evaluated adapter behind {args.version!r} in {args.home}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = registry.client(settings.tracking_uri).download_artifacts(run_id, ITEMS, tmp)
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    challenger = "challenger_rag"
+    incumbent = "champion_rag" if any(r["candidate"] == "champion_rag" for r in rows) else "base_rag"
+    before = compare(rows, challenger, incumbent)
+    if before.get("duplicates"):
+        raise SystemExit(f"repeated item ids in the recorded rows ({before['duplicates']}): cannot pair them reliably")
+
+    store = ChunkStore(settings.lancedb_uri, settings.table_name)
+    holdout = settings.eval_holdout if args.holdout is None else args.holdout
+    items = {i["id"]: i for i in build_evaluation_set(read_jsonl(settings.home / "datasets" / "curated.jsonl"),
+                                                      settings.eval_set, indexed_doc_ids(store), holdout)["items"]}
+    retriever = Retriever(store, embedder_for(settings), rrf_k=settings.rrf_k)
     contexts: dict[str, list[dict]] = {}
-    before = compare([dict(r) for r in rows], args.challenger, args.incumbent)
-    changed = unknown = 0
+    changed = missing = 0
     for row in rows:
-        if row["kind"] != "answer" or "citations" not in row or "citation_accuracy" not in row:
+        if row["kind"] != "answer":
             continue
-        row["citation_accuracy"] = citation_accuracy(row["citations"], row["retrieved"], row["gold_doc_ids"])
-        if "identifier_shown" in row:
-            continue
-        if row["question"] not in reference:
-            unknown += 1
-            continue
-        if row["question"] not in contexts:
-            contexts[row["question"]] = documents_of([h.as_dict() for h in retriever.search(row["question"], k=args.k)])
-        served = contexts[row["question"]]
-        if unique_doc_ids(served) != row["retrieved"]:
-            changed += 1
-            continue
-        row["identifier_shown"] = float(identifier_shown(reference[row["question"]], served, row["gold_doc_ids"]))
-    policy = GatePolicy.from_yaml(args.gate)
-    after = compare(rows, args.challenger, args.incumbent)
-    verdict = decide(after, policy)
+        item = items.get(row["item_id"])
+        if "reference" not in row:
+            if item is None:
+                missing += 1
+                continue
+            row["reference"], row["identifier"] = item["reference_answer"], item.get("identifier") or item["reference_answer"]
+        retrieval = "citation_accuracy" in row
+        if retrieval and "identifier_shown" not in row:
+            if row["question"] not in contexts:
+                contexts[row["question"]] = documents_of([h.as_dict() for h in retriever.search(row["question"], k=args.k)])
+            served = contexts[row["question"]]
+            if unique_doc_ids(served) == row["retrieved"]:
+                row["identifier_shown"] = float(identifier_shown(row["identifier"], served, row["gold_doc_ids"]))
+            else:
+                changed += 1
+        row.update(answer_metrics(row, retrieval))
+    after = compare(rows, challenger, incumbent)
+    verdict = decide(after, GatePolicy.from_yaml(args.gate))
     keys = ("identifier_match_gold_in_context", "citation_accuracy_gold_in_context", "identifier_match", "citation_accuracy")
+    gate = Path(args.gate).resolve()
     write_result(args.name or f"rejudge-{Path(args.home).resolve().name}", {
-        "home": str(args.home), "gate": str(Path(args.gate).resolve().relative_to(ROOT)) if Path(args.gate).resolve().is_relative_to(ROOT) else args.gate,
-        "rows": len(rows), "contexts_changed": changed, "questions_not_in_log": unknown,
-        "counts": after["counts"],
+        "home": str(args.home), "version": wanted, "incumbent": incumbent,
+        "gate": str(gate.relative_to(ROOT)) if gate.is_relative_to(ROOT) else str(gate),
+        "rows": len(rows), "contexts_changed": changed, "items_not_found": missing, "counts": after["counts"],
         "recorded": {k: before["metrics"].get(k) for k in keys},
         "rejudged": {k: after["metrics"].get(k) for k in keys},
+        "baseline": rank_one_baseline(rows, challenger),
         "verdict": verdict.as_dict(),
     })
 

@@ -200,18 +200,28 @@ def score(probe: Probe, generation, candidate: Candidate) -> dict:
         "latency_ms": (probe.retrieval_ms if candidate.retrieval else 0.0) + generation.seconds * 1000,
     }
     if probe.kind == "answer":
-        row.update(exact_match=exact_match(generation.answer, probe.reference),
-                   token_f1=token_f1(generation.answer, probe.reference),
-                   identifier_match=identifier_match(generation.answer, probe.identifier),
-                   abstained=float(abstained(generation.answer)))
+        row.update(reference=probe.reference, identifier=probe.identifier)
         if candidate.retrieval:
-            row["citation_accuracy"] = citation_accuracy(generation.citations, retrieved, probe.gold_doc_ids)
             row["identifier_shown"] = float(identifier_shown(probe.identifier, probe.documents, probe.gold_doc_ids))
+        row.update(answer_metrics(row, retrieval=candidate.retrieval))
     elif probe.kind == "unanswerable":
         row["abstention"] = float(abstained(generation.answer))
     else:
         row["adherence"] = adheres(generation.answer, probe.expected, probe.original)
     return row
+
+
+def answer_metrics(row: dict, retrieval: bool) -> dict:
+    """An answer probe's metrics from its row alone (reply, reference, identifier, citations, served ids), so
+    recorded rows can be scored again when a definition changes (bench/rejudge.py)."""
+    others = [d for d in row["retrieved"] if d not in row["gold_doc_ids"]]
+    metrics = dict(exact_match=exact_match(row["answer"], row["reference"]),
+                   token_f1=token_f1(row["answer"], row["reference"]),
+                   identifier_match=identifier_match(row["answer"], row["identifier"], others),
+                   abstained=float(abstained(row["answer"])))
+    if retrieval:
+        metrics["citation_accuracy"] = citation_accuracy(row["citations"], row["retrieved"], row["gold_doc_ids"])
+    return metrics
 
 
 def mean(rows: list[dict], key: str) -> float | None:
@@ -276,7 +286,7 @@ def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
 
 
 # Bump when scoring or decoding code changes what a cached row would hold (metrics, the constraint).
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 
 
 def adapter_digest(adapter_dir: str | None) -> str | None:

@@ -14,7 +14,7 @@ import re
 import string
 from collections import Counter
 
-from ragtune.prompting import NOT_COVERED, parse_answer
+from ragtune.prompting import NOT_COVERED, format_documents, parse_answer
 
 ABSTENTION_PATTERNS = [
     r"documents? (?:do|does) not (?:cover|contain|mention|say|answer)",
@@ -47,17 +47,25 @@ def token_f1(prediction: str, reference: str) -> float:
 
 def distinctive_identifier(identifier: str) -> str:
     """The part of a reference identifier worth matching: a quoted hub id (`org/name`), else the longest quoted
-    string, else the identifier itself."""
+    string of its first sentence (the call; the explanation after it may quote other things), else of the
+    whole text, else the identifier itself."""
     quoted = re.findall(r"['\"]([^'\"]+)['\"]", identifier)
     hub_ids = [q for q in quoted if re.fullmatch(r"[\w.\-]+/[\w.\-]+", q)]
     if hub_ids:
         return hub_ids[0]
-    return max(quoted, key=len) if quoted else identifier.strip()
+    first = re.findall(r"['\"]([^'\"]+)['\"]", re.split(r"\.\s", identifier, maxsplit=1)[0])
+    return max(first or quoted, key=len) if quoted else identifier.strip()
 
 
-def identifier_match(answer: str, identifier: str) -> float:
+def identifier_match(answer: str, identifier: str, others: list[str] = ()) -> float:
+    """The reference's distinctive identifier is in the answer, and none of `others` (the ids of the served
+    documents that do not answer) is: an answer that names every served document has not chosen one."""
     wanted = distinctive_identifier(identifier).lower()
-    return float(bool(wanted) and wanted in answer.lower())
+    text = answer.lower()
+    if not wanted or wanted not in text:
+        return 0.0
+    rest = text.replace(wanted, " ")  # an id inside the right one ("org/x" in "org/x-large") is not another
+    return float(not any(len(o) >= 3 and o.lower() in rest for o in others))
 
 
 def format_valid(raw_output: str) -> float:
@@ -73,11 +81,12 @@ def citation_accuracy(cited: list[str], retrieved: list[str], gold: list[str]) -
     """
     if not cited:
         return 0.0
-    return float(set(cited) <= set(retrieved) & set(gold))
+    return float(set(cited) <= (set(retrieved) & set(gold)))
 
 
 def identifier_shown(identifier: str, documents: list[dict], gold: list[str]) -> bool:
-    """The reference's distinctive identifier is in a gold document of the context and in no other one there.
+    """The reference's distinctive identifier is in a gold document of the context and in no other one there,
+    reading each document as the prompt shows it (`[doc id] title`, then its text).
 
     Only then does naming it show the model read the right document: APIBench's AutoTrain models all
     load with `joblib.load('model.joblib')`, so on those items any AutoTrain answer "names" the gold API.
@@ -85,7 +94,7 @@ def identifier_shown(identifier: str, documents: list[dict], gold: list[str]) ->
     wanted = distinctive_identifier(identifier).lower()
     if not wanted:
         return False
-    holders = {d["doc_id"] for d in documents if wanted in f"{d.get('title') or ''}\n{d['text']}".lower()}
+    holders = {d["doc_id"] for d in documents if wanted in format_documents([d]).lower()}
     return bool(holders) and holders <= set(gold)
 
 

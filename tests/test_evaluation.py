@@ -24,6 +24,8 @@ def test_normalisation_exact_match_and_f1():
     ("AutoModel.from_pretrained(\"rasa/LaBSE\")", "rasa/LaBSE"),
     ("joblib.load('model.joblib')", "model.joblib"),
     ("hub.load()", "hub.load()"),
+    # a free-text reference: the call's quoted string, not a longer one quoted in the explanation after it
+    ("Use joblib.load('model.joblib'). Load the model using 'joblib.load()' and predict.", "model.joblib"),
 ])
 def test_distinctive_identifier(identifier, wanted):
     assert distinctive_identifier(identifier) == wanted
@@ -33,6 +35,13 @@ def test_identifier_match_is_case_insensitive_substring():
     call = "AutoModel.from_pretrained('rasa/LaBSE')"
     assert identifier_match("Load RASA/labse with AutoModel.", call) == 1.0
     assert identifier_match("Load sentence-transformers/LaBSE.", call) == 0.0
+
+
+def test_naming_every_served_document_is_not_naming_the_right_one():
+    call, others = "pipeline('ner', model='org/x-large')", ["org/x", "acme/tagger"]
+    assert identifier_match("Use org/x-large.", call, others) == 1.0  # "org/x" inside the right id is not another
+    assert identifier_match("Use org/x-large, or acme/tagger.", call, others) == 0.0  # hedged across documents
+    assert identifier_match("Use org/x-large or org/x.", call, others) == 0.0
 
 
 def test_format_citations_abstention_adherence():
@@ -72,3 +81,9 @@ def test_an_identifier_is_shown_only_when_it_tells_the_gold_document_apart():
     assert identifier_shown("AutoModel.from_pretrained('org/x')", hub, ["org/x"])  # case-insensitive
     assert not identifier_shown("AutoModel.from_pretrained('org/z')", hub, ["org/z"])  # gold not shown
     assert not identifier_shown("AutoModel.from_pretrained('org/y')", hub, ["org/x"])  # only in a non-gold one
+    assert identifier_shown(call, autotrain, ["a/one", "b/two"])  # held by two gold documents, by no other
+    # read as the prompt shows a document: its id label counts, though neither title nor text holds the id
+    labelled = [{"doc_id": "org/x", "title": "", "text": "A parser."}, {"doc_id": "org/y", "title": "Y", "text": "A tagger."}]
+    assert identifier_shown("pipeline(model='org/x')", labelled, ["org/x"])
+    assert not identifier_shown("pipeline(model='org/x')", labelled, ["org/y"])
+    assert not identifier_shown("", hub, ["org/x"])

@@ -251,6 +251,17 @@ def test_the_primary_metric_needs_its_own_items_not_only_answer_probes():
     assert decide(comparison, GatePolicy(min_primary_items=25)).outcome == "passed"  # 25 won, none lost: clear
 
 
+def test_items_whose_identifier_the_context_does_not_tell_apart_leave_the_primary():
+    # 100 answer probes with the gold document served; on 70 of them another served document holds the same
+    # identifier (every AutoTrain model loads 'model.joblib'): the challenger's wins there show nothing
+    rows = scored_rows("challenger_rag", **{**SOUND, "identifier_match": 0.7}) + scored_rows("base_rag", **SOUND)
+    shared = [{**r, "identifier_shown": float(int(r["item_id"][1:]) >= 70)} if r["kind"] == "answer" else r for r in rows]
+    comparison = compare(shared, "challenger_rag", "base_rag")
+    assert comparison["metrics"]["identifier_match_gold_in_context"]["n"] == 30
+    assert comparison["metrics"]["identifier_match"]["n"] == 100  # the overall figure still counts every item
+    assert comparison["metrics"]["citation_accuracy_gold_in_context"]["n"] == 100
+
+
 def outcomes(won: int, lost: int, both: int, n: int) -> tuple[list[float], list[float]]:
     """Per-item 0/1 values of two candidates: `both` right for both, then `won` by the first, `lost`, the rest wrong."""
     first = [1.0] * both + [1.0] * won + [0.0] * lost + [0.0] * (n - both - won - lost)

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from evaluation.harness import (Candidate, HarnessConfig, build_probes, counterfactual_identifier, item_metrics,
-                                load_eval_set, run_harness, summarise)
+from evaluation.harness import (Candidate, HarnessConfig, answer_metrics, build_probes, counterfactual_identifier,
+                                item_metrics, load_eval_set, run_harness, summarise)
 from ragtune.generator import Generation, to_answer
 from ragtune.prompting import NOT_COVERED, answer_json
 
@@ -125,6 +125,27 @@ def test_a_faithful_answerer_scores_perfectly_and_no_retrieval_scores_nothing():
     assert shown == {"q1": 1.0, "q2": 1.0}
     rows = [r for r in report.rows if r["candidate"] == "challenger_rag" and r["kind"] == "counterfactual"]
     assert all("acme-labs/parser" in r["answer"] or "acme-labs/tagger" in r["answer"] for r in rows)
+
+
+def test_an_answer_naming_every_served_document_wins_no_identifier_match():
+    probes, retrieval = build_probes(ITEMS, search, HarnessConfig(k=2))
+    hedger = Scripted(lambda question, documents: answer_json(
+        "Use " + " or ".join(d["doc_id"] for d in documents) + ".", [documents[0]["doc_id"]]))
+    report = run_harness(probes, retrieval, [Candidate("challenger_rag", "x")], lambda c: hedger, "base", HarnessConfig(k=2))
+    answers = [r for r in report.rows if r["kind"] == "answer"]
+    assert len(answers) == 2 and all(r["identifier_match"] == 0.0 for r in answers)
+    assert report.metrics["challenger_rag"]["identifier_match_gold_in_context"] == 0.0
+
+
+def test_recorded_rows_score_again_to_the_same_metrics():
+    probes, retrieval = build_probes(ITEMS, search, HarnessConfig(k=2))
+    candidates = [Candidate("challenger_rag", "x"), Candidate("challenger_no_rag", "x", retrieval=False)]
+    report = run_harness(probes, retrieval, candidates, lambda c: Scripted(faithful), "base", HarnessConfig(k=2))
+    answers = [r for r in report.rows if r["kind"] == "answer"]
+    assert len(answers) == 4
+    for row in answers:  # everything a metric reads is on the row
+        again = answer_metrics(json.loads(json.dumps(row)), retrieval=row["candidate"] == "challenger_rag")
+        assert again == {k: row[k] for k in again} and ("citation_accuracy" in again) == ("citation_accuracy" in row)
 
 
 def test_summary_of_hand_scored_rows():
