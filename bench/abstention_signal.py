@@ -8,7 +8,7 @@ context (unanswerable probes, and answer probes whose retrieval missed); counter
 not. The AUC of the score against that label says whether any threshold could teach the decision:
 0.5 is chance. Baseline in the same run: the base model on the same prompts.
 
-    python bench/abstention_signal.py --home .ragtune [--version latest] [--holdout 0.3] [--items 40] [--probe-items 20]
+    python bench/abstention_signal.py --home .ragtune [--version latest] [--holdout 0.4] [--items 71] [--probe-items 20]
 """
 
 import argparse

@@ -16,7 +16,8 @@ The rules:
 - evidence: at least `min_items` answer items compared, the probes the guards read (`min_probed`
   unanswerable ones for abstention, `min_counterfactual` for adherence), and the primary metric itself
   paired on at least `min_primary_items` items (a `_gold_in_context` metric is computed only on the
-  answer probes whose gold document was retrieved, which can be far fewer); fewer: not enough evidence.
+  answer probes whose gold document was retrieved, and identifier match only where its identifier is
+  also told apart there, which can be far fewer); fewer: not enough evidence.
 - primary: passes only when the interval's lower bound of the gain clears `min_improvement`
   (strictly); shown worse when the whole interval is below 0.
 - each guard: worse when the whole interval shows a drop beyond `tolerance`; passes, listed as

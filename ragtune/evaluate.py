@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.gate import GatePolicy, Verdict, compare, decide
-from evaluation.harness import (Candidate, EvalReport, HarnessConfig, build_probes, eval_set_digest, item_metrics,
-                                load_eval_set, run_harness)
+from evaluation.harness import (CACHE_VERSION, Candidate, EvalReport, HarnessConfig, build_probes, eval_set_digest,
+                                item_metrics, load_eval_set, run_harness)
 from evaluation.intervals import mean_interval
 from ragtune import registry
 from ragtune.precision import resolve_dtype
@@ -43,7 +43,10 @@ class Evaluation:
     def as_dict(self) -> dict:
         return {**self.report.as_dict(), "challenger": self.challenger, "champion": self.champion,
                 "incumbent": self.incumbent, "index_version": self.index_version, "eval_digest": self.eval_digest,
-                "decoding": self.decoding, "comparison": self.comparison, "intervals": self.intervals}
+                "decoding": self.decoding, "comparison": self.comparison, "intervals": self.intervals,
+                # metric definitions change (issue 13 made citations and the primary stricter): figures recorded
+                # under another scoring version are not comparable with these
+                "scoring_version": CACHE_VERSION}
 
 
 def candidate_intervals(rows: list[dict], names=("identifier_match", "identifier_match_gold_in_context",

@@ -118,8 +118,9 @@ def print_models(p: dict) -> None:
 
 
 # Rows of the metrics tables, in this order; a metric no candidate was measured on is left out. An indented row is
-# the metric above it on the answer probes whose gold document was in the context (retrieval does not cap it).
-METRIC_ROWS = (("identifier_match", "id match"), ("identifier_match_gold_in_context", "  gold in context"),
+# the metric above it on the answer probes whose gold document was in the context (retrieval does not cap it);
+# for identifier match, also told apart there (evaluation.metrics.identifier_shown).
+METRIC_ROWS = (("identifier_match", "id match"), ("identifier_match_gold_in_context", "  gold, told apart"),
                ("exact_match", "exact match"), ("token_f1", "token F1"), ("format_validity", "format valid"),
                ("format_validity_unconstrained", "  unconstrained"),
                ("citation_accuracy", "citations"), ("citation_accuracy_gold_in_context", "  gold in context"),
