@@ -33,6 +33,8 @@ class RaftDatasetConfig(dg.Config):
     oracle_probability: float = Field(DEFAULT_RAFT.oracle_probability, description="P: share of examples whose context holds the gold chunk.")
     validation_fraction: float = Field(DEFAULT_RAFT.validation_fraction, description="Share of examples held out for validation loss.")
     seed: int = Field(DEFAULT_RAFT.seed, description="Seed of the sampler and the split.")
+    order: str = Field(DEFAULT_RAFT.order, description="Documents in a context: shuffled, or retrieval (the retriever's "
+                       "order, as served; an unranked oracle at a random place).")
     max_tokens: int = Field(DEFAULT_RAFT.max_tokens, description="Prompt + answer budget in base-model tokens (keep equal to the "
                             "training max_length); the longest documents are cut to fit so no answer is truncated away.")
     include_restricted: bool = Field(False, description="Also train on documents with an access list (off: weights cannot enforce ACLs).")

@@ -1,6 +1,7 @@
 """RAFT sampling: oracle share close to P, gold never a distractor, hard negatives from the real retriever, deterministic."""
 
 import json
+import random
 
 import pytest
 
@@ -13,7 +14,7 @@ from ragtune.retriever import Retriever
 from ragtune.settings import load_settings
 from ragtune.store import ChunkStore
 from training.dataset_builder import build_dataset, chunks_by_doc
-from training.raft import RaftConfig, build_raft_examples, dataset_hash, split_examples, trim_lengths
+from training.raft import RaftConfig, build_raft_examples, dataset_hash, in_retrieval_order, split_examples, trim_lengths
 
 
 @pytest.fixture()
@@ -62,6 +63,22 @@ def test_oracle_share_matches_p_and_gold_is_never_a_distractor(p):
             assert target["citations"] == ex["gold_doc_ids"] and target["answer"].startswith("answer")
         else:
             assert target == {"answer": NOT_COVERED, "citations": []}
+
+
+def test_retrieval_order_keeps_the_served_order_and_places_an_unranked_oracle_anywhere():
+    by_doc, rank = synthetic()
+    result = build_raft_examples(records(400), rank, by_doc, RaftConfig(order="retrieval", distractors=2, candidates=6))
+    positions = set()
+    for record, ex in zip(records(400), result.examples):
+        ranked = [c["chunk_id"] for c in rank(record["question"], 6)]
+        served = [d["chunk_id"] for d in ex["documents"] if d["chunk_id"] in ranked]
+        assert served == sorted(served, key=ranked.index)  # as the retriever ranked them
+        positions.update(i for i, d in enumerate(ex["documents"]) if d["chunk_id"] not in ranked)
+    assert positions == {0, 1, 2}  # the oracle the retriever missed lands at every place
+    chunks = [{"chunk_id": c} for c in "abc"]
+    assert in_retrieval_order([chunks[2], chunks[0]], chunks, random.Random(0)) == [chunks[0], chunks[2]]
+    with pytest.raises(ValueError, match="order must be one of shuffled, retrieval"):
+        RaftConfig(order="ranked")
 
 
 def test_sampling_is_deterministic_and_stable_as_data_grows():

@@ -5,7 +5,10 @@ documents plus the k chunks the production retriever ranks highest among the
 non-gold ones (hard negatives: what the model will really see beside the
 answer), optionally a few random chunks. With probability P the oracle is kept;
 otherwise the context holds distractors only and the target says the documents
-do not cover the question. Documents are shuffled. Deterministic for a seed:
+do not cover the question. Documents are shuffled (`order: shuffled`, the
+default), or kept in the retriever's order as served (`order: retrieval`: the
+oracle where the retriever ranked it, a chunk it did not rank at a random
+place), so the model can learn how much the rank says. Deterministic for a seed:
 each record draws from its own generator (seed, record id), so adding records
 does not change the examples already drawn.
 
@@ -25,6 +28,7 @@ from ragtune.prompting import NOT_COVERED, answer_json
 
 # (question, n) -> ranked chunks [{doc_id, chunk_id, title, text}], best first
 Ranker = Callable[[str, int], list[dict]]
+ORDERS = ("shuffled", "retrieval")
 
 
 @dataclass
@@ -37,8 +41,11 @@ class RaftConfig:
     max_tokens: int = 1024  # prompt + answer budget (the trainer's max_length); longer documents are cut to fit
     validation_fraction: float = 0.1
     seed: int = 0
+    order: str = "shuffled"  # of the documents in a context: shuffled, or retrieval (as the retriever ranked them)
 
     def __post_init__(self):
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
         if not 0.0 <= self.oracle_probability <= 1.0:
             raise ValueError(f"oracle_probability must be within [0, 1], got {self.oracle_probability}")
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -74,6 +81,15 @@ def pick_oracles(gold_chunks: list[dict], ranked: list[dict], per_doc: int) -> l
     return oracles
 
 
+def in_retrieval_order(documents: list[dict], ranked: list[dict], rng: random.Random) -> list[dict]:
+    """The documents in the retriever's order; one it did not rank (an oracle it missed, a random extra) at a random place."""
+    rank = {c["chunk_id"]: i for i, c in enumerate(ranked)}
+    ordered = sorted((c for c in documents if c["chunk_id"] in rank), key=lambda c: rank[c["chunk_id"]])
+    for chunk in (c for c in documents if c["chunk_id"] not in rank):
+        ordered.insert(rng.randint(0, len(ordered)), chunk)
+    return ordered
+
+
 def sample_example(record: dict, gold_chunks: list[dict], ranked: list[dict], pool: list[dict], config: RaftConfig) -> dict:
     """One RAFT example for a curated record (see the module docstring)."""
     rng = record_rng(config.seed, record["id"])
@@ -84,7 +100,10 @@ def sample_example(record: dict, gold_chunks: list[dict], ranked: list[dict], po
     extra = rng.sample(spare, min(config.random_distractors, len(spare)))
     keep_oracle = rng.random() < config.oracle_probability
     documents = hard + extra + (pick_oracles(gold_chunks, ranked, config.oracle_chunks) if keep_oracle else [])
-    rng.shuffle(documents)
+    if config.order == "retrieval":
+        documents = in_retrieval_order(documents, ranked, rng)
+    else:
+        rng.shuffle(documents)
     documents = [{k: c[k] for k in ("doc_id", "chunk_id", "title", "text")} for c in documents]
     if keep_oracle:
         target = answer_json(record["answer"], [d for d in record["gold_doc_ids"] if d in {c["doc_id"] for c in gold_chunks}])
