@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--check-every", type=int, default=16, help="validation replies scored every N training steps")
     parser.add_argument("--name", default=None, help="result file name (default quality-SPLIT)")
     parser.add_argument("--keep", default=None, help="data home to use and keep (default: a temporary one)")
+    parser.add_argument("--raft-order", choices=("shuffled", "retrieval"), default=None,
+                        help="documents in a RAFT context (default: the asset's, shuffled)")
     args = parser.parse_args()
 
     import yaml
@@ -87,7 +89,7 @@ def main() -> None:
             raise SystemExit(f"refresh failed: {outcome.error}")
         InteractionLog(settings.interactions_db).import_jsonl(data / "interactions.jsonl")
         config = retrain_run_config(str(home / "training.yaml"), args.max_steps, None, args.eval_items, args.probe_items,
-                                    max_minutes=args.train_minutes)
+                                    max_minutes=args.train_minutes, raft_order=args.raft_order)
         with timer() as t_retrain:
             report = retrain(settings, config)
     if not report["ok"] or "evaluation" not in report:

@@ -15,13 +15,13 @@ def retrain_run_config(training_config: str | None = None, max_steps: int | None
                        eval_limit: int | None = None, probe_limit: int | None = None, gate: str | None = None,
                        max_new_tokens: int | None = None, distractors: int | None = None, max_minutes: float | None = None,
                        oracle_probability: float | None = None, min_eval_items: int | None = None,
-                       holdout: float | None = None) -> dict:
+                       holdout: float | None = None, raft_order: str | None = None) -> dict:
     """Dagster run config of adapter_retrain; only what is given overrides the assets' defaults."""
     def given(**values) -> dict:
         return {k: v for k, v in values.items() if v is not None}
 
     ops = {
-        "raft_dataset": given(distractors=distractors, oracle_probability=oracle_probability),
+        "raft_dataset": given(distractors=distractors, oracle_probability=oracle_probability, order=raft_order),
         "lora_adapter": given(training_config=training_config, max_steps=max_steps, max_minutes=max_minutes),
         "evaluation_set": given(eval_set=eval_set, min_items=min_eval_items, holdout=holdout, policy=gate),
         "adapter_evaluation": given(limit=eval_limit, probe_limit=probe_limit, max_new_tokens=max_new_tokens),
