@@ -99,6 +99,9 @@ def main() -> None:
             else:
                 changed += 1
         row.update(answer_metrics(row, retrieval))
+    if missing:
+        raise SystemExit(f"{missing} answer rows name items the rebuilt evaluation set lacks (is --holdout the share the "
+                         "job used?): scoring them the old way would mix definitions")
     after = compare(rows, challenger, incumbent)
     verdict = decide(after, GatePolicy.from_yaml(args.gate))
     keys = ("identifier_match_gold_in_context", "citation_accuracy_gold_in_context", "identifier_match", "citation_accuracy")

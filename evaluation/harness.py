@@ -286,7 +286,7 @@ def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
 
 
 # Bump when scoring or decoding code changes what a cached row would hold (metrics, the constraint).
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 
 
 def adapter_digest(adapter_dir: str | None) -> str | None:

@@ -51,9 +51,10 @@ def distinctive_identifier(identifier: str) -> str:
     whole text, else the identifier itself."""
     quoted = re.findall(r"['\"]([^'\"]+)['\"]", identifier)
     hub_ids = [q for q in quoted if re.fullmatch(r"[\w.\-]+/[\w.\-]+", q)]
-    if hub_ids:
-        return hub_ids[0]
     first = re.findall(r"['\"]([^'\"]+)['\"]", re.split(r"\.\s", identifier, maxsplit=1)[0])
+    first_hub = [q for q in first if re.fullmatch(r"[\w.\-]+/[\w.\-]+", q)]
+    if first_hub or hub_ids:
+        return (first_hub or hub_ids)[0]
     return max(first or quoted, key=len) if quoted else identifier.strip()
 
 
@@ -62,10 +63,14 @@ def identifier_match(answer: str, identifier: str, others: list[str] = ()) -> fl
     documents that do not answer) is: an answer that names every served document has not chosen one."""
     wanted = distinctive_identifier(identifier).lower()
     text = answer.lower()
-    if not wanted or wanted not in text:
+    if not wanted or not names(text, wanted):
         return 0.0
-    rest = text.replace(wanted, " ")  # an id inside the right one ("org/x" in "org/x-large") is not another
-    return float(not any(len(o) >= 3 and o.lower() in rest for o in others))
+    return float(not any(len(o) >= 3 and names(text, o.lower()) for o in others if o.lower() != wanted))
+
+
+def names(text: str, identifier: str) -> bool:
+    """`identifier` occurs in `text` as a whole id: "org/x" is not named by "org/x-large", nor "t5-base" by "flan-t5-base"."""
+    return re.search(rf"(?<![\w/.-]){re.escape(identifier)}(?![\w/-])", text) is not None
 
 
 def format_valid(raw_output: str) -> float:

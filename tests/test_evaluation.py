@@ -42,6 +42,10 @@ def test_naming_every_served_document_is_not_naming_the_right_one():
     assert identifier_match("Use org/x-large.", call, others) == 1.0  # "org/x" inside the right id is not another
     assert identifier_match("Use org/x-large, or acme/tagger.", call, others) == 0.0  # hedged across documents
     assert identifier_match("Use org/x-large or org/x.", call, others) == 0.0
+    # a longer id that starts with the right one is another model, served or not
+    assert identifier_match("Use org/x-large-v2.", call, others) == 0.0
+    assert identifier_match("Use org/x-large-v2.", call, ["org/x-large-v2"]) == 0.0
+    assert identifier_match("Use flan-t5-base.", "pipeline(model='flan-t5-base')", ["t5-base"]) == 1.0
 
 
 def test_format_citations_abstention_adherence():

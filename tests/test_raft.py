@@ -71,12 +71,17 @@ def test_retrieval_order_keeps_the_served_order_and_places_an_unranked_oracle_an
     positions = set()
     for record, ex in zip(records(400), result.examples):
         ranked = [c["chunk_id"] for c in rank(record["question"], 6)]
-        served = [d["chunk_id"] for d in ex["documents"] if d["chunk_id"] in ranked]
-        assert served == sorted(served, key=ranked.index)  # as the retriever ranked them
-        positions.update(i for i, d in enumerate(ex["documents"]) if d["chunk_id"] not in ranked)
+        top = ranked[: len(ex["documents"])]
+        served = [d["chunk_id"] for d in ex["documents"] if d["chunk_id"] in top]
+        assert served == sorted(served, key=top.index)  # as the retriever ranked them
+        positions.update(i for i, d in enumerate(ex["documents"]) if d["chunk_id"] not in top)
     assert positions == {0, 1, 2}  # the oracle the retriever missed lands at every place
-    chunks = [{"chunk_id": c} for c in "abc"]
-    assert in_retrieval_order([chunks[2], chunks[0]], chunks, random.Random(0)) == [chunks[0], chunks[2]]
+    chunks = [{"chunk_id": c} for c in "abcdef"]
+    assert in_retrieval_order([chunks[1], chunks[0]], chunks, random.Random(0)) == [chunks[0], chunks[1]]
+    # an oracle ranked 5th beside the two best distractors would not be served: not always placed last
+    places = {in_retrieval_order([chunks[0], chunks[1], chunks[4]], chunks, random.Random(seed)).index(chunks[4])
+              for seed in range(20)}
+    assert places == {0, 1, 2}
     with pytest.raises(ValueError, match="order must be one of shuffled, retrieval"):
         RaftConfig(order="ranked")
 

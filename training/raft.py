@@ -82,8 +82,9 @@ def pick_oracles(gold_chunks: list[dict], ranked: list[dict], per_doc: int) -> l
 
 
 def in_retrieval_order(documents: list[dict], ranked: list[dict], rng: random.Random) -> list[dict]:
-    """The documents in the retriever's order; one it did not rank (an oracle it missed, a random extra) at a random place."""
-    rank = {c["chunk_id"]: i for i, c in enumerate(ranked)}
+    """The documents as the retriever would serve them: those in its top len(documents) in its order, any other
+    (an oracle it ranked lower or missed, a random extra) at a random place, since it would not be served at all."""
+    rank = {c["chunk_id"]: i for i, c in enumerate(ranked[: len(documents)])}
     ordered = sorted((c for c in documents if c["chunk_id"] in rank), key=lambda c: rank[c["chunk_id"]])
     for chunk in (c for c in documents if c["chunk_id"] not in rank):
         ordered.insert(rng.randint(0, len(ordered)), chunk)
