@@ -44,6 +44,7 @@ class EvaluationSetConfig(dg.Config):
     eval_set: str = Field("", description="Evaluation set (.jsonl, DESIGN.md format); empty = RAGTUNE_EVAL_SET, and when "
                           "that is empty too, a held-out share of the curated interactions (never trained on).")
     holdout: Optional[float] = Field(None, description="Share of curated interactions held out; None = RAGTUNE_EVAL_HOLDOUT.")
+    per_document: Optional[int] = Field(None, description="Most items kept per gold document; None = RAGTUNE_EVAL_PER_DOCUMENT, 0 = no cap.")
     min_items: Optional[int] = Field(None, description="Fewest answerable items to go on with training; None = the gate "
                                      "policy's min_items (training for a gate that cannot decide would be wasted).")
     policy: str = Field(str(DEFAULT_GATE), description="Gate policy YAML whose min_items the evaluation set must reach.")
@@ -60,7 +61,8 @@ class LoraAdapterConfig(dg.Config):
 def evaluation_set(curated_interactions: list[dict], config: EvaluationSetConfig, lancedb: LanceDBResource) -> dg.Output[dict]:
     s = lancedb.settings()
     chosen = build_evaluation_set(curated_interactions, config.eval_set or s.eval_set, indexed_doc_ids(ChunkStore(s.lancedb_uri, s.table_name)),
-                                  config.holdout or s.eval_holdout)
+                                  config.holdout or s.eval_holdout,
+                                  per_document=s.eval_per_document if config.per_document is None else config.per_document)
     needed = config.min_items or GatePolicy.from_yaml(config.policy).min_items
     answerable = sum(i["answerable"] for i in chosen["items"])
     if answerable < needed:
@@ -70,7 +72,8 @@ def evaluation_set(curated_interactions: list[dict], config: EvaluationSetConfig
     return dg.Output(chosen, metadata={
         "source": chosen["source"], "items": len(chosen["items"]),
         "answerable": sum(i["answerable"] for i in chosen["items"]), "held_out_from_training": len(chosen["held_out_ids"]),
-        "skipped": len(chosen["skipped"]), "skipped_reasons": dg.MetadataValue.json(chosen["skipped"][:50]),
+        "skipped": len(chosen["skipped"]), "capped_per_document": chosen["capped"],
+        "gold_documents": chosen["documents"], "skipped_reasons": dg.MetadataValue.json(chosen["skipped"][:50]),
         "digest": chosen["digest"],
     })
 

@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--check-every", type=int, default=16, help="validation replies scored every N training steps")
     parser.add_argument("--name", default=None, help="result file name (default quality-SPLIT)")
     parser.add_argument("--keep", default=None, help="data home to use and keep (default: a temporary one)")
+    parser.add_argument("--holdout", type=float, default=None,
+                        help="share of the interactions' documents held out for evaluation (default: the setting, 0.2); "
+                        "TF Hub has 100 documents with questions, so 0.2 holds out about 20 of them")
     parser.add_argument("--raft-order", choices=("shuffled", "retrieval"), default=None,
                         help="documents in a RAFT context (default: the asset's, shuffled)")
     args = parser.parse_args()
@@ -89,7 +92,8 @@ def main() -> None:
             raise SystemExit(f"refresh failed: {outcome.error}")
         InteractionLog(settings.interactions_db).import_jsonl(data / "interactions.jsonl")
         config = retrain_run_config(str(home / "training.yaml"), args.max_steps, None, args.eval_items, args.probe_items,
-                                    max_minutes=args.train_minutes, raft_order=args.raft_order)
+                                    max_minutes=args.train_minutes, raft_order=args.raft_order,
+                                    holdout=args.holdout)
         with timer() as t_retrain:
             report = retrain(settings, config)
     if not report["ok"] or "evaluation" not in report:
@@ -101,7 +105,11 @@ def main() -> None:
         "split": args.split,
         "corpus": {"documents": imported["documents"], "questions": imported["interactions"]},
         "evaluation_set": report.get("evaluation_set"),
-        "evaluated": {"items": report["evaluation"]["items"], "probe_items": args.probe_items},
+        "evaluated": {"items": report["evaluation"]["items"], "probe_items": args.probe_items,
+                      "holdout": args.holdout or settings.eval_holdout, "per_document": settings.eval_per_document,
+                      "gold_documents": (report["evaluation"].get("comparison") or {}).get("documents"),
+                      "raft_order": args.raft_order or "shuffled",
+                      "scoring_version": report["evaluation"].get("scoring_version")},
         "retrieval": report["evaluation"]["retrieval"],
         "training": {k: report["adapter"].get(k) for k in ("steps", "train_seconds", "train_loss", "tokens_per_second", "dtype")}
                     | {"curated": report["curation"]["kept"], "raft_train": report["raft"]["train"]},

@@ -11,6 +11,9 @@ the same answers. Rows recorded before a field existed get it here:
   the context is retrieved again from the live index; a row whose retrieved ids differ from the
   recorded ones keeps the old rule (gold document served) and is counted under `contexts_changed`.
 
+Rows of items the per-document cap (RAGTUNE_EVAL_PER_DOCUMENT, `--per-document`) leaves out are dropped and
+counted under `rows_capped`, so a run recorded before the cap is judged on the items a run now would be.
+
 Also reported: the "cite the top-ranked document" baseline, the citation accuracy a model would reach
 by always citing the first served document (issue 13: the baseline an adapter must beat).
 
@@ -40,6 +43,9 @@ def main() -> None:
     parser.add_argument("--version", default="latest", help="the evaluated adapter: registry version, alias, or latest")
     parser.add_argument("--gate", default=str(ROOT / "evaluation" / "gate.yaml"))
     parser.add_argument("--holdout", type=float, default=None, help="held-out share the job used (default: the setting)")
+    parser.add_argument("--per-document", type=int, default=None,
+                        help="most items kept per gold document, as the evaluation set now keeps them (default: the "
+                        "setting; 0 = every recorded row)")
     parser.add_argument("--k", type=int, default=3, help="documents the evaluation served (the harness's k)")
     parser.add_argument("--name", default=None, help="result file name (default rejudge-<home folder name>)")
     args = parser.parse_args()
@@ -67,16 +73,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = registry.client(settings.tracking_uri).download_artifacts(run_id, ITEMS, tmp)
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    challenger = "challenger_rag"
-    incumbent = "champion_rag" if any(r["candidate"] == "champion_rag" for r in rows) else "base_rag"
-    before = compare(rows, challenger, incumbent)
-    if before.get("duplicates"):
-        raise SystemExit(f"repeated item ids in the recorded rows ({before['duplicates']}): cannot pair them reliably")
-
     store = ChunkStore(settings.lancedb_uri, settings.table_name)
     holdout = settings.eval_holdout if args.holdout is None else args.holdout
-    items = {i["id"]: i for i in build_evaluation_set(read_jsonl(settings.home / "datasets" / "curated.jsonl"),
-                                                      settings.eval_set, indexed_doc_ids(store), holdout)["items"]}
+    per_document = settings.eval_per_document if args.per_document is None else args.per_document
+    curated, indexed = read_jsonl(settings.home / "datasets" / "curated.jsonl"), indexed_doc_ids(store)
+    items = {i["id"]: i for i in build_evaluation_set(curated, settings.eval_set, indexed, holdout)["items"]}
+    kept = {i["id"] for i in build_evaluation_set(curated, settings.eval_set, indexed, holdout,
+                                                  per_document=per_document)["items"]}
+    capped = sum(r["item_id"] in items and r["item_id"] not in kept for r in rows)
+    rows = [r for r in rows if r["item_id"] not in items or r["item_id"] in kept]
+    challenger = "challenger_rag"
+    incumbent = "champion_rag" if any(r["candidate"] == "champion_rag" for r in rows) else "base_rag"
+    before = compare(rows, challenger, incumbent)  # as recorded, on the rows kept
+    if before.get("duplicates"):
+        raise SystemExit(f"repeated item ids in the recorded rows ({before['duplicates']}): cannot pair them reliably")
     retriever = Retriever(store, embedder_for(settings), rrf_k=settings.rrf_k)
     contexts: dict[str, list[dict]] = {}
     changed = missing = 0
@@ -109,6 +119,8 @@ def main() -> None:
     write_result(args.name or f"rejudge-{Path(args.home).resolve().name}", {
         "home": str(args.home), "version": wanted, "incumbent": incumbent,
         "gate": str(gate.relative_to(ROOT)) if gate.is_relative_to(ROOT) else str(gate),
+        "per_document": per_document or None, "rows_capped": capped,
+        "gold_documents": len({"|".join(sorted(r["gold_doc_ids"])) for r in rows if r["kind"] == "answer"}),
         "rows": len(rows), "contexts_changed": changed, "items_not_found": missing, "counts": after["counts"],
         "recorded": {k: before["metrics"].get(k) for k in keys},
         "rejudged": {k: after["metrics"].get(k) for k in keys},

@@ -117,7 +117,9 @@ class Verdict:
 def compare(rows: list[dict], challenger: str, incumbent: str, metrics=COMPARED) -> dict:
     """The evidence the gate decides on: per metric, both means, the difference, its interval and n, over the
     items both candidates were scored on; how many probes of each kind were paired; and, only when some
-    item id has more than one row of a kind, `duplicates` (kind -> those ids), paired by order of occurrence."""
+    item id has more than one row of a kind, `duplicates` (kind -> those ids), paired by order of occurrence.
+    `documents`: the distinct gold-document sets of the challenger's answer items (questions on one document
+    are not independent evidence; the evaluation set keeps a few per document)."""
     values: dict[tuple[str, str], dict] = {}  # (candidate, kind) -> (item_id, occurrence) -> metrics
     seen: dict[tuple[str, str, str], int] = {}  # (candidate, kind, item_id) -> rows so far
     repeated: dict[str, set] = {}  # kind -> item ids with more than one row for a candidate
@@ -136,7 +138,8 @@ def compare(rows: list[dict], challenger: str, incumbent: str, metrics=COMPARED)
                 for (item, occurrence), m in items.items() if metric in m}
 
     compared = {metric: paired_difference(per_item(challenger, metric), per_item(incumbent, metric)) for metric in metrics}
-    return {"challenger": challenger, "incumbent": incumbent, "method": METHOD, "counts": counts,
+    documents = {tuple(sorted(r["gold_doc_ids"])) for r in rows if r["candidate"] == challenger and r["kind"] == "answer"}
+    return {"challenger": challenger, "incumbent": incumbent, "method": METHOD, "counts": counts, "documents": len(documents),
             "metrics": {metric: d.as_dict() for metric, d in compared.items() if d is not None},
             **({"duplicates": {kind: sorted(ids) for kind, ids in sorted(repeated.items())}} if repeated else {})}
 
@@ -193,7 +196,8 @@ def evidence_rule(comparison: dict, policy: GatePolicy) -> tuple[str, str]:
         if metric in PROBE_KIND:
             needed[PROBE_KIND[metric]] = policy.min_probes[PROBE_KIND[metric]]
     primary_n = ((comparison.get("metrics") or {}).get(policy.primary_metric) or {}).get("n", 0)
-    have = (", ".join(f"{counts.get(kind, 0)} {kind} (needs {n})" for kind, n in needed.items())
+    spread = {"answer": f" on {comparison['documents']} gold documents"} if comparison.get("documents") else {}
+    have = (", ".join(f"{counts.get(kind, 0)} {kind} (needs {n}){spread.get(kind, '')}" for kind, n in needed.items())
             + f"; {policy.primary_metric} paired on {primary_n} items (needs {policy.min_primary_items})")
     duplicates = comparison.get("duplicates") or {}
     if duplicates:

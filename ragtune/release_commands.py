@@ -58,6 +58,7 @@ def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict
     if evaluation:
         report["evaluation"] = {k: evaluation[k] for k in ("metrics", "comparison", "retrieval", "items", "incumbent", "champion",
                                                            "challenger", "index_version")}
+        report["evaluation"]["scoring_version"] = evaluation.get("scoring_version")
     if gate:
         report["verdict"] = {"passed": gate["passed"], "outcome": gate["metadata"].get("outcome"),
                              "reasons": gate["metadata"].get("reasons", [])}
@@ -103,7 +104,7 @@ def cmd_eval(args) -> int:
                            dtype=settings.dtype, batch_size=settings.generate_batch_size, constrained=settings.constrained_decoding)
     try:
         chosen = build_evaluation_set([], args.set, indexed_doc_ids(ChunkStore(settings.lancedb_uri, settings.table_name)),
-                                      settings.eval_holdout)
+                                      settings.eval_holdout, per_document=settings.eval_per_document)
         evaluation = evaluate(settings, chosen["items"], config, challenger=challenger, progress=tqdm_progress(),
                               skipped=chosen["skipped"])
     except (ValueError, RuntimeError, FileNotFoundError) as e:

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     )
     eval_holdout: float = Field(0.2, gt=0, lt=1, description="Share of curated interactions held out for evaluation "
                                 "(stable by id hash: an interaction stays on its side as data grows).")
+    eval_per_document: int = Field(3, ge=0, description="Most evaluation items kept per gold document (questions about "
+                                   "one document are not independent evidence); 0 = no cap.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Precision of generation, embedding and training: auto = bfloat16 where the CPU or GPU "
         "computes it natively (AMX, AVX512-BF16, a bf16 GPU), else float32.")

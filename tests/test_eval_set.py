@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from evaluation.eval_set import (build_evaluation_set, eval_items_from_curated, held_out, split_holdout, too_few_message,
-                                 usable_items)
+from evaluation.eval_set import (build_evaluation_set, eval_items_from_curated, held_out, split_holdout,
+                                 spread_over_documents, too_few_message, usable_items)
 from ragtune.prompting import NOT_COVERED
 
 
@@ -76,3 +76,26 @@ def test_too_few_items_says_what_to_provide():
 def test_degenerate_fractions_keep_everything_on_one_side(fraction):
     train, evaluation = split_holdout(curated(20), fraction)
     assert (len(train), len(evaluation)) == ((20, 0) if fraction == 0.0 else (0, 20))
+
+
+def test_one_popular_document_cannot_fill_the_evaluation_set():
+    popular = [{**r, "gold_doc_ids": ["org/popular"]} for r in curated(10)]  # ten questions on one document
+    others = [{**r, "id": f"o{i}"} for i, r in enumerate(curated(4, doc="org/other"))]
+    abstention = {"id": "x", "question": "the weather?", "answer": NOT_COVERED, "gold_doc_ids": []}
+    items = eval_items_from_curated(popular + others + [abstention])
+    spread, capped = spread_over_documents(items, 3)
+    assert capped == 7 and len(spread) == 8
+    assert [i["id"] for i in spread if i["gold_doc_ids"] == ["org/popular"]] == ["r0", "r1", "r2"]  # the earliest
+    assert [i["gold_doc_ids"] for i in spread[:6]] == [["org/popular"], *([d] for d in
+                                                       ["org/other-0", "org/other-1", "org/other-2", "org/other-3"]), []]
+    assert spread[6]["id"] == "r1"  # round-robin: a limit of 6 would cover all six documents first
+    assert spread_over_documents(items, 0) == (items, 0) and spread_over_documents(items, None) == (items, 0)
+
+
+def test_the_cap_reaches_the_evaluation_set_and_leaves_the_capped_items_out_of_training():
+    records = [{**r, "gold_doc_ids": [f"org/model-{i // 10}"]} for i, r in enumerate(curated(400))]  # 10 questions a document
+    chosen = build_evaluation_set(records, None, {f"org/model-{i}" for i in range(40)}, 0.3, per_document=2)
+    assert chosen["capped"] > 0 and chosen["per_document"] == 2
+    assert len(chosen["items"]) == 2 * chosen["documents"] and len(chosen["held_out_ids"]) == 10 * chosen["documents"]
+    uncapped = build_evaluation_set(records, None, {f"org/model-{i}" for i in range(40)}, 0.3)
+    assert uncapped["capped"] == 0 and len(uncapped["items"]) == len(chosen["held_out_ids"])

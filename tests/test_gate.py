@@ -211,8 +211,8 @@ def test_a_guard_interval_that_straddles_the_tolerance_passes_listed_as_uncertai
 def test_too_few_items_is_not_enough_evidence_even_for_a_winner():
     verdict = judged({"identifier_match": 1.0}, {"identifier_match": 0.0}, n=12, probed=6)
     assert verdict.outcome == "not_enough_evidence" and not verdict.passed
-    assert verdict.reasons[0] == ("FAIL evidence: too few items compared to decide: 12 answer (needs 100), "
-                                  "6 unanswerable (needs 50), 6 counterfactual (needs 20); "
+    assert verdict.reasons[0] == ("FAIL evidence: too few items compared to decide: 12 answer (needs 100) on 12 gold "
+                                  "documents, 6 unanswerable (needs 50), 6 counterfactual (needs 20); "
                                   "identifier_match_gold_in_context paired on 12 items (needs 30)")
     # the same counts pass a policy sized for them; without the abstention and adherence guards no probe count is needed
     small = GatePolicy(min_items=12, min_primary_items=12, guards=["format_validity"])
@@ -227,6 +227,7 @@ def test_counterfactual_probes_have_a_minimum_of_their_own():
             + scored_rows("base_rag", 100, 60, **SOUND) if r["kind"] != "counterfactual" or int(r["item_id"][1:]) < 20]
     comparison = compare(rows, "challenger_rag", "base_rag")
     assert comparison["counts"] == {"answer": 100, "counterfactual": 20, "unanswerable": 60}
+    assert comparison["documents"] == 100  # each item asks about its own document
     assert decide(comparison, GatePolicy()).outcome == "passed"
     short = decide(comparison, GatePolicy(min_counterfactual=21))
     assert short.outcome == "not_enough_evidence" and "20 counterfactual (needs 21)" in short.reasons[0]
@@ -246,7 +247,7 @@ def test_the_primary_metric_needs_its_own_items_not_only_answer_probes():
     verdict = decide(comparison, GatePolicy())
     assert verdict.outcome == "not_enough_evidence" and not verdict.passed
     evidence = next(r for r in verdict.reasons if "evidence" in r)
-    assert evidence.startswith("FAIL evidence: too few items compared to decide: 100 answer (needs 100)")
+    assert evidence.startswith("FAIL evidence: too few items compared to decide: 100 answer (needs 100) on 100 gold documents")
     assert evidence.endswith("identifier_match_gold_in_context paired on 25 items (needs 30)")
     assert decide(comparison, GatePolicy(min_primary_items=25)).outcome == "passed"  # 25 won, none lost: clear
 
