@@ -11,14 +11,14 @@ from assets.checks import check_result
 from assets.knowledge import chunk_index
 from evaluation.eval_set import build_evaluation_set, indexed_doc_ids, too_few_message
 from evaluation.gate import DEFAULT_GATE, GatePolicy
-from pipelines.launchers import launch_training
-from pipelines.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
-from ragtune.datasets import read_jsonl
+from assets.launchers import launch_training
+from assets.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
+from ragtune.behaviour.datasets import read_jsonl
 from ragtune.quality import raft_frame, validate_no_pii, validate_raft
 from ragtune.registry import EXPERIMENT, code_version
-from ragtune.retriever import Retriever
+from ragtune.knowledge.retriever import Retriever
 from ragtune.settings import REPO_ROOT, is_tracking_server
-from ragtune.store import ChunkStore
+from ragtune.knowledge.store import ChunkStore
 from training.config import SftConfig
 from training.raft import RaftConfig
 
@@ -83,7 +83,7 @@ def raft_dataset(curated_interactions: list[dict], evaluation_set: dict, config:
                  embedder: EmbedderResource, interaction_log: InteractionLogResource) -> dg.Output[dict]:
     from transformers import AutoTokenizer
 
-    from training.base_model import resolve_base_model
+    from ragtune.llm.base_model import resolve_base_model
     from training.dataset_builder import build_dataset
 
     s = lancedb.settings()

@@ -5,9 +5,9 @@ import dagster as dg
 from pydantic import Field
 
 from assets.checks import check_result
-from pipelines.resources import InteractionLogResource
-from ragtune.curation import CurationPolicy, curate
-from ragtune.datasets import save_curated
+from assets.resources import InteractionLogResource
+from ragtune.behaviour.curation import CurationPolicy, curate
+from ragtune.behaviour.datasets import save_curated
 from ragtune.quality import curated_frame, validate_curated_schema, validate_no_pii, validate_not_empty
 
 GROUP = "interactions"

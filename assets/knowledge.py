@@ -9,14 +9,14 @@ import pandas as pd
 from pydantic import Field
 
 from assets.checks import check_result
-from pipelines.resources import EmbedderResource, LanceDBResource
-from ragtune.chunker import Chunk, chunk_document
-from ragtune.documents import LoadResult, load_documents
-from ragtune.indexing import record_history, refresh_index
-from ragtune.orchestration import INDEX_WRITER_POOL
+from assets.resources import EmbedderResource, LanceDBResource
+from ragtune.knowledge.chunker import Chunk, chunk_document
+from ragtune.knowledge.documents import LoadResult, load_documents
+from ragtune.knowledge.indexing import record_history, refresh_index
 from ragtune.quality import validate_chunks, validate_vectors, vector_frame
 
 GROUP = "knowledge"
+INDEX_WRITER_POOL = "lancedb_writer"  # one index writer at a time; the limit lives in dagster.yaml
 
 
 class SourceConfig(dg.Config):

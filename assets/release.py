@@ -13,10 +13,10 @@ from pydantic import Field
 
 from evaluation.gate import DEFAULT_GATE, GatePolicy
 from evaluation.harness import HarnessConfig
-from pipelines.resources import MLflowResource
+from assets.resources import MLflowResource
 from ragtune import registry
-from ragtune.evaluate import LABELS, evaluate, table_rows, tqdm_progress
-from ragtune.release import judge, record_evaluation, release_challenger
+from evaluation.runner import LABELS, evaluate, table_rows, tqdm_progress
+from evaluation.release import judge, record_evaluation, release_challenger
 
 GROUP = "release"
 DEFAULT_HARNESS = HarnessConfig()

@@ -29,7 +29,7 @@ def auc(positives: list[float], negatives: list[float]) -> float | None:
 def scores(model, tokenizer, probes) -> list[dict]:
     import torch
 
-    from ragtune.prompting import NOT_COVERED, build_messages
+    from ragtune.llm.prompting import NOT_COVERED, build_messages
 
     opening = '{"answer": "'
     before = tokenizer.encode(opening, add_special_tokens=False)
@@ -74,13 +74,13 @@ def main() -> None:
     from evaluation.eval_set import build_evaluation_set, indexed_doc_ids
     from evaluation.harness import HarnessConfig, build_probes
     from ragtune import registry
-    from ragtune.datasets import read_jsonl
-    from ragtune.embedder import embedder_for
-    from ragtune.generator import load_model
-    from ragtune.retriever import Retriever
+    from ragtune.behaviour.datasets import read_jsonl
+    from ragtune.knowledge.embedder import embedder_for
+    from ragtune.llm.generator import load_model
+    from ragtune.knowledge.retriever import Retriever
     from ragtune.settings import load_settings
-    from ragtune.store import ChunkStore
-    from training.base_model import resolve_base_model
+    from ragtune.knowledge.store import ChunkStore
+    from ragtune.llm.base_model import resolve_base_model
 
     settings = load_settings()
     store = ChunkStore(settings.lancedb_uri, settings.table_name)

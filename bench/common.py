@@ -24,7 +24,7 @@ def machine() -> str:
 
 def import_corpus(out: Path) -> dict:
     """The HuggingFace part of APIBench, through the project's importer."""
-    from ragtune.apibench import import_apibench
+    from ragtune.cli.apibench import import_apibench
 
     if not APIBENCH.exists():
         raise SystemExit(f"APIBench data not found at {APIBENCH} (set RAGTUNE_APIBENCH)")

@@ -18,7 +18,7 @@ batch 8 (--rounds rounds), so the machine's load hits them alike and the ratios 
 
 Each library gets the same language: json.dumps layout, the answer text as a JSON string without
 \\u escapes, citations an ordered selection without repeats of the row's ids. llguidance is the
-shipped ragtune.constrained (answer bounded in tokens, citations as exact token sequences); xgrammar
+shipped ragtune.llm.constrained (answer bounded in tokens, citations as exact token sequences); xgrammar
 and outlines-core take the same bound in characters and the ids as strings.
 
 Only llguidance is a project dependency; the others are compared when installed (xgrammar without its
@@ -156,7 +156,7 @@ class Libraries:
     """Each installed library's tokenizer setup (timed once) and per-prompt processor construction (timed per row)."""
 
     def __init__(self, tokenizer, max_new_tokens: int):
-        from ragtune.constrained import AnswerConstraint
+        from ragtune.llm.constrained import AnswerConstraint
 
         self.names = [name for name, module in MODULES.items() if importlib.util.find_spec(module)]
         self.eos, self.vocab = tokenizer.eos_token_id, len(tokenizer)
@@ -215,7 +215,7 @@ def generate(model, tokenizer, libraries: Libraries, new_tokens: int, batch: lis
     import torch
     from transformers import LogitsProcessorList
 
-    from ragtune.prompting import build_messages, parse_answer
+    from ragtune.llm.prompting import build_messages, parse_answer
 
     texts = [tokenizer.apply_chat_template(build_messages(q, docs), tokenize=False, add_generation_prompt=True) for q, docs in batch]
     inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -256,7 +256,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ragtune.settings import load_settings
-    from training.base_model import resolve_base_model
+    from ragtune.llm.base_model import resolve_base_model
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

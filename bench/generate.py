@@ -79,7 +79,7 @@ def decode_rate(generator, prompt, tokens: int = 64) -> float:
     """Tokens/s of the decode phase alone at batch 1: (tokens - 1) over generation time minus a 1-token run."""
     import torch
 
-    from ragtune.prompting import build_messages
+    from ragtune.llm.prompting import build_messages
 
     text = generator.tokenizer.apply_chat_template(build_messages(*prompt), add_generation_prompt=True, tokenize=False)
     inputs = generator.tokenizer([text], return_tensors="pt", add_special_tokens=False)
@@ -106,9 +106,9 @@ def main() -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ragtune.generator import Generator
+    from ragtune.llm.generator import Generator
     from ragtune.precision import resolve_dtype
-    from training.base_model import resolve_base_model
+    from ragtune.llm.base_model import resolve_base_model
 
     prompts = demo_prompts(args.prompts)
     with tempfile.TemporaryDirectory() as tmp:

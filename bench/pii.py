@@ -1,4 +1,4 @@
-"""PII scrubber recall and precision on the seeded synthetic set (`ragtune.pii_samples`).
+"""PII scrubber recall and precision on the seeded synthetic set (`tests.pii_samples`).
 
 `find_pii` on `labelled_samples(seed=0, per_kind=200)`: 200 positives per kind, 50 texts mixing
 several kinds, 200 negatives (no PII, but close: model ids with long numbers, versions, dates,
@@ -14,8 +14,8 @@ from collections import Counter, defaultdict
 
 from common import timer, write_result
 
-from ragtune.pii import KINDS, find_pii
-from ragtune.pii_samples import labelled_samples
+from ragtune.behaviour.pii import KINDS, find_pii
+from tests.pii_samples import labelled_samples
 
 SEED, PER_KIND, TARGET_RECALL = 0, 200, 0.99
 

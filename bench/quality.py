@@ -69,10 +69,10 @@ def main() -> None:
 
     import yaml
 
-    from ragtune.apibench import import_apibench
-    from ragtune.cli import refresh
-    from ragtune.interactions import InteractionLog
-    from ragtune.release_commands import retrain, retrain_run_config
+    from ragtune.cli.apibench import import_apibench
+    from ragtune.cli.knowledge import refresh
+    from ragtune.behaviour.interactions import InteractionLog
+    from ragtune.cli.release import retrain, retrain_run_config
     from ragtune.settings import load_settings
 
     api, questions = SPLITS[args.split]

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from common import import_corpus, timer, write_result
 
-from ragtune.chunker import chunk_document
-from ragtune.documents import load_documents
-from ragtune.embedder import embedder_for
-from ragtune.indexing import embedding_text, refresh_index
+from ragtune.knowledge.chunker import chunk_document
+from ragtune.knowledge.documents import load_documents
+from ragtune.knowledge.embedder import embedder_for
+from ragtune.knowledge.indexing import embedding_text, refresh_index
 from ragtune.settings import load_settings
-from ragtune.store import ChunkStore
+from ragtune.knowledge.store import ChunkStore
 
 
 def refresh(source: Path, store: ChunkStore, embedder, settings) -> tuple[dict, float]:

@@ -56,12 +56,12 @@ def main() -> None:
     from evaluation.harness import answer_metrics, documents_of, unique_doc_ids
     from evaluation.metrics import identifier_shown
     from ragtune import registry
-    from ragtune.datasets import read_jsonl
-    from ragtune.embedder import embedder_for
-    from ragtune.release import ITEMS
-    from ragtune.retriever import Retriever
+    from ragtune.behaviour.datasets import read_jsonl
+    from ragtune.knowledge.embedder import embedder_for
+    from evaluation.release import ITEMS
+    from ragtune.knowledge.retriever import Retriever
     from ragtune.settings import load_settings
-    from ragtune.store import ChunkStore
+    from ragtune.knowledge.store import ChunkStore
 
     settings = load_settings()
     versions = registry.list_versions(settings.tracking_uri, settings.registered_model)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from common import import_corpus, write_result
 
-from ragtune.chunker import chunk_document
-from ragtune.documents import load_documents
-from ragtune.embedder import embedder_for
-from ragtune.indexing import refresh_index
-from ragtune.retriever import MODES, Retriever
+from ragtune.knowledge.chunker import chunk_document
+from ragtune.knowledge.documents import load_documents
+from ragtune.knowledge.embedder import embedder_for
+from ragtune.knowledge.indexing import refresh_index
+from ragtune.knowledge.retriever import MODES, Retriever
 from ragtune.settings import load_settings
-from ragtune.store import ChunkStore
+from ragtune.knowledge.store import ChunkStore
 
 
 def score(retriever: Retriever, items: list[dict], mode: str, k: int = 5) -> dict:

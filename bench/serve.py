@@ -125,11 +125,11 @@ def main() -> None:
 
     import httpx
 
-    from ragtune.answerer import Answerer
-    from ragtune.apibench import import_apibench
-    from ragtune.cli import refresh
+    from ragtune.serving.answerer import Answerer
+    from ragtune.cli.apibench import import_apibench
+    from ragtune.cli.knowledge import refresh
     from ragtune.settings import load_settings
-    from training.base_model import resolve_base_model
+    from ragtune.llm.base_model import resolve_base_model
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"

@@ -39,9 +39,9 @@ from common import ROOT, machine, write_result
 import frontmatter
 import torch
 
-from ragtune.prompting import answer_json, render_example
+from ragtune.llm.prompting import answer_json, render_example
 from ragtune.settings import load_settings
-from training.base_model import resolve_base_model
+from ragtune.llm.base_model import resolve_base_model
 from training.config import SftConfig
 
 DEMO = ROOT / "examples" / "apibench"

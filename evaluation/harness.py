@@ -31,7 +31,7 @@ from typing import Callable
 from evaluation.metrics import (abstained, adheres, citation_accuracy, distinctive_identifier, exact_match,
                                 identifier_match, identifier_shown, percentile, reciprocal_rank, recall_at_k, token_f1)
 from ragtune.precision import resolve_dtype
-from ragtune.prompting import SYSTEM_PROMPT
+from ragtune.llm.prompting import SYSTEM_PROMPT
 
 # (question, n) -> ranked chunks [{doc_id, chunk_id, title, text}], best first
 Search = Callable[[str, int], list[dict]]
@@ -48,7 +48,7 @@ class HarnessConfig:
     depth: int = 10  # retrieved per question for recall@depth, MRR and the gold-free context
     dtype: str = "auto"  # ragtune.precision: bfloat16 where the hardware has it
     batch_size: int = 8  # prompts generated together (left-padded)
-    constrained: bool = True  # decode under the answer JSON schema (ragtune.constrained)
+    constrained: bool = True  # decode under the answer JSON schema (ragtune.llm.constrained)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -14,7 +14,7 @@ import re
 import string
 from collections import Counter
 
-from ragtune.prompting import NOT_COVERED, format_documents, parse_answer
+from ragtune.llm.prompting import NOT_COVERED, format_documents, parse_answer
 
 ABSTENTION_PATTERNS = [
     r"documents? (?:do|does) not (?:cover|contain|mention|say|answer)",

@@ -12,7 +12,7 @@ NIGHTLY_CRON = "0 2 * * *"
 QUARTERLY_ADAPTER_RETRAIN = "quarterly_adapter_retrain"
 QUARTERLY_CRON = "0 3 1 1,4,7,10 *"
 
-# The executor comes from the Definitions (pipelines/launchers.py): by default one process per
+# The executor comes from the Definitions (assets/launchers.py): by default one process per
 # run, so models load once and values pass between steps in memory (two runs at once never read
 # each other's intermediate values); with RAGTUNE_EXECUTOR=k8s each step is a Kubernetes job.
 index_refresh_job = dg.define_asset_job(

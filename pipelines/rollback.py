@@ -9,7 +9,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from pipelines.resources import MLflowResource
+from assets.resources import MLflowResource
 from ragtune import registry
 
 CHAMPION_ROLLBACK = "champion_rollback"

@@ -21,8 +21,8 @@ def curated_volume_sensor(settings: Settings) -> dg.SensorDefinition:
         "since the last trained version (off by default; run keys stop duplicates).",
     )
     def sensor(context: dg.SensorEvaluationContext):
-        from ragtune.interactions import InteractionLog
-        from ragtune.retrain_trigger import check_volume
+        from ragtune.behaviour.interactions import InteractionLog
+        from ragtune.behaviour.retrain_trigger import check_volume
 
         log = InteractionLog(settings.interactions_db)
         trigger = check_volume(settings, log.records(), log.forgotten())
@@ -42,7 +42,7 @@ def step_outputs_pruner(settings: Settings) -> dg.SensorDefinition:
         "of runs that ended more than RAGTUNE_KEEP_STEP_OUTPUTS_DAYS ago; launches nothing.",
     )
     def sensor(context: dg.SensorEvaluationContext):
-        from ragtune.step_outputs import prune_step_outputs
+        from pipelines.step_outputs import prune_step_outputs
 
         report = prune_step_outputs(settings.step_outputs_dir, context.instance, settings.keep_step_outputs_days)
         return dg.SkipReason(f"removed {len(report.removed)} run folders ({report.bytes_freed / 1e6:.1f} MB), "

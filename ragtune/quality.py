@@ -134,7 +134,7 @@ def validate_no_pii(df: pd.DataFrame, columns: list[str]) -> SuiteResult:
     """No text column matches a PII pattern, and Presidio finds nothing left in it."""
     import great_expectations as gx
 
-    from ragtune.pii import find_pii
+    from ragtune.behaviour.pii import find_pii
 
     frame = df[columns].fillna("").astype(str).copy()
     frame["pii_left"] = [sum(len(find_pii(row[c])) for c in columns) for _, row in frame.iterrows()]
@@ -152,7 +152,7 @@ def validate_not_empty(df: pd.DataFrame, name: str) -> SuiteResult:
 
 def raft_frame(rows: list[dict]) -> pd.DataFrame:
     """One row per example with what the checks need: text, answer JSON validity, gold/distractor overlap."""
-    from ragtune.prompting import parse_answer
+    from ragtune.llm.prompting import parse_answer
 
     parsed = [parse_answer(r["target"]) for r in rows]
     return pd.DataFrame({

@@ -77,7 +77,7 @@ def run_cli(capsys, *argv) -> dict:
 
 @pytest.fixture(scope="session")
 def embedder():
-    from ragtune.embedder import load_embedder
+    from ragtune.knowledge.embedder import load_embedder
     from ragtune.settings import load_settings
 
     return load_embedder(load_settings().embedder_path())
@@ -115,7 +115,7 @@ def corpus(tmp_path):
 @pytest.fixture(scope="session")
 def base_model(tmp_path_factory):
     """The bundled SmolLM2-135M-Instruct, converted from its GGUF once for the whole session."""
-    from training.base_model import resolve_base_model
+    from ragtune.llm.base_model import resolve_base_model
 
     return resolve_base_model("", tmp_path_factory.mktemp("models"))
 

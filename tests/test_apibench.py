@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ragtune.apibench import import_apibench
-from ragtune.documents import load_documents
+from ragtune.cli.apibench import import_apibench
+from ragtune.knowledge.documents import load_documents
 
 from conftest import APIBENCH
 

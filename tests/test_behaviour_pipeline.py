@@ -46,7 +46,7 @@ UP_TO_TRAINING = ["interaction_logs", "curated_interactions", "evaluation_set", 
 
 
 def test_empty_log_blocks_training(home, capsys):
-    from ragtune.orchestration import run_job
+    from pipelines.runner import run_job
 
     outcome = run_job(load_settings(), "adapter_retrain", output_nodes=("lora_adapter",))
     assert not outcome.success and "curated_is_not_empty" in outcome.error
@@ -57,9 +57,9 @@ def test_empty_log_blocks_training(home, capsys):
 def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model, tmp_path, monkeypatch, capsys):
     from mlflow import MlflowClient
 
-    from ragtune.interactions import InteractionLog
-    from ragtune.orchestration import get_instance, run_job
-    from ragtune.store import ChunkStore
+    from ragtune.behaviour.interactions import InteractionLog
+    from pipelines.runner import get_instance, run_job
+    from ragtune.knowledge.store import ChunkStore
 
     monkeypatch.setenv("RAGTUNE_BASE_MODEL", base_model)
     s = load_settings()

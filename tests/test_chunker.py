@@ -2,8 +2,8 @@
 
 import pytest
 
-from ragtune.chunker import chunk_document, chunk_text, split_blocks
-from ragtune.documents import make_document
+from ragtune.knowledge.chunker import chunk_document, chunk_text, split_blocks
+from ragtune.knowledge.documents import make_document
 
 LONG = " ".join(f"word{i} alpha beta." for i in range(400))
 

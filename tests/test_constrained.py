@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.constrained import AnswerConstraint
-from ragtune.generator import InterventionTracker
-from ragtune.prompting import NOT_COVERED, answer_json, build_messages, parse_answer
+from ragtune.llm.constrained import AnswerConstraint
+from ragtune.llm.generator import InterventionTracker
+from ragtune.llm.prompting import NOT_COVERED, answer_json, build_messages, parse_answer
 
 TRICKY_IDS = ['say "hi"\\now', "docs/a b.md", "superb/wav2vec2-base-superb-ks", "ünï/cödé 😀"]
 

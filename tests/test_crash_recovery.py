@@ -10,12 +10,12 @@ import time
 import dagster as dg
 import pytest
 
-from ragtune.chunker import chunk_document
-from ragtune.documents import load_documents
-from ragtune.orchestration import get_instance
-from ragtune.retriever import Retriever
+from ragtune.knowledge.chunker import chunk_document
+from ragtune.knowledge.documents import load_documents
+from pipelines.runner import get_instance
+from ragtune.knowledge.retriever import Retriever
 from ragtune.settings import load_settings
-from ragtune.store import ChunkStore
+from ragtune.knowledge.store import ChunkStore
 
 pytestmark = pytest.mark.integration
 

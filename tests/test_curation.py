@@ -2,8 +2,8 @@
 
 import pytest
 
-from ragtune.curation import CurationPolicy, curate
-from ragtune.generator import FALLBACK_PREFIX
+from ragtune.behaviour.curation import CurationPolicy, curate
+from ragtune.llm.generator import FALLBACK_PREFIX
 from ragtune.quality import curated_frame, validate_curated_schema, validate_no_pii, validate_not_empty
 
 
@@ -98,9 +98,9 @@ def test_checks_fail_on_leftover_pii_and_on_empty_data():
 
 def test_forget_erases_log_curated_and_datasets_and_flags_versions(home, tmp_path):
     from conftest import register_versions
-    from ragtune.datasets import load_curated, read_jsonl, save_curated, save_raft
-    from ragtune.erasure import forget
-    from ragtune.interactions import InteractionLog
+    from ragtune.behaviour.datasets import load_curated, read_jsonl, save_curated, save_raft
+    from ragtune.behaviour.erasure import forget
+    from ragtune.behaviour.interactions import InteractionLog
     from ragtune.registry import list_versions
     from ragtune.settings import load_settings
 

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import free_port, register_versions
 from ragtune import registry
-from ragtune.orchestration import prepare_dagster_home
+from pipelines.runner import prepare_dagster_home
 from ragtune.settings import REPO_ROOT, load_settings
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ import yaml
 
 from conftest import free_port, make_adapter, register_versions, run_cli, wait_for_http
 from ragtune.settings import REPO_ROOT, load_settings
-from ragtune.step_outputs import DAY, prune_step_outputs
+from pipelines.step_outputs import DAY, prune_step_outputs
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 BUCKET = "ragtune-test"
@@ -210,7 +210,7 @@ def test_k8s_step_executor_and_gpu_training_pod(tmp_path, monkeypatch):
     from kubernetes.client import ApiClient
 
     from pipelines.definitions import build_definitions
-    from pipelines.launchers import RunScopedPickleIOManager, launch_training, training_pod_spec
+    from assets.launchers import RunScopedPickleIOManager, launch_training, training_pod_spec
 
     s = load_settings(home=str(tmp_path / "home"), executor="k8s", training_launcher="k8s", training_image=IMAGE)
     defs = build_definitions(s)
@@ -263,8 +263,8 @@ def test_steps_in_their_own_processes_hand_values_over_through_files_then_pruned
     from dagster import DagsterEventType, DagsterRun, DagsterRunStatus, build_sensor_context
 
     from pipelines.sensors import step_outputs_pruner
-    from ragtune.orchestration import get_instance
-    from ragtune.store import ChunkStore
+    from pipelines.runner import get_instance
+    from ragtune.knowledge.store import ChunkStore
 
     monkeypatch.setenv("RAGTUNE_EXECUTOR", "multiprocess")
     monkeypatch.setenv("RAGTUNE_SOURCE_DIR", str(corpus))

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from ragtune.documents import SourceError, load_documents
+from ragtune.knowledge.documents import SourceError, load_documents
 
 
 def make_pdf(text: str) -> bytes:

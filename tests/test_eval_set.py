@@ -6,7 +6,7 @@ import pytest
 
 from evaluation.eval_set import (build_evaluation_set, eval_items_from_curated, held_out, split_holdout,
                                  spread_over_documents, too_few_message, usable_items)
-from ragtune.prompting import NOT_COVERED
+from ragtune.llm.prompting import NOT_COVERED
 
 
 def curated(n: int, doc: str = "org/model") -> list[dict]:

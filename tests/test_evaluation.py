@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ragtune.prompting import NOT_COVERED
+from ragtune.llm.prompting import NOT_COVERED
 from evaluation.metrics import (
     abstained, adheres, citation_accuracy, distinctive_identifier, exact_match, format_valid, identifier_match,
     identifier_shown, normalise, percentile, recall_at_k, reciprocal_rank, token_f1,

@@ -10,7 +10,7 @@ import pytest
 from conftest import scored_rows
 from evaluation.gate import DEFAULT_GATE, GatePolicy, compare, decide
 from evaluation.intervals import Z95, mean_interval, newcombe_paired, paired_difference, wilson
-from ragtune.evaluate import verdict_of
+from evaluation.runner import verdict_of
 
 # --- intervals ---------------------------------------------------------------------------------------
 

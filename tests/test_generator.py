@@ -3,7 +3,7 @@ the fast path (merged adapter, batches, bfloat16 where native) answers what the 
 
 import pytest
 
-from ragtune.generator import FALLBACK_PREFIX, Generator, load_model, to_answer
+from ragtune.llm.generator import FALLBACK_PREFIX, Generator, load_model, to_answer
 from ragtune.precision import bf16_native, resolve_dtype
 
 DOCS = [
@@ -92,7 +92,7 @@ def test_merged_adapter_in_a_batch_answers_as_the_unmerged_one_alone(base_model,
 
 def test_bfloat16_embeddings_agree_with_float32():
     """Cheap enough to check even where bfloat16 is emulated: the embedder is 22M parameters."""
-    from ragtune.embedder import Embedder
+    from ragtune.knowledge.embedder import Embedder
     from ragtune.settings import load_settings
 
     path = load_settings().embedder_path()

@@ -10,8 +10,8 @@ import pytest
 
 from evaluation.harness import (Candidate, HarnessConfig, answer_metrics, build_probes, counterfactual_identifier,
                                 item_metrics, load_eval_set, run_harness, summarise)
-from ragtune.generator import Generation, to_answer
-from ragtune.prompting import NOT_COVERED, answer_json
+from ragtune.llm.generator import Generation, to_answer
+from ragtune.llm.prompting import NOT_COVERED, answer_json
 
 CHUNKS = {
     "acme/parser": "# acme/parser\n\nParses things.\n\n## API call\n\n`pipeline('parse', model='acme/parser')`",

@@ -3,14 +3,14 @@
 import dagster as dg
 import pytest
 
-from ragtune.chunker import chunk_document
-from ragtune.cli import refresh
-from ragtune.documents import load_documents
-from ragtune.index_admin import rollback_index
-from ragtune.orchestration import get_instance
-from ragtune.retriever import Retriever
+from ragtune.knowledge.chunker import chunk_document
+from ragtune.cli.knowledge import refresh
+from ragtune.knowledge.documents import load_documents
+from ragtune.knowledge.index_admin import rollback_index
+from pipelines.runner import get_instance
+from ragtune.knowledge.retriever import Retriever
 from ragtune.settings import load_settings
-from ragtune.store import ChunkStore
+from ragtune.knowledge.store import ChunkStore
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +128,7 @@ def test_empty_source_never_wipes_the_index(home, corpus, tmp_path):
 
 def test_vector_index_is_built_past_the_threshold_and_kept_current(tmp_path, embedder):
     from conftest import DEMO
-    from ragtune.indexing import refresh_index
+    from ragtune.knowledge.indexing import refresh_index
 
     s = load_settings()
     source = DEMO / "docs"

@@ -5,7 +5,7 @@ import multiprocessing
 
 import pytest
 
-from ragtune.interactions import InteractionLog, RecordError, normalise_record
+from ragtune.behaviour.interactions import InteractionLog, RecordError, normalise_record
 
 
 def record(i: int, user: str = "alice", **extra) -> dict:

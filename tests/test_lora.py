@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from ragtune.prompting import answer_json, render_example
+from ragtune.llm.prompting import answer_json, render_example
 from training.config import SftConfig
 
 pytestmark = pytest.mark.integration
@@ -148,7 +148,7 @@ def test_completion_loss_equals_the_models_own_loss(base_model):
 
 
 def test_validation_replies_are_scored_against_their_targets():
-    from ragtune.prompting import NOT_COVERED, answer_json
+    from ragtune.llm.prompting import NOT_COVERED, answer_json
     from training.sft import reply_scores
 
     rows = [{"target": answer_json("Use a.", ["d1"])}, {"target": answer_json(NOT_COVERED, [])}, {"target": answer_json("Use b.", ["d2"])}]

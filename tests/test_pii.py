@@ -8,8 +8,8 @@ from collections import Counter
 import phonenumbers
 import pytest
 
-from ragtune.pii import KINDS, find_pii, placeholder, scrub
-from ragtune.pii_samples import NATIONAL_REGIONS, NEGATIVE_FAMILIES, iban_valid, labelled_samples, luhn_valid, negative
+from ragtune.behaviour.pii import KINDS, find_pii, placeholder, scrub
+from tests.pii_samples import NATIONAL_REGIONS, NEGATIVE_FAMILIES, iban_valid, labelled_samples, luhn_valid, negative
 
 SAMPLES = labelled_samples(seed=0, per_kind=25)
 POSITIVES = [s for s in SAMPLES if len(s.spans) == 1]

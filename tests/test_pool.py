@@ -13,10 +13,11 @@ import sys
 import dagster as dg
 import pytest
 
-from ragtune.indexing import read_history
-from ragtune.orchestration import INDEX_WRITER_POOL, get_instance
+from ragtune.knowledge.indexing import read_history
+from assets.knowledge import INDEX_WRITER_POOL
+from pipelines.runner import get_instance
 from ragtune.settings import load_settings
-from ragtune.store import ChunkStore
+from ragtune.knowledge.store import ChunkStore
 
 pytestmark = pytest.mark.integration
 

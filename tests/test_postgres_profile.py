@@ -106,8 +106,8 @@ def scalar(engine, query: str):
 
 
 def test_refresh_and_a_tiny_retrain_land_in_postgres(on_postgres, corpus, base_model, tmp_path, monkeypatch):
-    from ragtune.interactions import InteractionLog
-    from ragtune.orchestration import get_instance, run_job
+    from ragtune.behaviour.interactions import InteractionLog
+    from pipelines.runner import get_instance, run_job
 
     monkeypatch.setenv("RAGTUNE_BASE_MODEL", base_model)
     s = load_settings()
@@ -139,8 +139,8 @@ def test_refresh_and_a_tiny_retrain_land_in_postgres(on_postgres, corpus, base_m
 def test_two_refreshes_at_once_are_serialised_by_the_pool(on_postgres, corpus, postgres):
     import dagster as dg
 
-    from ragtune.orchestration import get_instance
-    from ragtune.store import ChunkStore
+    from pipelines.runner import get_instance
+    from ragtune.knowledge.store import ChunkStore
 
     s = load_settings()
     get_instance(s)  # schemas first, then two processes at once

@@ -6,13 +6,13 @@ import random
 import pytest
 
 from conftest import doc_records
-from ragtune.chunker import chunk_document
-from ragtune.documents import load_documents
-from ragtune.indexing import refresh_index
-from ragtune.prompting import NOT_COVERED, parse_answer
-from ragtune.retriever import Retriever
+from ragtune.knowledge.chunker import chunk_document
+from ragtune.knowledge.documents import load_documents
+from ragtune.knowledge.indexing import refresh_index
+from ragtune.llm.prompting import NOT_COVERED, parse_answer
+from ragtune.knowledge.retriever import Retriever
 from ragtune.settings import load_settings
-from ragtune.store import ChunkStore
+from ragtune.knowledge.store import ChunkStore
 from training.dataset_builder import build_dataset, chunks_by_doc
 from training.raft import RaftConfig, build_raft_examples, dataset_hash, in_retrieval_order, split_examples, trim_lengths
 

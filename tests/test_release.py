@@ -10,9 +10,9 @@ from conftest import register_versions, scored_rows
 from evaluation.gate import GatePolicy
 from evaluation.harness import EvalReport
 from ragtune import registry
-from ragtune.datasets import save_raft
-from ragtune.evaluate import Evaluation
-from ragtune.release import ReleaseError, load_summary, record_evaluation, release_challenger
+from ragtune.behaviour.datasets import save_raft
+from evaluation.runner import Evaluation
+from evaluation.release import ReleaseError, load_summary, record_evaluation, release_challenger
 from ragtune.settings import load_settings
 
 GOOD = {"identifier_match": 0.6, "format_validity": 1.0, "citation_accuracy": 0.8, "abstention": 0.9, "adherence": 0.7,
@@ -86,7 +86,7 @@ def test_a_crash_after_the_champion_moved_is_finished_on_rerun(home, tmp_path):
 
 def test_curated_volume_sensor_launches_once_per_threshold(home, tmp_path, monkeypatch):
     from pipelines.definitions import build_definitions
-    from ragtune.interactions import InteractionLog
+    from ragtune.behaviour.interactions import InteractionLog
 
     monkeypatch.setenv("RAGTUNE_RETRAIN_MIN_INTERACTIONS", "3")
     s = load_settings()

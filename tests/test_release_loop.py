@@ -15,11 +15,11 @@ import yaml
 from loop_corpus import sabotage, write_corpus
 from ragtune import registry
 from conftest import run_cli
-from ragtune.cli import refresh
-from ragtune.interactions import InteractionLog
-from ragtune.orchestration import get_instance, run_job
-from ragtune.release import ITEMS
-from ragtune.release_commands import retrain, retrain_run_config
+from ragtune.cli.knowledge import refresh
+from ragtune.behaviour.interactions import InteractionLog
+from pipelines.runner import get_instance, run_job
+from evaluation.release import ITEMS
+from ragtune.cli.release import retrain, retrain_run_config
 from ragtune.settings import REPO_ROOT, load_settings
 
 # Sized for the 24 held-out loop items: better on identifier match beyond doubt (the 95% lower bound of the

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ragtune.retriever import acl_filter, reciprocal_rank_fusion
+from ragtune.knowledge.retriever import acl_filter, reciprocal_rank_fusion
 
 
 def test_fusion_ranks_agreement_first():

@@ -20,14 +20,14 @@ import pytest
 
 from conftest import DEMO, free_port, make_adapter, register_versions, wait_for_http
 from ragtune import registry
-from ragtune.answerer import resolve_citations
-from ragtune.chunker import chunk_document
-from ragtune.documents import load_documents
-from ragtune.indexing import refresh_index
-from ragtune.interactions import InteractionLog
-from ragtune.retriever import Hit, Retriever
+from ragtune.serving.answerer import resolve_citations
+from ragtune.knowledge.chunker import chunk_document
+from ragtune.knowledge.documents import load_documents
+from ragtune.knowledge.indexing import refresh_index
+from ragtune.behaviour.interactions import InteractionLog
+from ragtune.knowledge.retriever import Hit, Retriever
 from ragtune.settings import load_settings
-from ragtune.store import ChunkStore
+from ragtune.knowledge.store import ChunkStore
 
 SECRET = "ZEBRA-PLUM-4417"
 PAYROLL = f"""---
@@ -229,7 +229,7 @@ def test_promotion_and_rollback_switch_the_model_without_dropping_requests(serve
 
 
 def test_answers_marked_up_reach_the_next_curation_run(served):
-    from ragtune.orchestration import run_job
+    from pipelines.runner import run_job
 
     url, settings, _ = served
     questions = ["Which model should I use to caption an image?", "How do I fill in a masked word in a sentence?"]
@@ -243,7 +243,7 @@ def test_answers_marked_up_reach_the_next_curation_run(served):
     curated = {json.loads(line)["id"]: json.loads(line) for line in (settings.datasets_dir / "curated.jsonl").read_text().splitlines()}
     assert curated[ids[0]]["answer"] == corrected and curated[ids[0]]["source"] == "correction"
     record = next(r for r in InteractionLog(settings.interactions_db).records() if r["id"] == ids[1])
-    from ragtune.curation import CurationPolicy
+    from ragtune.behaviour.curation import CurationPolicy
 
     too_short = len(record["answer"].strip()) < CurationPolicy().min_answer_chars  # a bounded answer can be terse
     if record["answer"].startswith("The model's reply could not be read") or too_short:  # not training data

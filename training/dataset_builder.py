@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ragtune.datasets import save_raft
-from ragtune.prompting import render_example
-from ragtune.retriever import Retriever
-from ragtune.store import ChunkStore
+from ragtune.behaviour.datasets import save_raft
+from ragtune.llm.prompting import render_example
+from ragtune.knowledge.retriever import Retriever
+from ragtune.knowledge.store import ChunkStore
 from training.raft import RaftConfig, build_raft_examples, dataset_hash, split_examples, trim_lengths
 
 CHUNK_COLUMNS = ["doc_id", "chunk_id", "title", "text", "position", "public"]

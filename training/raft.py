@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from ragtune.prompting import NOT_COVERED, answer_json
+from ragtune.llm.prompting import NOT_COVERED, answer_json
 
 # (question, n) -> ranked chunks [{doc_id, chunk_id, title, text}], best first
 Ranker = Callable[[str, int], list[dict]]

@@ -155,7 +155,7 @@ def answers_collapsed(replies: list[str], oracle: list[bool]) -> str | None:
     Collapsed: one and the same reply to every prompt (at least 4), or an abstention to every prompt
     whose context holds the answer (at least 2 such prompts).
     """
-    from ragtune.prompting import NOT_COVERED, parse_answer
+    from ragtune.llm.prompting import NOT_COVERED, parse_answer
 
     answers = [(parse_answer(r) or {"answer": r.strip()})["answer"] for r in replies]
     if len(answers) >= 4 and len(set(answers)) == 1:
@@ -169,7 +169,7 @@ def answers_collapsed(replies: list[str], oracle: list[bool]) -> str | None:
 
 def reply_scores(replies: list[str], rows: list[dict]) -> dict[str, float]:
     """Validation replies against their RAFT targets: parsed, same abstain-or-answer call, same citations."""
-    from ragtune.prompting import NOT_COVERED, parse_answer
+    from ragtune.llm.prompting import NOT_COVERED, parse_answer
 
     def decision(parsed: dict | None) -> tuple[bool, frozenset] | None:
         return None if parsed is None else (NOT_COVERED.lower() in parsed["answer"].lower(), frozenset(parsed["citations"]))
@@ -237,7 +237,7 @@ def check_rows(path: str, n: int, seed: int, fallback: str = "") -> list[dict]:
     """Up to n validation rows (a fixed random draw; the training file when there is no validation split)."""
     import random
 
-    from ragtune.datasets import read_jsonl
+    from ragtune.behaviour.datasets import read_jsonl
 
     rows = read_jsonl(Path(path)) if path and Path(path).is_file() else []
     if not rows and fallback and Path(fallback).is_file():  # no validation split: the training prompts still show collapse
@@ -298,7 +298,7 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from ragtune.registry import ensure_experiment, register_adapter
-    from training.base_model import base_model_label, resolve_base_model
+    from ragtune.llm.base_model import base_model_label, resolve_base_model
 
     config = config.resolved()
     if not config.train_file or not Path(config.train_file).is_file():

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragtune.cli_output import emit, fail, status_spinner
+from ragtune.cli.output import emit, fail, status_spinner
 from ragtune.settings import load_settings
 
 
 def cmd_logs(args) -> int:
-    from ragtune.datasets import load_curated
-    from ragtune.interactions import InteractionLog
-    from ragtune.render import print_import, print_records
+    from ragtune.behaviour.datasets import load_curated
+    from ragtune.behaviour.interactions import InteractionLog
+    from ragtune.cli.render import print_import, print_records
 
     settings = load_settings()
     log = InteractionLog(settings.interactions_db)
@@ -31,8 +31,8 @@ def cmd_logs(args) -> int:
 
 
 def cmd_curate(args) -> int:
-    from ragtune.orchestration import run_job
-    from ragtune.render import print_curation
+    from pipelines.runner import run_job
+    from ragtune.cli.render import print_curation
 
     settings = load_settings()
     with status_spinner(args, "curating the interaction log"):
@@ -48,8 +48,8 @@ def cmd_curate(args) -> int:
 
 
 def cmd_forget(args) -> int:
-    from ragtune.erasure import forget
-    from ragtune.render import print_forget
+    from ragtune.behaviour.erasure import forget
+    from ragtune.cli.render import print_forget
 
     try:
         report = forget(load_settings(), args.user)
@@ -61,7 +61,7 @@ def cmd_forget(args) -> int:
 
 def cmd_models(args) -> int:
     from ragtune.registry import RegistryError, list_versions, promote, rollback
-    from ragtune.render import print_models
+    from ragtune.cli.render import print_models
 
     settings = load_settings()
     uri, name = settings.tracking_uri, settings.registered_model

@@ -1,4 +1,4 @@
-"""A seeded, labelled synthetic set for measuring the PII scrubber (`ragtune.pii`).
+"""A seeded, labelled synthetic set for measuring the PII scrubber (`ragtune.behaviour.pii`).
 
 `labelled_samples(seed, per_kind)` returns, for every kind in `KINDS`, `per_kind`
 single-finding positives embedded in sentences such as a developer-assistant log
@@ -21,7 +21,7 @@ import string
 import uuid
 from dataclasses import dataclass, field
 
-from ragtune.pii import KINDS
+from ragtune.behaviour.pii import KINDS
 
 ALNUM = string.ascii_letters + string.digits
 UPPER_ALNUM = string.ascii_uppercase + string.digits

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragtune.cli_output import emit, fail, status_spinner
+from ragtune.cli.output import emit, fail, status_spinner
 from ragtune.settings import Settings, load_settings
 
 GATE_CHECK = "release_gate"
@@ -37,7 +37,7 @@ def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict
     `ok` is true when the run reached a decision: released, or rejected by the gate (the champion stays).
     """
     from ragtune import registry
-    from ragtune.orchestration import run_job
+    from pipelines.runner import run_job
 
     outcome = run_job(settings, "adapter_retrain", run_config, verbose=verbose,
                       output_nodes=("evaluation_set", "raft_dataset", "lora_adapter", "adapter_evaluation", "release"))
@@ -70,7 +70,7 @@ def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict
 
 
 def cmd_retrain(args) -> int:
-    from ragtune.render import print_retrain
+    from ragtune.cli.render import print_retrain
 
     settings = load_settings()
     config = retrain_run_config(args.training_config, args.max_steps, args.eval_set, args.eval_limit, args.probe_limit, args.gate,
@@ -88,9 +88,9 @@ def cmd_eval(args) -> int:
     from evaluation.harness import HarnessConfig
     from ragtune import registry
     from evaluation.eval_set import build_evaluation_set, indexed_doc_ids
-    from ragtune.evaluate import evaluate, tqdm_progress, verdict_of
-    from ragtune.render import print_evaluation
-    from ragtune.store import ChunkStore
+    from evaluation.runner import evaluate, tqdm_progress, verdict_of
+    from ragtune.cli.render import print_evaluation
+    from ragtune.knowledge.store import ChunkStore
 
     settings = load_settings()
     if not Path(args.set).is_file():

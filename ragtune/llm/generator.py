@@ -4,7 +4,7 @@
     one = generator.generate("Which model tags people?", documents)
     many = generator.generate_batch([(question, documents), ...])
 
-The prompt is built by `ragtune.prompting`, exactly as the adapter was trained.
+The prompt is built by `ragtune.llm.prompting`, exactly as the adapter was trained.
 Decoding is greedy, so answers are reproducible. Three things make it fast on a CPU
 without changing what is answered (tests/test_generator.py checks each):
 - the adapter is merged into a private copy of the base weights (an unmerged LoRA
@@ -12,7 +12,7 @@ without changing what is answered (tests/test_generator.py checks each):
 - bfloat16 where the hardware has bf16 units (`ragtune.precision`);
 - prompts go through in left-padded batches, shortest first, so little is padding.
 With `constrained=True` every reply is decoded under the answer JSON schema, citing only
-the ids of the documents in its own prompt (`ragtune.constrained`). A reply that is still
+the ids of the documents in its own prompt (`ragtune.llm.constrained`). A reply that is still
 not answer JSON never raises: it comes back as a fallback answer flagged `valid=False`.
 """
 
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from ragtune.precision import resolve_dtype
-from ragtune.prompting import build_messages, parse_answer
+from ragtune.llm.prompting import build_messages, parse_answer
 
 FALLBACK_PREFIX = "The model's reply could not be read as an answer: "
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Generator:
         self.batch_size = batch_size
         self.constraint = None
         if constrained:
-            from ragtune.constrained import AnswerConstraint
+            from ragtune.llm.constrained import AnswerConstraint
 
             self.constraint = AnswerConstraint(self.tokenizer, max_new_tokens)
 

@@ -16,8 +16,8 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from ragtune.generator import FALLBACK_PREFIX
-from ragtune.pii import scrub
+from ragtune.llm.generator import FALLBACK_PREFIX
+from ragtune.behaviour.pii import scrub
 
 
 @dataclass

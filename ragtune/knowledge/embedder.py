@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ragtune.chunker import TokenCounter
+from ragtune.knowledge.chunker import TokenCounter
 from ragtune.precision import resolve_dtype
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from evaluation.gate import GatePolicy, Verdict
 from ragtune import registry
-from ragtune.evaluate import Evaluation, verdict_of
+from evaluation.runner import Evaluation, verdict_of
 
 SUMMARY = "evaluation/summary.json"
 ITEMS = "evaluation/items.jsonl"

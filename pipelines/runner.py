@@ -11,10 +11,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assets.knowledge import INDEX_WRITER_POOL
 from ragtune.settings import REPO_ROOT, Settings
 
 INSTANCE_TEMPLATE = REPO_ROOT / "dagster.yaml"
-INDEX_WRITER_POOL = "lancedb_writer"  # one index writer at a time; the limit lives in dagster.yaml
 
 
 @dataclass

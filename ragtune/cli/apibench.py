@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from ragtune.datasets import write_jsonl
+from ragtune.behaviour.datasets import write_jsonl
 
 IMPORT_EPOCH = datetime(2024, 3, 15, tzinfo=timezone.utc)  # fixed, so output is reproducible
 ATTRIBUTION = "APIBench, Gorilla project (ShishirPatil/gorilla), Apache-2.0"

@@ -7,8 +7,8 @@ the log without them) replaces it, and `ragtune models list` shows the flag.
 
 from __future__ import annotations
 
-from ragtune.datasets import forget_user
-from ragtune.interactions import InteractionLog
+from ragtune.behaviour.datasets import forget_user
+from ragtune.behaviour.interactions import InteractionLog
 from ragtune.registry import mark_needs_retrain
 from ragtune.settings import Settings
 

@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragtune.answerer import Answerer
+from ragtune.serving.answerer import Answerer
 from ragtune.settings import Settings
 
 log = logging.getLogger(__name__)

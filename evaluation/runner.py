@@ -96,11 +96,11 @@ def candidates(settings: Settings, challenger: str | None, champion: str | None,
 def evaluate(settings: Settings, items: list[dict], config: HarnessConfig, challenger: str | None = None,
              include_base: bool = True, progress=None, skipped: list[str] | None = None) -> Evaluation:
     """Score base, champion and challenger (if any) on the same probes against the live index."""
-    from ragtune.embedder import embedder_for
-    from ragtune.generator import Generator
-    from ragtune.retriever import Retriever
-    from ragtune.store import ChunkStore
-    from training.base_model import resolve_base_model
+    from ragtune.knowledge.embedder import embedder_for
+    from ragtune.llm.generator import Generator
+    from ragtune.knowledge.retriever import Retriever
+    from ragtune.knowledge.store import ChunkStore
+    from ragtune.llm.base_model import resolve_base_model
 
     if not items:
         raise ValueError("no evaluation item to score")

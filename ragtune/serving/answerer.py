@@ -19,12 +19,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ragtune import registry
-from ragtune.generator import Generator
-from ragtune.interactions import InteractionLog
-from ragtune.prompting import NOT_COVERED
-from ragtune.retriever import Hit, Retriever
+from ragtune.llm.generator import Generator
+from ragtune.behaviour.interactions import InteractionLog
+from ragtune.llm.prompting import NOT_COVERED
+from ragtune.knowledge.retriever import Hit, Retriever
 from ragtune.settings import Settings
-from ragtune.store import ChunkStore
+from ragtune.knowledge.store import ChunkStore
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +164,8 @@ class Answerer:
 
     @classmethod
     def from_settings(cls, settings: Settings, max_new_tokens: int | None = None, k: int | None = None) -> Answerer:
-        from ragtune.embedder import embedder_for
-        from training.base_model import resolve_base_model
+        from ragtune.knowledge.embedder import embedder_for
+        from ragtune.llm.base_model import resolve_base_model
 
         store = ChunkStore(settings.lancedb_uri, settings.table_name)
         retriever = Retriever(store, embedder_for(settings), settings.rrf_k)

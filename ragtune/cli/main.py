@@ -1,14 +1,16 @@
-"""The `ragtune` command line. Every command that reports takes --json and prints one JSON object."""
+"""The `ragtune` command line. Every command that reports takes --json and prints one JSON object.
+
+The parser is assembled here; each layer's commands live in their own module (knowledge, behaviour,
+release, serving), the demo in demo.py."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from ragtune.cli_output import emit, fail, status_spinner
+from ragtune.cli.output import emit, fail, status_spinner
 from ragtune.settings import REPO_ROOT, load_settings
 
 DEMO_DIR = REPO_ROOT / "examples" / "apibench"
@@ -16,7 +18,7 @@ DEMO_DIR = REPO_ROOT / "examples" / "apibench"
 
 # -- commands ------------------------------------------------------------------
 def cmd_import_apibench(args) -> int:
-    from ragtune.apibench import import_apibench
+    from ragtune.cli.apibench import import_apibench
 
     for flag, path in (("--api", args.api), ("--questions", args.questions)):
         if not Path(path).is_file():
@@ -29,69 +31,9 @@ def cmd_import_apibench(args) -> int:
     return 0
 
 
-def refresh(settings, source: str | None, allow_empty: bool, verbose: bool):
-    from ragtune.orchestration import run_job
-
-    ops = {"chunk_index": {"config": {"allow_empty_source": allow_empty}}}
-    if source:
-        ops["raw_documents"] = {"config": {"source_dir": str(Path(source).resolve())}}
-    return run_job(settings, "index_refresh", {"ops": ops}, verbose=verbose, output_nodes=("chunk_index",))
-
-
-def cmd_refresh(args) -> int:
-    from ragtune.render import print_refresh
-
-    settings = load_settings()
-    source = Path(args.source) if args.source else settings.source_dir
-    if not source.is_dir():
-        return fail(args, f"source folder does not exist or is not a folder: {source}")
-    with status_spinner(args, f"refreshing the index from {source}"):
-        outcome = refresh(settings, str(source), args.allow_empty_source, args.verbose)
-    if not outcome.success:
-        return fail(args, outcome.error or "refresh failed", run_id=outcome.run_id)
-    emit(args, {"ok": True, "run_id": outcome.run_id, **outcome.outputs["chunk_index"]}, print_refresh)
-    return 0
-
-
-def cmd_search(args) -> int:
-    from ragtune.embedder import embedder_for
-    from ragtune.render import print_hits
-    from ragtune.retriever import Retriever
-    from ragtune.store import ChunkStore
-
-    settings = load_settings()
-    store = ChunkStore(settings.lancedb_uri, settings.table_name)
-    if not store.exists():
-        return fail(args, f"no index in {settings.lancedb_uri}; run `ragtune refresh` first")
-    embedder = embedder_for(settings)
-    retriever = Retriever(store, embedder, rrf_k=settings.rrf_k)
-    hits = retriever.search(args.query, k=args.k, groups=args.groups, mode=args.mode)
-    emit(args, {"query": args.query, "mode": args.mode, "index_version": store.version(), "hits": [h.as_dict() for h in hits]}, print_hits)
-    return 0
-
-
-def cmd_index(args) -> int:
-    from ragtune.index_admin import NoIndexError, index_status, rollback_index
-    from ragtune.indexing import read_history
-
-    settings = load_settings()
-    try:
-        if args.index_command == "rollback":
-            payload = {"ok": True, **rollback_index(settings, args.to, args.reason or "")}
-            emit(args, payload, lambda p: print(f"index restored to version {p['restored_from']} (now version {p['version_after']}, {p['chunks']} chunks)"))
-        elif args.index_command == "history":
-            entries = read_history(settings.index_history)[-args.limit:]
-            emit(args, {"history": entries}, lambda p: [print(json.dumps(e)) for e in p["history"]])
-        else:
-            emit(args, index_status(settings), lambda p: [print(f"{k}: {v}") for k, v in p.items()])
-    except (NoIndexError, ValueError) as exc:
-        return fail(args, str(exc))
-    return 0
-
-
 def cmd_demo(args) -> int:
-    from ragtune.demo import run_demo
-    from ragtune.render import print_demo
+    from ragtune.cli.demo import run_demo
+    from ragtune.cli.render import print_demo
 
     settings = load_settings()
     if not getattr(args, "json", False):
@@ -105,7 +47,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from ragtune.orchestration import prepare_dagster_home
+    from pipelines.runner import prepare_dagster_home
 
     settings = load_settings()
     prepare_dagster_home(settings)
@@ -169,32 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of --max-docs sampling (default 0)")
     p.add_argument("--max-docs", type=int, default=None, help="keep a random subset of this many documents")
 
-    p = with_json(command("refresh", cmd_refresh, "Run the index_refresh job on the persistent Dagster instance (shows in the UI)."))
-    p.add_argument("--source", help="document folder (default RAGTUNE_SOURCE_DIR, the bundled demo docs)")
-    p.add_argument("--allow-empty-source", action="store_true", help="let an empty source delete every indexed chunk")
-    p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
+    from ragtune.cli import behaviour, knowledge, release, serving
 
-    p = with_json(command("search", cmd_search, "Hybrid search of the index (vector + full text, fused by reciprocal rank)."))
-    p.add_argument("query")
-    p.add_argument("--k", type=int, default=5, help="number of results (default 5)")
-    p.add_argument("--groups", nargs="*", default=None, help="caller's access groups: only public chunks and those shared with these groups")
-    p.add_argument("--mode", choices=["hybrid", "vector", "fts"], default="hybrid")
-
-    p = command("index", cmd_index, "Index status, history and rollback (LanceDB time travel).")
-    index_sub = p.add_subparsers(dest="index_command", metavar="ACTION")
-    with_json(index_sub.add_parser("status", help="version, chunk and document counts, indexes"))
-    r = with_json(index_sub.add_parser("rollback", help="restore an earlier index version (default: the one before the last refresh)"))
-    r.add_argument("--to", type=int, default=None, help="index version to restore")
-    r.add_argument("--reason", default="", help="why, recorded in the index history")
-    h = with_json(index_sub.add_parser("history", help="refreshes and rollbacks, newest last"))
-    h.add_argument("--limit", type=int, default=20)
-    p.set_defaults(index_command="status")
-
-    from ragtune import behaviour_commands, release_commands, serve_commands
-
-    behaviour_commands.add_commands(command, with_json)
-    release_commands.add_commands(command, with_json)
-    serve_commands.add_commands(command, with_json)
+    for layer in (knowledge, behaviour, release, serving):
+        layer.add_commands(command, with_json)
 
     p = command("ui", cmd_ui, "Start the Dagster UI and daemon (schedules) on the ragtune instance.")
     p.add_argument("--host", default="127.0.0.1")

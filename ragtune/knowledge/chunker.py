@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from ragtune.documents import Document
+from ragtune.knowledge.documents import Document
 
 HEADING = re.compile(r"^\s{0,3}#{1,6}\s")
 

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ragtune.chunker import Chunk
-from ragtune.documents import LoadResult
-from ragtune.embedder import Embedder
-from ragtune.store import ChunkStore
+from ragtune.knowledge.chunker import Chunk
+from ragtune.knowledge.documents import LoadResult
+from ragtune.knowledge.embedder import Embedder
+from ragtune.knowledge.store import ChunkStore
 
 
 class EmptySourceError(RuntimeError):

@@ -11,8 +11,8 @@ import json
 from dataclasses import asdict, dataclass
 
 from ragtune import registry
-from ragtune.curation import accepted_answer
-from ragtune.datasets import raft_dir, read_jsonl
+from ragtune.behaviour.curation import accepted_answer
+from ragtune.behaviour.datasets import raft_dir, read_jsonl
 from ragtune.settings import Settings
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from ragtune.cli_output import emit, fail, status_spinner
+from ragtune.cli.output import emit, fail, status_spinner
 from ragtune.settings import load_settings
 
 
 def cmd_ask(args) -> int:
-    from ragtune.answerer import Answerer
-    from ragtune.render import print_answer
+    from ragtune.serving.answerer import Answerer
+    from ragtune.cli.render import print_answer
 
     settings = load_settings()
     if len(args.question) > settings.serve_max_question_chars:
@@ -26,7 +26,7 @@ def cmd_ask(args) -> int:
 
 
 def cmd_feedback(args) -> int:
-    from ragtune.interactions import InteractionLog
+    from ragtune.behaviour.interactions import InteractionLog
 
     settings = load_settings()
     rating = None if args.rating == "clear" else args.rating
@@ -40,7 +40,7 @@ def cmd_feedback(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ragtune.server import serve
+    from ragtune.serving.server import serve
 
     settings = load_settings()
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -11,10 +11,10 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ragtune.embedder import Embedder, load_embedder
-from ragtune.interactions import InteractionLog
+from ragtune.knowledge.embedder import Embedder, load_embedder
+from ragtune.behaviour.interactions import InteractionLog
 from ragtune.settings import Settings, load_settings
-from ragtune.store import ChunkStore
+from ragtune.knowledge.store import ChunkStore
 
 
 class EmbedderResource(dg.ConfigurableResource):

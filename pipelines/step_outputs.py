@@ -1,7 +1,7 @@
 """Prune the step outputs that multi-process and Kubernetes runs leave in the data home.
 
 With RAGTUNE_EXECUTOR=multiprocess or k8s, steps hand values over through files under
-$RAGTUNE_HOME/step_outputs/<run id>/ (pipelines/launchers.py). A finished run's files
+$RAGTUNE_HOME/step_outputs/<run id>/ (assets/launchers.py). A finished run's files
 are still what a re-execution from the UI reads (re-run from failure, or one step of a
 finished run), so they are kept for a while and then removed; a folder whose run is
 still going, or is gone from the run history, is judged accordingly.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragtune.datasets import read_jsonl
+from ragtune.behaviour.datasets import read_jsonl
 from ragtune.settings import REPO_ROOT, Settings
 
 
@@ -47,7 +47,7 @@ DEMO_HOLDOUT, DEMO_MIN_ITEMS, DEMO_EVAL_LIMIT, DEMO_PROBE_LIMIT = 0.4, 30, None,
 
 def ask_champion(settings: Settings, question: str) -> dict:
     """One demo question answered by the new champion, as `ragtune ask` would (and logged like it)."""
-    from ragtune.answerer import Answerer
+    from ragtune.serving.answerer import Answerer
 
     return Answerer.from_settings(settings).answer(question, user="demo").as_dict()
 
@@ -55,12 +55,12 @@ def ask_champion(settings: Settings, question: str) -> dict:
 def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_steps: int | None = None,
              eval_limit: int | None = None, probe_limit: int | None = None, max_new_tokens: int | None = None,
              min_eval_items: int | None = None) -> dict:
-    from ragtune.cli import refresh
-    from ragtune.embedder import embedder_for
-    from ragtune.interactions import InteractionLog
-    from ragtune.release_commands import retrain, retrain_run_config
-    from ragtune.retriever import Retriever
-    from ragtune.store import ChunkStore
+    from ragtune.cli.knowledge import refresh
+    from ragtune.knowledge.embedder import embedder_for
+    from ragtune.behaviour.interactions import InteractionLog
+    from ragtune.cli.release import retrain, retrain_run_config
+    from ragtune.knowledge.retriever import Retriever
+    from ragtune.knowledge.store import ChunkStore
 
     docs = demo_dir / "docs"
     interactions = read_jsonl(demo_dir / "interactions.jsonl")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ragtune.indexing import read_history, record_history
+from ragtune.knowledge.indexing import read_history, record_history
 from ragtune.settings import Settings
-from ragtune.store import ChunkStore
+from ragtune.knowledge.store import ChunkStore
 
 
 class NoIndexError(RuntimeError):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from ragtune.embedder import Embedder
-from ragtune.store import ChunkStore, sql_string_list
+from ragtune.knowledge.embedder import Embedder
+from ragtune.knowledge.store import ChunkStore, sql_string_list
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The behaviour layer: the interaction log, PII redaction, curation, training datasets, erasure."""

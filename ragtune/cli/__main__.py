@@ -1,0 +1,7 @@
+"""`python -m ragtune.cli`."""
+
+import sys
+
+from ragtune.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The knowledge layer: documents, chunks, embeddings, the LanceDB index and retrieval."""

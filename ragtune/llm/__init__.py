@@ -1,0 +1,1 @@
+"""The language model: the base model, prompts, generation and constrained decoding."""
