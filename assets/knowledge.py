@@ -1,8 +1,6 @@
 """Group `knowledge`: documents -> chunks -> the LanceDB index, and their checks."""
 
-
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 import pandas as pd
@@ -20,13 +18,13 @@ INDEX_WRITER_POOL = "lancedb_writer"  # one index writer at a time; the limit li
 
 
 class SourceConfig(dg.Config):
-    source_dir: Optional[str] = Field(None, description="Folder of documents; empty = RAGTUNE_SOURCE_DIR.")
-    max_file_bytes: Optional[int] = Field(None, description="Skip files larger than this; empty = RAGTUNE_MAX_FILE_BYTES.")
+    source_dir: str | None = Field(None, description="Folder of documents; empty = RAGTUNE_SOURCE_DIR.")
+    max_file_bytes: int | None = Field(None, description="Skip files larger than this; empty = RAGTUNE_MAX_FILE_BYTES.")
 
 
 class ChunkingConfig(dg.Config):
-    chunk_tokens: Optional[int] = Field(None, description="Chunk size in embedder tokens; empty = RAGTUNE_CHUNK_TOKENS.")
-    chunk_overlap: Optional[int] = Field(None, description="Overlap in tokens; empty = RAGTUNE_CHUNK_OVERLAP.")
+    chunk_tokens: int | None = Field(None, description="Chunk size in embedder tokens; empty = RAGTUNE_CHUNK_TOKENS.")
+    chunk_overlap: int | None = Field(None, description="Overlap in tokens; empty = RAGTUNE_CHUNK_OVERLAP.")
 
 
 class IndexConfig(dg.Config):
@@ -104,9 +102,15 @@ def chunk_index(
         keep_versions_days=s.keep_index_versions_days,
         progress=progress,
     )
-    record_history(s.index_history, "refresh", run_id=context.run_id, version_before=report.version_before,
-                   version_after=report.index_version, chunks_embedded=report.chunks_embedded,
-                   chunks_deleted=report.chunks_deleted)
+    record_history(
+        s.index_history,
+        "refresh",
+        run_id=context.run_id,
+        version_before=report.version_before,
+        version_after=report.index_version,
+        chunks_embedded=report.chunks_embedded,
+        chunks_deleted=report.chunks_deleted,
+    )
     summary = {k: v for k, v in report.as_dict().items() if isinstance(v, (int, float))}
     return dg.Output(
         report.as_dict(),
@@ -119,7 +123,9 @@ def chunk_index(
     )
 
 
-@dg.asset_check(asset=document_chunks, blocking=True, description="Great Expectations: text non-empty, within the token budget, ids unique.")
+@dg.asset_check(
+    asset=document_chunks, blocking=True, description="Great Expectations: text non-empty, within the token budget, ids unique."
+)
 def chunks_are_valid(document_chunks: list[Chunk], lancedb: LanceDBResource) -> dg.AssetCheckResult:
     s = lancedb.settings()
     df = pd.DataFrame([{"chunk_id": c.chunk_id, "text": c.text, "n_tokens": c.n_tokens} for c in document_chunks])

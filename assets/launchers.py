@@ -31,8 +31,9 @@ def executor_for(settings: Settings) -> dg.ExecutorDefinition:
         from dagster_k8s import k8s_job_executor
 
         # The step image defaults to the run's own image (the code location's), so nothing to repeat here.
-        return k8s_job_executor.configured({"job_namespace": settings.k8s_namespace, "max_concurrent": 4},
-                                           name="ragtune_k8s_steps")
+        return k8s_job_executor.configured(
+            {"job_namespace": settings.k8s_namespace, "max_concurrent": 4}, name="ragtune_k8s_steps"
+        )
     if settings.executor == "multiprocess":
         return dg.multiprocess_executor
     return dg.in_process_executor
@@ -78,8 +79,9 @@ def training_pod_spec(settings: Settings) -> dict:
     return spec
 
 
-def launch_training(client: dg.PipesClient, context: dg.AssetExecutionContext, python_args: list[str],
-                    env: dict[str, str], settings: Settings) -> dg.PipesClientCompletedInvocation:
+def launch_training(
+    client: dg.PipesClient, context: dg.AssetExecutionContext, python_args: list[str], env: dict[str, str], settings: Settings
+) -> dg.PipesClientCompletedInvocation:
     """Run `python *python_args` through Dagster Pipes, locally or in a pod, and wait for it.
 
     Which one follows the client the Definitions were built with (`training_client`), so the two never disagree.
@@ -89,5 +91,11 @@ def launch_training(client: dg.PipesClient, context: dg.AssetExecutionContext, p
     if not settings.training_image:
         raise ValueError("RAGTUNE_TRAINING_LAUNCHER=k8s needs RAGTUNE_TRAINING_IMAGE (the image with ragtune installed)")
     command = ["python", *python_args]  # the image's interpreter
-    return client.run(context=context, image=settings.training_image, command=command, env=env,
-                      namespace=settings.k8s_namespace, base_pod_spec=training_pod_spec(settings))
+    return client.run(
+        context=context,
+        image=settings.training_image,
+        command=command,
+        env=env,
+        namespace=settings.k8s_namespace,
+        base_pod_spec=training_pod_spec(settings),
+    )

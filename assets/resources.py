@@ -5,22 +5,19 @@ uses the resource, never at import. Tests pass real resources pointed at a
 temporary data home.
 """
 
-
-from typing import Optional
-
 import dagster as dg
 from pydantic import Field
 
-from ragtune.knowledge.embedder import Embedder, load_embedder
 from ragtune.behaviour.interactions import InteractionLog
-from ragtune.settings import Settings, load_settings
+from ragtune.knowledge.embedder import Embedder, load_embedder
 from ragtune.knowledge.store import ChunkStore
+from ragtune.settings import Settings, load_settings
 
 
 class EmbedderResource(dg.ConfigurableResource):
     """The sentence embedder used for chunks and queries."""
 
-    model: Optional[str] = Field(None, description="Model id or path; empty = RAGTUNE_EMBEDDER or the bundled MiniLM.")
+    model: str | None = Field(None, description="Model id or path; empty = RAGTUNE_EMBEDDER or the bundled MiniLM.")
 
     def get(self) -> Embedder:
         settings = load_settings()
@@ -30,7 +27,7 @@ class EmbedderResource(dg.ConfigurableResource):
 class LanceDBResource(dg.ConfigurableResource):
     """The LanceDB database in the data home that holds the chunk table."""
 
-    home: Optional[str] = Field(None, description="Data home; empty = RAGTUNE_HOME (default ./.ragtune).")
+    home: str | None = Field(None, description="Data home; empty = RAGTUNE_HOME (default ./.ragtune).")
 
     def settings(self) -> Settings:
         return load_settings(home=self.home)
@@ -43,8 +40,8 @@ class LanceDBResource(dg.ConfigurableResource):
 class InteractionLogResource(dg.ConfigurableResource):
     """The interaction log (sqlite in the data home, or a server database)."""
 
-    url: Optional[str] = Field(None, description="SQLAlchemy URL; empty = RAGTUNE_INTERACTIONS_URL or sqlite in the data home.")
-    home: Optional[str] = Field(None, description="Data home; empty = RAGTUNE_HOME.")
+    url: str | None = Field(None, description="SQLAlchemy URL; empty = RAGTUNE_INTERACTIONS_URL or sqlite in the data home.")
+    home: str | None = Field(None, description="Data home; empty = RAGTUNE_HOME.")
 
     def settings(self) -> Settings:
         return load_settings(home=self.home)
@@ -56,9 +53,11 @@ class InteractionLogResource(dg.ConfigurableResource):
 class MLflowResource(dg.ConfigurableResource):
     """MLflow tracking and the adapter registry."""
 
-    tracking_uri: Optional[str] = Field(None, description="Tracking/registry URI; empty = RAGTUNE_MLFLOW_TRACKING_URI or sqlite in the data home.")
-    registered_model: Optional[str] = Field(None, description="Registered model name; empty = RAGTUNE_REGISTERED_MODEL.")
-    home: Optional[str] = Field(None, description="Data home; empty = RAGTUNE_HOME.")
+    tracking_uri: str | None = Field(
+        None, description="Tracking/registry URI; empty = RAGTUNE_MLFLOW_TRACKING_URI or sqlite in the data home."
+    )
+    registered_model: str | None = Field(None, description="Registered model name; empty = RAGTUNE_REGISTERED_MODEL.")
+    home: str | None = Field(None, description="Data home; empty = RAGTUNE_HOME.")
 
     def settings(self) -> Settings:
         return load_settings(home=self.home)

@@ -39,23 +39,37 @@ def scores(model, tokenizer, probes) -> list[dict]:
     first = full[len(before)]
     rows = []
     for probe in probes:
-        prompt = tokenizer.apply_chat_template(build_messages(probe.question, probe.documents), add_generation_prompt=True,
-                                               tokenize=False) + opening
+        prompt = (
+            tokenizer.apply_chat_template(
+                build_messages(probe.question, probe.documents), add_generation_prompt=True, tokenize=False
+            )
+            + opening
+        )
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
             logits = model(**inputs, logits_to_keep=1).logits[0, -1].float()
         gold_in = any(d["doc_id"] in probe.gold_doc_ids for d in probe.documents)
-        rows.append({"kind": probe.kind, "should_abstain": probe.kind != "counterfactual" and (probe.kind == "unanswerable" or not gold_in),
-                     "score": float(torch.log_softmax(logits, -1)[first]), "greedy_abstains": int(logits.argmax()) == first})
+        rows.append(
+            {
+                "kind": probe.kind,
+                "should_abstain": probe.kind != "counterfactual" and (probe.kind == "unanswerable" or not gold_in),
+                "score": float(torch.log_softmax(logits, -1)[first]),
+                "greedy_abstains": int(logits.argmax()) == first,
+            }
+        )
     return rows
 
 
 def summary(rows: list[dict]) -> dict:
     positives = [r["score"] for r in rows if r["should_abstain"]]
     negatives = [r["score"] for r in rows if not r["should_abstain"]]
-    return {"auc": auc(positives, negatives), "should_abstain": len(positives), "should_answer": len(negatives),
-            "greedy_abstains_when_it_should": sum(r["greedy_abstains"] for r in rows if r["should_abstain"]),
-            "greedy_abstains_when_it_should_not": sum(r["greedy_abstains"] for r in rows if not r["should_abstain"])}
+    return {
+        "auc": auc(positives, negatives),
+        "should_abstain": len(positives),
+        "should_answer": len(negatives),
+        "greedy_abstains_when_it_should": sum(r["greedy_abstains"] for r in rows if r["should_abstain"]),
+        "greedy_abstains_when_it_should_not": sum(r["greedy_abstains"] for r in rows if not r["should_abstain"]),
+    }
 
 
 def main() -> None:
@@ -76,20 +90,24 @@ def main() -> None:
     from ragtune import registry
     from ragtune.behaviour.datasets import read_jsonl
     from ragtune.knowledge.embedder import embedder_for
-    from ragtune.llm.generator import load_model
     from ragtune.knowledge.retriever import Retriever
-    from ragtune.settings import load_settings
     from ragtune.knowledge.store import ChunkStore
     from ragtune.llm.base_model import resolve_base_model
+    from ragtune.llm.generator import load_model
+    from ragtune.settings import load_settings
 
     settings = load_settings()
     store = ChunkStore(settings.lancedb_uri, settings.table_name)
     holdout = settings.eval_holdout if args.holdout is None else args.holdout
-    items = build_evaluation_set(read_jsonl(settings.home / "datasets" / "curated.jsonl"), settings.eval_set,
-                                 indexed_doc_ids(store), holdout)["items"]
+    items = build_evaluation_set(
+        read_jsonl(settings.home / "datasets" / "curated.jsonl"), settings.eval_set, indexed_doc_ids(store), holdout
+    )["items"]
     retriever = Retriever(store, embedder_for(settings), settings.rrf_k)
-    probes, _ = build_probes(items, lambda q, n: [h.as_dict() for h in retriever.search(q, k=n)],
-                             HarnessConfig(limit=args.items, probe_limit=args.probe_items))
+    probes, _ = build_probes(
+        items,
+        lambda q, n: [h.as_dict() for h in retriever.search(q, k=n)],
+        HarnessConfig(limit=args.items, probe_limit=args.probe_items),
+    )
     if args.version == "latest":
         versions = registry.list_versions(settings.tracking_uri, settings.registered_model)
         version = versions[0]["version"] if versions else None

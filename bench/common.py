@@ -28,7 +28,9 @@ def import_corpus(out: Path) -> dict:
 
     if not APIBENCH.exists():
         raise SystemExit(f"APIBench data not found at {APIBENCH} (set RAGTUNE_APIBENCH)")
-    return import_apibench(APIBENCH / "huggingface_api.jsonl", APIBENCH / "huggingface_eval.json", out, eval_fraction=1.0, seed=0).as_dict()
+    return import_apibench(
+        APIBENCH / "huggingface_api.jsonl", APIBENCH / "huggingface_eval.json", out, eval_fraction=1.0, seed=0
+    ).as_dict()
 
 
 class timer:

@@ -202,35 +202,58 @@ class Libraries:
         answer, lists = answer_language(doc_ids, budget.answer, budget.max_citations)
         if library == "xgrammar":
             lit = lambda text: json.dumps(text, ensure_ascii=False)  # noqa: E731 (an EBNF string literal)
-            ebnf = "\n".join([f"root ::= {lit(OPENING)} answer {lit(MIDDLE)} cites {lit(CLOSING)}",
-                              f"answer ::= char{{1,{budget.answer}}}", XGRAMMAR_CHAR,
-                              "cites ::= " + " | ".join(lit(s) for s in lists)])
+            ebnf = "\n".join(
+                [
+                    f"root ::= {lit(OPENING)} answer {lit(MIDDLE)} cites {lit(CLOSING)}",
+                    f"answer ::= char{{1,{budget.answer}}}",
+                    XGRAMMAR_CHAR,
+                    "cites ::= " + " | ".join(lit(s) for s in lists),
+                ]
+            )
             return xgrammar.GrammarMatcher(self.xgr.compile_grammar(ebnf))
-        regex = "".join([re.escape(OPENING), answer, re.escape(MIDDLE), "(", "|".join(map(re.escape, lists)), ")", re.escape(CLOSING)])
+        regex = "".join(
+            [re.escape(OPENING), answer, re.escape(MIDDLE), "(", "|".join(map(re.escape, lists)), ")", re.escape(CLOSING)]
+        )
         return outlines_core.Guide(outlines_core.Index(regex, self.outlines_vocab))
 
 
-def generate(model, tokenizer, libraries: Libraries, new_tokens: int, batch: list[tuple[str, list[dict]]], library: str | None) -> dict:
+def generate(
+    model, tokenizer, libraries: Libraries, new_tokens: int, batch: list[tuple[str, list[dict]]], library: str | None
+) -> dict:
     """One greedy generate() of a left-padded batch, unconstrained (library None) or under a library's constraint."""
     import torch
     from transformers import LogitsProcessorList
 
     from ragtune.llm.prompting import build_messages, parse_answer
 
-    texts = [tokenizer.apply_chat_template(build_messages(q, docs), tokenize=False, add_generation_prompt=True) for q, docs in batch]
+    texts = [
+        tokenizer.apply_chat_template(build_messages(q, docs), tokenize=False, add_generation_prompt=True) for q, docs in batch
+    ]
     inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     ids = [[d["doc_id"] for d in docs] for _, docs in batch]
     clock = Clock()
     timed = Timed(libraries.processor(library, ids)) if library else None
     processors = [clock] + ([timed] if timed else [])
     with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=0 if library else new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList(processors))
-    replies = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            **inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=0 if library else new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList(processors),
+        )
+    replies = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     parsed = [parse_answer(r) for r in replies]
     valid = sum(p is not None and set(p["citations"]) <= set(row) for p, row in zip(parsed, ids))
-    return {"ms_per_step": clock.ms_per_step(), "steps": len(clock.times), "valid": valid, "rows": len(batch), "example": replies[0],
-            "processor_ms_per_step": 1000 * statistics.mean(timed.seconds) if timed else 0.0}
+    return {
+        "ms_per_step": clock.ms_per_step(),
+        "steps": len(clock.times),
+        "valid": valid,
+        "rows": len(batch),
+        "example": replies[0],
+        "processor_ms_per_step": 1000 * statistics.mean(timed.seconds) if timed else 0.0,
+    }
 
 
 def version(package: str) -> str:
@@ -240,7 +263,12 @@ def version(package: str) -> str:
 
 
 def spread(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3), "n": len(values)}
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "n": len(values),
+    }
 
 
 def main() -> None:
@@ -255,8 +283,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ragtune.settings import load_settings
     from ragtune.llm.base_model import resolve_base_model
+    from ragtune.settings import load_settings
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -276,26 +304,37 @@ def main() -> None:
             runs = {name: [] for name in ("none", *libraries.names)}
             for k, batch in enumerate(batches):
                 names = list(runs)
-                for name in names[k % len(names):] + names[:k % len(names)]:  # rotated: no configuration always runs first
+                for name in names[k % len(names) :] + names[: k % len(names)]:  # rotated: no configuration always runs first
                     runs[name].append(run(batch, None if name == "none" else name))
             results[f"batch_{batch_size}"] = {
-                name: {"ms_per_step": spread([r["ms_per_step"] for r in rs]),
-                       "processor_ms_per_step": spread([r["processor_ms_per_step"] for r in rs]),
-                       "ratio": None if name == "none" else spread([r["ms_per_step"] / b["ms_per_step"] for r, b in zip(rs, runs["none"])]),
-                       "steps_mean": round(statistics.mean(r["steps"] for r in rs), 1),
-                       "valid": f"{sum(r['valid'] for r in rs)}/{sum(r['rows'] for r in rs)}",
-                       "example": rs[0]["example"]}
-                for name, rs in runs.items()}
+                name: {
+                    "ms_per_step": spread([r["ms_per_step"] for r in rs]),
+                    "processor_ms_per_step": spread([r["processor_ms_per_step"] for r in rs]),
+                    "ratio": None
+                    if name == "none"
+                    else spread([r["ms_per_step"] / b["ms_per_step"] for r, b in zip(rs, runs["none"])]),
+                    "steps_mean": round(statistics.mean(r["steps"] for r in rs), 1),
+                    "valid": f"{sum(r['valid'] for r in rs)}/{sum(r['rows'] for r in rs)}",
+                    "example": rs[0]["example"],
+                }
+                for name, rs in runs.items()
+            }
 
-    write_result(args.name, {
-        "model": "SmolLM2-135M-Instruct (bundled GGUF, de-quantized, float32)", "torch_threads": args.threads,
-        "new_tokens": args.new_tokens, "prompts_batch_1": args.prompts, "rounds_batch_8": args.rounds,
-        "versions": libraries.versions,
-        "tokenizer_setup_ms": {k: round(v, 1) for k, v in libraries.setup_ms.items()},
-        "compile_ms_per_prompt": {k: spread(v) for k, v in libraries.compile_ms.items()},
-        **results,
-        "seconds": round(time.perf_counter() - started, 1),
-    })
+    write_result(
+        args.name,
+        {
+            "model": "SmolLM2-135M-Instruct (bundled GGUF, de-quantized, float32)",
+            "torch_threads": args.threads,
+            "new_tokens": args.new_tokens,
+            "prompts_batch_1": args.prompts,
+            "rounds_batch_8": args.rounds,
+            "versions": libraries.versions,
+            "tokenizer_setup_ms": {k: round(v, 1) for k, v in libraries.setup_ms.items()},
+            "compile_ms_per_prompt": {k: spread(v) for k, v in libraries.compile_ms.items()},
+            **results,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    )
 
 
 if __name__ == "__main__":

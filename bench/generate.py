@@ -47,8 +47,12 @@ def random_adapter(base_model: str, folder) -> str:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    config = LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM",
-                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    config = LoraConfig(
+        r=16,
+        lora_alpha=32,
+        task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_model), config)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -86,8 +90,12 @@ def decode_rate(generator, prompt, tokens: int = 64) -> float:
 
     def run(n: int) -> float:
         with torch.inference_mode():
-            return timed(lambda: generator.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                                          pad_token_id=generator.tokenizer.pad_token_id))
+            return timed(
+                lambda: generator.model.generate(
+                    **inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=generator.tokenizer.pad_token_id
+                )
+            )
+
     run(2)
     return (tokens - 1) / max(run(tokens) - run(1), 1e-9)
 
@@ -106,9 +114,9 @@ def main() -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import Generator
     from ragtune.precision import resolve_dtype
-    from ragtune.llm.base_model import resolve_base_model
 
     prompts = demo_prompts(args.prompts)
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,16 +142,28 @@ def main() -> None:
     n = len(prompts)
     old_rate, new_rate = n / t_old.seconds, n / t_new.seconds
     result = {
-        "prompts": n, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "dtype_new": resolve_dtype("auto"),
-        "old_path": {"answers_per_s": round(old_rate, 3), "seconds": round(t_old.seconds, 1),
-                     "tokens_mean": sum(a.tokens for a in old_answers) / n, "format_validity": sum(a.valid for a in old_answers) / n,
-                     "decode_tokens_per_s_batch1": round(old_decode, 1)},
-        "new_path": {"answers_per_s": round(new_rate, 3), "seconds": round(t_new.seconds, 1),
-                     "tokens_mean": sum(a.tokens for a in new_answers) / n, "format_validity": sum(a.valid for a in new_answers) / n,
-                     "decode_tokens_per_s_batch1": round(new_decode, 1),
-                     "generated_tokens_per_s": round(sum(a.tokens for a in new_answers) / t_new.seconds, 1)},
+        "prompts": n,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "dtype_new": resolve_dtype("auto"),
+        "old_path": {
+            "answers_per_s": round(old_rate, 3),
+            "seconds": round(t_old.seconds, 1),
+            "tokens_mean": sum(a.tokens for a in old_answers) / n,
+            "format_validity": sum(a.valid for a in old_answers) / n,
+            "decode_tokens_per_s_batch1": round(old_decode, 1),
+        },
+        "new_path": {
+            "answers_per_s": round(new_rate, 3),
+            "seconds": round(t_new.seconds, 1),
+            "tokens_mean": sum(a.tokens for a in new_answers) / n,
+            "format_validity": sum(a.valid for a in new_answers) / n,
+            "decode_tokens_per_s_batch1": round(new_decode, 1),
+            "generated_tokens_per_s": round(sum(a.tokens for a in new_answers) / t_new.seconds, 1),
+        },
         "speedup_answers_per_s": round(new_rate / old_rate, 2),
-        "memory_bandwidth_gb_s": round(bandwidth, 1), "weights_mb": round(weight_bytes / 1e6, 1),
+        "memory_bandwidth_gb_s": round(bandwidth, 1),
+        "weights_mb": round(weight_bytes / 1e6, 1),
         "decode_limit_tokens_per_s": round(bandwidth * 1e9 / weight_bytes, 1),
         "target": {"speedup_answers_per_s": TARGET_SPEEDUP},
         "met": {"speedup_answers_per_s": new_rate / old_rate >= TARGET_SPEEDUP},

@@ -45,7 +45,9 @@ def main() -> None:
             else:
                 missed_by_variant[kind][sample.variant] += 1
                 if len(examples[f"missed {kind}"]) < 3:
-                    examples[f"missed {kind}"].append({"text": sample.text, "found": [[f.kind, sample.text[f.start : f.end]] for f in found]})
+                    examples[f"missed {kind}"].append(
+                        {"text": sample.text, "found": [[f.kind, sample.text[f.start : f.end]] for f in found]}
+                    )
         for f in found:
             predicted[f.kind] += 1
             if any(f.kind == kind and overlaps(f.start, f.end, start, end) for kind, start, end in sample.spans):
@@ -59,28 +61,41 @@ def main() -> None:
     for kind in KINDS:
         recall, precision = ratio(caught[kind], labelled[kind]), ratio(correct[kind], predicted[kind])
         per_kind[kind] = {
-            "labelled": labelled[kind], "found": caught[kind], "recall": recall,
-            "findings": predicted[kind], "false_positives": predicted[kind] - correct[kind], "precision": precision,
+            "labelled": labelled[kind],
+            "found": caught[kind],
+            "recall": recall,
+            "findings": predicted[kind],
+            "false_positives": predicted[kind] - correct[kind],
+            "precision": precision,
             "meets_target": recall is not None and recall >= TARGET_RECALL,
             "missed_by_variant": dict(missed_by_variant[kind].most_common()),
             "false_positives_by_variant": dict(false_by_variant[kind].most_common()),
         }
     negatives = [found for sample, found in zip(samples, findings) if not sample.spans]
-    write_result("pii", {
-        "samples": len(samples), "seed": SEED, "positives_per_kind": PER_KIND,
-        "negatives": len(negatives), "negatives_with_findings": sum(1 for found in negatives if found),
-        "overall": {
-            "recall": ratio(sum(caught.values()), sum(labelled.values())),
-            "precision": ratio(sum(correct.values()), sum(predicted.values())),
-            "macro_recall": round(sum(per_kind[k]["recall"] for k in KINDS) / len(KINDS), 4),
+    write_result(
+        "pii",
+        {
+            "samples": len(samples),
+            "seed": SEED,
+            "positives_per_kind": PER_KIND,
+            "negatives": len(negatives),
+            "negatives_with_findings": sum(1 for found in negatives if found),
+            "overall": {
+                "recall": ratio(sum(caught.values()), sum(labelled.values())),
+                "precision": ratio(sum(correct.values()), sum(predicted.values())),
+                "macro_recall": round(sum(per_kind[k]["recall"] for k in KINDS) / len(KINDS), 4),
+            },
+            "per_kind": per_kind,
+            "texts_per_s": round(len(samples) / t.seconds, 1),
+            "seconds": round(t.seconds, 2),
+            "target": {
+                "recall_per_kind": f">= {TARGET_RECALL}",
+                "kinds": "all eight: each is a structured identifier (pattern + checksum or format)",
+            },
+            "met": {"recall": all(per_kind[k]["meets_target"] for k in KINDS)},
+            "examples": dict(examples),
         },
-        "per_kind": per_kind,
-        "texts_per_s": round(len(samples) / t.seconds, 1),
-        "seconds": round(t.seconds, 2),
-        "target": {"recall_per_kind": f">= {TARGET_RECALL}", "kinds": "all eight: each is a structured identifier (pattern + checksum or format)"},
-        "met": {"recall": all(per_kind[k]["meets_target"] for k in KINDS)},
-        "examples": dict(examples),
-    })
+    )
 
 
 if __name__ == "__main__":

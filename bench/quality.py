@@ -24,12 +24,29 @@ from pathlib import Path
 
 from common import APIBENCH, ROOT, timer, write_result
 
-SPLITS = {"huggingface": ("huggingface_api.jsonl", "huggingface_eval.json"),
-          "tensorflow": ("tensorflowhub_api.jsonl", "tensorflow_eval.json")}
-METRICS = ("identifier_match", "identifier_match_gold_in_context", "citation_accuracy", "citation_accuracy_gold_in_context",
-           "format_validity", "format_validity_unconstrained", "abstention", "adherence", "false_abstention",
-           "false_abstention_gold_in_context", "gold_in_context", "exact_match", "token_f1", "latency_p50_ms",
-           "latency_p95_ms", "tokens_mean", "answers")
+SPLITS = {
+    "huggingface": ("huggingface_api.jsonl", "huggingface_eval.json"),
+    "tensorflow": ("tensorflowhub_api.jsonl", "tensorflow_eval.json"),
+}
+METRICS = (
+    "identifier_match",
+    "identifier_match_gold_in_context",
+    "citation_accuracy",
+    "citation_accuracy_gold_in_context",
+    "format_validity",
+    "format_validity_unconstrained",
+    "abstention",
+    "adherence",
+    "false_abstention",
+    "false_abstention_gold_in_context",
+    "gold_in_context",
+    "exact_match",
+    "token_f1",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "tokens_mean",
+    "answers",
+)
 
 
 def targets(adapter: dict, passed: bool) -> dict:
@@ -42,8 +59,15 @@ def targets(adapter: dict, passed: bool) -> dict:
         "adherence": (adapter.get("adherence", 0.0), ">=", 0.8),
         "false_abstention": (adapter.get("false_abstention", 1.0), "<=", 0.1),
     }
-    out = {name: {"value": v, "target": f"{op} {t}", "met": v >= t if op == ">=" else v <= t,
-                  "gap": round(t - v if op == ">=" else v - t, 4)} for name, (v, op, t) in checks.items()}
+    out = {
+        name: {
+            "value": v,
+            "target": f"{op} {t}",
+            "met": v >= t if op == ">=" else v <= t,
+            "gap": round(t - v if op == ">=" else v - t, 4),
+        }
+        for name, (v, op, t) in checks.items()
+    }
     out["gate_passes"] = {"value": passed, "target": "passed", "met": passed}
     return out
 
@@ -60,18 +84,26 @@ def main() -> None:
     parser.add_argument("--check-every", type=int, default=16, help="validation replies scored every N training steps")
     parser.add_argument("--name", default=None, help="result file name (default quality-SPLIT)")
     parser.add_argument("--keep", default=None, help="data home to use and keep (default: a temporary one)")
-    parser.add_argument("--holdout", type=float, default=None,
-                        help="share of the interactions' documents held out for evaluation (default: the setting, 0.2); "
-                        "TF Hub has 100 documents with questions, so 0.2 holds out about 20 of them")
-    parser.add_argument("--raft-order", choices=("shuffled", "retrieval"), default=None,
-                        help="documents in a RAFT context (default: the asset's, shuffled)")
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        help="share of the interactions' documents held out for evaluation (default: the setting, 0.2); "
+        "TF Hub has 100 documents with questions, so 0.2 holds out about 20 of them",
+    )
+    parser.add_argument(
+        "--raft-order",
+        choices=("shuffled", "retrieval"),
+        default=None,
+        help="documents in a RAFT context (default: the asset's, shuffled)",
+    )
     args = parser.parse_args()
 
     import yaml
 
+    from ragtune.behaviour.interactions import InteractionLog
     from ragtune.cli.apibench import import_apibench
     from ragtune.cli.knowledge import refresh
-    from ragtune.behaviour.interactions import InteractionLog
     from ragtune.cli.release import retrain, retrain_run_config
     from ragtune.settings import load_settings
 
@@ -80,8 +112,9 @@ def main() -> None:
         home = Path(args.keep or tmp)
         os.environ["RAGTUNE_HOME"] = str(home)
         data = home / "apibench"
-        imported = import_apibench(APIBENCH / api, APIBENCH / questions, data, eval_fraction=0.0, seed=0,
-                                   max_docs=args.docs).as_dict()
+        imported = import_apibench(
+            APIBENCH / api, APIBENCH / questions, data, eval_fraction=0.0, seed=0, max_docs=args.docs
+        ).as_dict()
         training = yaml.safe_load(Path(args.training_config).read_text())
         training["generation_check_every"] = args.check_every
         (home / "training.yaml").write_text(yaml.safe_dump(training))
@@ -91,9 +124,16 @@ def main() -> None:
         if not outcome.success:
             raise SystemExit(f"refresh failed: {outcome.error}")
         InteractionLog(settings.interactions_db).import_jsonl(data / "interactions.jsonl")
-        config = retrain_run_config(str(home / "training.yaml"), args.max_steps, None, args.eval_items, args.probe_items,
-                                    max_minutes=args.train_minutes, raft_order=args.raft_order,
-                                    holdout=args.holdout)
+        config = retrain_run_config(
+            str(home / "training.yaml"),
+            args.max_steps,
+            None,
+            args.eval_items,
+            args.probe_items,
+            max_minutes=args.train_minutes,
+            raft_order=args.raft_order,
+            holdout=args.holdout,
+        )
         with timer() as t_retrain:
             report = retrain(settings, config)
     if not report["ok"] or "evaluation" not in report:
@@ -105,20 +145,25 @@ def main() -> None:
         "split": args.split,
         "corpus": {"documents": imported["documents"], "questions": imported["interactions"]},
         "evaluation_set": report.get("evaluation_set"),
-        "evaluated": {"items": report["evaluation"]["items"], "probe_items": args.probe_items,
-                      "holdout": args.holdout or settings.eval_holdout, "per_document": settings.eval_per_document,
-                      "gold_documents": (report["evaluation"].get("comparison") or {}).get("documents"),
-                      "raft_order": args.raft_order or "shuffled",
-                      "scoring_version": report["evaluation"].get("scoring_version")},
+        "evaluated": {
+            "items": report["evaluation"]["items"],
+            "probe_items": args.probe_items,
+            "holdout": args.holdout or settings.eval_holdout,
+            "per_document": settings.eval_per_document,
+            "gold_documents": (report["evaluation"].get("comparison") or {}).get("documents"),
+            "raft_order": args.raft_order or "shuffled",
+            "scoring_version": report["evaluation"].get("scoring_version"),
+        },
         "retrieval": report["evaluation"]["retrieval"],
         "training": {k: report["adapter"].get(k) for k in ("steps", "train_seconds", "train_loss", "tokens_per_second", "dtype")}
-                    | {"curated": report["curation"]["kept"], "raft_train": report["raft"]["train"]},
+        | {"curated": report["curation"]["kept"], "raft_train": report["raft"]["train"]},
         "learning_curve": report["adapter"].get("learning_curve"),
         "base_rag": {m: base.get(m) for m in METRICS},
         "adapter_rag": {m: adapter.get(m) for m in METRICS},
         "adapter_no_rag": {m: metrics["challenger_no_rag"].get(m) for m in METRICS},
         "comparison": report["evaluation"].get("comparison"),
-        "verdict": verdict, "released": report["released"],
+        "verdict": verdict,
+        "released": report["released"],
         "targets": targets(adapter, bool(verdict.get("passed"))),
         "seconds": {"refresh": round(t_refresh.seconds, 1), "retrain_job": round(t_retrain.seconds, 1)},
     }

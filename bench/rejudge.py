@@ -31,8 +31,9 @@ from common import ROOT, write_result
 
 def rank_one_baseline(rows: list[dict], candidate: str) -> dict:
     """Citation accuracy of citing the first served document, on `candidate`'s answer probes with gold served."""
-    served = [r for r in rows if r["candidate"] == candidate and r["kind"] == "answer"
-              and set(r["retrieved"]) & set(r["gold_doc_ids"])]
+    served = [
+        r for r in rows if r["candidate"] == candidate and r["kind"] == "answer" and set(r["retrieved"]) & set(r["gold_doc_ids"])
+    ]
     hits = sum(r["retrieved"][0] in r["gold_doc_ids"] for r in served)
     return {"cite_rank_one_gold_in_context": round(hits / len(served), 4) if served else None, "n": len(served)}
 
@@ -43,9 +44,13 @@ def main() -> None:
     parser.add_argument("--version", default="latest", help="the evaluated adapter: registry version, alias, or latest")
     parser.add_argument("--gate", default=str(ROOT / "evaluation" / "gate.yaml"))
     parser.add_argument("--holdout", type=float, default=None, help="held-out share the job used (default: the setting)")
-    parser.add_argument("--per-document", type=int, default=None,
-                        help="most items kept per gold document, as the evaluation set now keeps them (default: the "
-                        "setting; 0 = every recorded row)")
+    parser.add_argument(
+        "--per-document",
+        type=int,
+        default=None,
+        help="most items kept per gold document, as the evaluation set now keeps them (default: the "
+        "setting; 0 = every recorded row)",
+    )
     parser.add_argument("--k", type=int, default=3, help="documents the evaluation served (the harness's k)")
     parser.add_argument("--name", default=None, help="result file name (default rejudge-<home folder name>)")
     args = parser.parse_args()
@@ -55,18 +60,21 @@ def main() -> None:
     from evaluation.gate import GatePolicy, compare, decide
     from evaluation.harness import answer_metrics, documents_of, unique_doc_ids
     from evaluation.metrics import identifier_shown
+    from evaluation.release import ITEMS
     from ragtune import registry
     from ragtune.behaviour.datasets import read_jsonl
     from ragtune.knowledge.embedder import embedder_for
-    from evaluation.release import ITEMS
     from ragtune.knowledge.retriever import Retriever
-    from ragtune.settings import load_settings
     from ragtune.knowledge.store import ChunkStore
+    from ragtune.settings import load_settings
 
     settings = load_settings()
     versions = registry.list_versions(settings.tracking_uri, settings.registered_model)
-    wanted = versions[0]["version"] if args.version == "latest" and versions else registry.resolve(
-        settings.tracking_uri, settings.registered_model, args.version)
+    wanted = (
+        versions[0]["version"]
+        if args.version == "latest" and versions
+        else registry.resolve(settings.tracking_uri, settings.registered_model, args.version)
+    )
     run_id = next((v["run_id"] for v in versions if v["version"] == wanted), None)
     if run_id is None:
         raise SystemExit(f"no evaluated adapter behind {args.version!r} in {args.home}")
@@ -78,8 +86,9 @@ def main() -> None:
     per_document = settings.eval_per_document if args.per_document is None else args.per_document
     curated, indexed = read_jsonl(settings.home / "datasets" / "curated.jsonl"), indexed_doc_ids(store)
     items = {i["id"]: i for i in build_evaluation_set(curated, settings.eval_set, indexed, holdout)["items"]}
-    kept = {i["id"] for i in build_evaluation_set(curated, settings.eval_set, indexed, holdout,
-                                                  per_document=per_document)["items"]}
+    kept = {
+        i["id"] for i in build_evaluation_set(curated, settings.eval_set, indexed, holdout, per_document=per_document)["items"]
+    }
     capped = sum(r["item_id"] in items and r["item_id"] not in kept for r in rows)
     rows = [r for r in rows if r["item_id"] not in items or r["item_id"] in kept]
     challenger = "challenger_rag"
@@ -110,23 +119,34 @@ def main() -> None:
                 changed += 1
         row.update(answer_metrics(row, retrieval))
     if missing:
-        raise SystemExit(f"{missing} answer rows name items the rebuilt evaluation set lacks (is --holdout the share the "
-                         "job used?): scoring them the old way would mix definitions")
+        raise SystemExit(
+            f"{missing} answer rows name items the rebuilt evaluation set lacks (is --holdout the share the "
+            "job used?): scoring them the old way would mix definitions"
+        )
     after = compare(rows, challenger, incumbent)
     verdict = decide(after, GatePolicy.from_yaml(args.gate))
     keys = ("identifier_match_gold_in_context", "citation_accuracy_gold_in_context", "identifier_match", "citation_accuracy")
     gate = Path(args.gate).resolve()
-    write_result(args.name or f"rejudge-{Path(args.home).resolve().name}", {
-        "home": str(args.home), "version": wanted, "incumbent": incumbent,
-        "gate": str(gate.relative_to(ROOT)) if gate.is_relative_to(ROOT) else str(gate),
-        "per_document": per_document or None, "rows_capped": capped,
-        "gold_documents": len({"|".join(sorted(r["gold_doc_ids"])) for r in rows if r["kind"] == "answer"}),
-        "rows": len(rows), "contexts_changed": changed, "items_not_found": missing, "counts": after["counts"],
-        "recorded": {k: before["metrics"].get(k) for k in keys},
-        "rejudged": {k: after["metrics"].get(k) for k in keys},
-        "baseline": rank_one_baseline(rows, challenger),
-        "verdict": verdict.as_dict(),
-    })
+    write_result(
+        args.name or f"rejudge-{Path(args.home).resolve().name}",
+        {
+            "home": str(args.home),
+            "version": wanted,
+            "incumbent": incumbent,
+            "gate": str(gate.relative_to(ROOT)) if gate.is_relative_to(ROOT) else str(gate),
+            "per_document": per_document or None,
+            "rows_capped": capped,
+            "gold_documents": len({"|".join(sorted(r["gold_doc_ids"])) for r in rows if r["kind"] == "answer"}),
+            "rows": len(rows),
+            "contexts_changed": changed,
+            "items_not_found": missing,
+            "counts": after["counts"],
+            "recorded": {k: before["metrics"].get(k) for k in keys},
+            "rejudged": {k: after["metrics"].get(k) for k in keys},
+            "baseline": rank_one_baseline(rows, challenger),
+            "verdict": verdict.as_dict(),
+        },
+    )
 
 
 if __name__ == "__main__":

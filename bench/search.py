@@ -21,8 +21,8 @@ from ragtune.knowledge.documents import load_documents
 from ragtune.knowledge.embedder import embedder_for
 from ragtune.knowledge.indexing import refresh_index
 from ragtune.knowledge.retriever import MODES, Retriever
-from ragtune.settings import load_settings
 from ragtune.knowledge.store import ChunkStore
+from ragtune.settings import load_settings
 
 
 def score(retriever: Retriever, items: list[dict], mode: str, k: int = 5) -> dict:
@@ -40,8 +40,13 @@ def score(retriever: Retriever, items: list[dict], mode: str, k: int = 5) -> dic
         rr += 1 / rank if rank else 0
     n = len(items)
     q = statistics.quantiles(latencies, n=20)
-    return {"recall@1": round(hits1 / n, 4), "recall@5": round(hits5 / n, 4), "mrr": round(rr / n, 4),
-            "p50_ms": round(statistics.median(latencies), 1), "p95_ms": round(q[18], 1)}
+    return {
+        "recall@1": round(hits1 / n, 4),
+        "recall@5": round(hits5 / n, 4),
+        "mrr": round(rr / n, 4),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p95_ms": round(q[18], 1),
+    }
 
 
 def main() -> None:
@@ -51,27 +56,32 @@ def main() -> None:
     settings = load_settings()
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-search-"))
     import_corpus(work / "corpus")
-    items = [json.loads(l) for l in (work / "corpus" / "eval.jsonl").read_text().splitlines()][: args.limit]
+    items = [json.loads(line) for line in (work / "corpus" / "eval.jsonl").read_text().splitlines()][: args.limit]
     embedder = embedder_for(settings)
     store = ChunkStore(work / "lancedb", "chunks", embedder.dim)
     load = load_documents(work / "corpus" / "docs")
-    chunks = [c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)]
+    chunks = [
+        c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)
+    ]
     refresh_index(load, chunks, store, embedder)
     retriever = Retriever(store, embedder, rrf_k=settings.rrf_k)
     retriever.search("warm up", k=5)
     modes = {mode: score(retriever, items, mode) for mode in MODES}
     hybrid = modes["hybrid"]
-    write_result("search", {
-        "questions": len(items),
-        "documents": len(load.documents),
-        "chunks": store.count(),
-        "modes": modes,
-        "targets": {"hybrid_recall@5": ">= vector and >= fts", "hybrid_p50_ms": "<= 50"},
-        "met": {
-            "recall": hybrid["recall@5"] >= max(modes["vector"]["recall@5"], modes["fts"]["recall@5"]),
-            "latency": hybrid["p50_ms"] <= 50,
+    write_result(
+        "search",
+        {
+            "questions": len(items),
+            "documents": len(load.documents),
+            "chunks": store.count(),
+            "modes": modes,
+            "targets": {"hybrid_recall@5": ">= vector and >= fts", "hybrid_p50_ms": "<= 50"},
+            "met": {
+                "recall": hybrid["recall@5"] >= max(modes["vector"]["recall@5"], modes["fts"]["recall@5"]),
+                "latency": hybrid["p50_ms"] <= 50,
+            },
         },
-    })
+    )
 
 
 if __name__ == "__main__":

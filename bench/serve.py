@@ -43,13 +43,14 @@ def free_port() -> int:
 
 def default_shape_adapter(base_model: str, folder: Path) -> Path:
     import yaml
+    from common import ROOT
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from common import ROOT
-
     shape = yaml.safe_load((ROOT / "training" / "configs" / "default.yaml").read_text())
-    config = LoraConfig(r=shape["lora_r"], lora_alpha=shape["lora_alpha"], target_modules=shape["target_modules"], task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=shape["lora_r"], lora_alpha=shape["lora_alpha"], target_modules=shape["target_modules"], task_type="CAUSAL_LM"
+    )
     get_peft_model(AutoModelForCausalLM.from_pretrained(base_model), config).save_pretrained(folder)
     return folder
 
@@ -62,7 +63,9 @@ def promote_adapter(settings, folder: Path) -> str:
     experiment = registry.ensure_experiment(settings.tracking_uri, "bench", settings.artifact_root)
     with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_artifacts(str(folder), "adapter")
-    version = registry.register_adapter(settings.tracking_uri, settings.registered_model, run.info.run_id, "adapter", {"dataset_hash": "bench"})
+    version = registry.register_adapter(
+        settings.tracking_uri, settings.registered_model, run.info.run_id, "adapter", {"dataset_hash": "bench"}
+    )
     registry.promote(settings.tracking_uri, settings.registered_model, version, reason="serving benchmark")
     return version
 
@@ -125,18 +128,24 @@ def main() -> None:
 
     import httpx
 
-    from ragtune.serving.answerer import Answerer
     from ragtune.cli.apibench import import_apibench
     from ragtune.cli.knowledge import refresh
-    from ragtune.settings import load_settings
     from ragtune.llm.base_model import resolve_base_model
+    from ragtune.serving.answerer import Answerer
+    from ragtune.settings import load_settings
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         os.environ["RAGTUNE_HOME"] = str(home)
         data = Path(tmp) / "apibench"
-        import_apibench(APIBENCH / "huggingface_api.jsonl", APIBENCH / "huggingface_eval.json", data, eval_fraction=0.2,
-                        seed=0, max_docs=args.docs)
+        import_apibench(
+            APIBENCH / "huggingface_api.jsonl",
+            APIBENCH / "huggingface_eval.json",
+            data,
+            eval_fraction=0.2,
+            seed=0,
+            max_docs=args.docs,
+        )
         settings = load_settings(serve_max_new_tokens=args.max_new_tokens)
         if not refresh(settings, str(data / "docs"), allow_empty=False, verbose=False).success:
             raise SystemExit("refresh failed")
@@ -154,10 +163,19 @@ def main() -> None:
         del answerer
 
         port = free_port()
-        env = {**os.environ, "RAGTUNE_SERVE_MAX_NEW_TOKENS": str(args.max_new_tokens), "RAGTUNE_SERVE_WORKERS": str(args.workers),
-               "RAGTUNE_SERVE_QUEUE": str(args.clients), "RAGTUNE_BASE_MODEL": base_model}
-        server = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "server.log", "w"))
+        env = {
+            **os.environ,
+            "RAGTUNE_SERVE_MAX_NEW_TOKENS": str(args.max_new_tokens),
+            "RAGTUNE_SERVE_WORKERS": str(args.workers),
+            "RAGTUNE_SERVE_QUEUE": str(args.clients),
+            "RAGTUNE_BASE_MODEL": base_model,
+        }
+        server = subprocess.Popen(
+            [sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(Path(tmp) / "server.log", "w"),
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             with timer() as startup:
@@ -183,16 +201,29 @@ def main() -> None:
     server_ms = [b["latency_ms"] for b in answered]
     throughput, baseline_throughput = len(answered) / wall, len(direct) / baseline.seconds
     result = {
-        "setup": {"documents": args.docs, "clients": args.clients, "requests": len(questions), "workers": args.workers,
-                  "max_new_tokens": args.max_new_tokens, "champion": version, "server_startup_s": round(startup.seconds, 1)},
-        "client_latency_ms": {"p50": percentile([r["client_ms"] for r in rows], 0.5), "p95": percentile([r["client_ms"] for r in rows], 0.95)},
+        "setup": {
+            "documents": args.docs,
+            "clients": args.clients,
+            "requests": len(questions),
+            "workers": args.workers,
+            "max_new_tokens": args.max_new_tokens,
+            "champion": version,
+            "server_startup_s": round(startup.seconds, 1),
+        },
+        "client_latency_ms": {
+            "p50": percentile([r["client_ms"] for r in rows], 0.5),
+            "p95": percentile([r["client_ms"] for r in rows], 0.95),
+        },
         "server_latency_ms": {"p50": percentile(server_ms, 0.5), "p95": percentile(server_ms, 0.95)},
         "retrieval_share": round(sum(b["retrieval_ms"] for b in answered) / max(sum(server_ms), 1e-9), 4),
         "tokens_mean": round(statistics.mean(b["tokens"] for b in answered), 1) if answered else None,
         "throughput_answers_per_s": round(throughput, 4),
         "baseline_in_process_answers_per_s": round(baseline_throughput, 4),
         "throughput_ratio_vs_in_process": round(throughput / baseline_throughput, 3),
-        "baseline_latency_ms": {"p50": percentile([a.latency_ms for a in direct], 0.5), "p95": percentile([a.latency_ms for a in direct], 0.95)},
+        "baseline_latency_ms": {
+            "p50": percentile([a.latency_ms for a in direct], 0.5),
+            "p95": percentile([a.latency_ms for a in direct], 0.95),
+        },
         "requests_lost": lost,
         "statuses": {str(s): sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
         "peak_server_rss_mb": round(memory.peak / 2**20, 1),

@@ -34,14 +34,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import ROOT, machine, write_result
-
 import frontmatter
 import torch
+from common import ROOT, machine, write_result
 
+from ragtune.llm.base_model import resolve_base_model
 from ragtune.llm.prompting import answer_json, render_example
 from ragtune.settings import load_settings
-from ragtune.llm.base_model import resolve_base_model
 from training.config import SftConfig
 
 DEMO = ROOT / "examples" / "apibench"
@@ -51,7 +50,7 @@ TARGET = 0.9
 
 def truncate_words(text: str, words: int) -> str:
     """The first `words` words of `text`, keeping its line breaks and indentation."""
-    match = re.match(r"\s*(?:\S+\s+){0,%d}\S+" % (words - 1), text)
+    match = re.match(rf"\s*(?:\S+\s+){{0,{words - 1}}}\S+", text)
     return match.group(0) if match else text
 
 
@@ -140,15 +139,26 @@ def run_project(config: SftConfig) -> dict:
     return {"summary": summary, "steps": steps, "batches": recorder.batches[: len(steps)]}
 
 
-def run_baseline(base: str, config: SftConfig, batches: list[list[int]], rows: list[tuple[list[int], list[int]]],
-                 pad_id: int, device: torch.device) -> list[tuple[int, int, float]]:
+def run_baseline(
+    base: str,
+    config: SftConfig,
+    batches: list[list[int]],
+    rows: list[tuple[list[int], list[int]]],
+    pad_id: int,
+    device: torch.device,
+) -> list[tuple[int, int, float]]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, lora)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=0.0)
@@ -209,7 +219,9 @@ def main() -> None:
     parser.add_argument("--doc-words", type=int, default=200, help="gold document truncated to this many words")
     parser.add_argument("--warmup", type=int, default=1, help="leading steps left out of the timing in both paths")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each path, alternating (P B, B P, ...), pooled")
-    parser.add_argument("--no-group-by-length", action="store_true", help="project samples at random (the baseline still replays its batches)")
+    parser.add_argument(
+        "--no-group-by-length", action="store_true", help="project samples at random (the baseline still replays its batches)"
+    )
     args = parser.parse_args()
     if args.steps <= args.warmup:
         raise SystemExit("--steps must exceed --warmup")
@@ -227,11 +239,22 @@ def main() -> None:
     train_file.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
 
     config = SftConfig.from_yaml(
-        DEFAULT_YAML, train_file=str(train_file), validation_file="", base_model="",
-        models_dir=str(settings.models_dir), max_steps=args.steps, per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=1, max_length=args.max_length, group_by_length=not args.no_group_by_length,
-        eval_at_end=False, tracking_uri=f"sqlite:///{work / 'mlflow.db'}", artifact_location=str(work / "mlartifacts"),
-        experiment="bench-train", run_name="bench-train", registered_model="",
+        DEFAULT_YAML,
+        train_file=str(train_file),
+        validation_file="",
+        base_model="",
+        models_dir=str(settings.models_dir),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch,
+        gradient_accumulation_steps=1,
+        max_length=args.max_length,
+        group_by_length=not args.no_group_by_length,
+        eval_at_end=False,
+        tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+        artifact_location=str(work / "mlartifacts"),
+        experiment="bench-train",
+        run_name="bench-train",
+        registered_model="",
     )
 
     rows = [tokenize(tokenizer, e, args.max_length) for e in examples]  # the baseline's own tokenization
@@ -257,46 +280,62 @@ def main() -> None:
     tokens_of = lambda steps: [t for _, t, _ in steps]  # noqa: E731
     same_batches = same_batches and all(tokens_of(p["steps"]) == tokens_of(b) for p, b in zip(projects, baselines))
 
-    project_steps = [s for p in projects for s in p["steps"][args.warmup:]]
-    baseline_steps = [s for b in baselines for s in b[args.warmup:]]
+    project_steps = [s for p in projects for s in p["steps"][args.warmup :]]
+    baseline_steps = [s for b in baselines for s in b[args.warmup :]]
     project_tps, project_tokens, project_s = throughput(project_steps)
     baseline_tps, baseline_tokens, baseline_s = throughput(baseline_steps)
     ratio = project_tps / baseline_tps
     median_ratio = median_rate(project_steps) / median_rate(baseline_steps)
     cuda_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     rounded = lambda steps: [{"step": s, "tokens": t, "seconds": round(sec, 3)} for s, t, sec in steps]  # noqa: E731
-    write_result("train", {
-        "machine": {"description": machine(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "cuda_device": cuda_name},
-        "config": {
-            "base_model": "bundled SmolLM2-135M-Instruct (float32)", "device": device.type,
-            "mixed_precision": "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none",
-            "examples": len(examples), "max_length": args.max_length, "doc_words": args.doc_words,
-            "lora_r": config.lora_r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
-            "target_modules": list(config.target_modules), "learning_rate": config.learning_rate,
-            "gradient_accumulation_steps": 1, "group_by_length": config.group_by_length,
-            "warmup_steps_excluded": args.warmup, "rounds": args.rounds,
-            "baseline_optimizer": "torch.optim.AdamW (foreach), weight_decay 0; project: Trainer default (adamw_torch_fused, grad clipping 1.0)",
+    write_result(
+        "train",
+        {
+            "machine": {
+                "description": machine(),
+                "cpu_count": os.cpu_count(),
+                "torch": torch.__version__,
+                "torch_threads": torch.get_num_threads(),
+                "cuda_device": cuda_name,
+            },
+            "config": {
+                "base_model": "bundled SmolLM2-135M-Instruct (float32)",
+                "device": device.type,
+                "mixed_precision": "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none",
+                "examples": len(examples),
+                "max_length": args.max_length,
+                "doc_words": args.doc_words,
+                "lora_r": config.lora_r,
+                "lora_alpha": config.lora_alpha,
+                "lora_dropout": config.lora_dropout,
+                "target_modules": list(config.target_modules),
+                "learning_rate": config.learning_rate,
+                "gradient_accumulation_steps": 1,
+                "group_by_length": config.group_by_length,
+                "warmup_steps_excluded": args.warmup,
+                "rounds": args.rounds,
+                "baseline_optimizer": "torch.optim.AdamW (foreach), weight_decay 0; project: Trainer default (adamw_torch_fused, grad clipping 1.0)",
+            },
+            "steps": args.steps,
+            "batch": args.batch,
+            "same_batches": same_batches,
+            "project_tokens_per_s": round(project_tps, 1),
+            "baseline_tokens_per_s": round(baseline_tps, 1),
+            "ratio": round(ratio, 3),
+            "target": TARGET,
+            "meets_target": ratio >= TARGET,
+            "ratio_of_median_step_rates": round(median_ratio, 3),
+            "tokens_counted": {"project": project_tokens, "baseline": baseline_tokens},
+            "timed_seconds": {"project": round(project_s, 2), "baseline": round(baseline_s, 2)},
+            "per_round_tokens_per_s": {
+                "project": [round(throughput(p["steps"][args.warmup :])[0], 1) for p in projects],
+                "baseline": [round(throughput(b[args.warmup :])[0], 1) for b in baselines],
+            },
+            "per_step": {"project": [rounded(p["steps"]) for p in projects], "baseline": [rounded(b) for b in baselines]},
+            "project_end_to_end_tokens_per_s": [round(p["summary"]["metrics"]["tokens_per_second"], 1) for p in projects],
+            "project_train_seconds": [round(p["summary"]["metrics"]["train_seconds"], 2) for p in projects],
         },
-        "steps": args.steps,
-        "batch": args.batch,
-        "same_batches": same_batches,
-        "project_tokens_per_s": round(project_tps, 1),
-        "baseline_tokens_per_s": round(baseline_tps, 1),
-        "ratio": round(ratio, 3),
-        "target": TARGET,
-        "meets_target": ratio >= TARGET,
-        "ratio_of_median_step_rates": round(median_ratio, 3),
-        "tokens_counted": {"project": project_tokens, "baseline": baseline_tokens},
-        "timed_seconds": {"project": round(project_s, 2), "baseline": round(baseline_s, 2)},
-        "per_round_tokens_per_s": {
-            "project": [round(throughput(p["steps"][args.warmup:])[0], 1) for p in projects],
-            "baseline": [round(throughput(b[args.warmup:])[0], 1) for b in baselines],
-        },
-        "per_step": {"project": [rounded(p["steps"]) for p in projects], "baseline": [rounded(b) for b in baselines]},
-        "project_end_to_end_tokens_per_s": [round(p["summary"]["metrics"]["tokens_per_second"], 1) for p in projects],
-        "project_train_seconds": [round(p["summary"]["metrics"]["train_seconds"], 2) for p in projects],
-    })
+    )
     shutil.rmtree(work, ignore_errors=True)  # the runs' adapters and MLflow store
 
 

@@ -54,9 +54,16 @@ def split_holdout(records: list[dict], fraction: float, seed: int = 0) -> tuple[
 
 def eval_items_from_curated(records: list[dict]) -> list[dict]:
     """Curated records as evaluation items (DESIGN.md format: id, question, reference_answer, gold_doc_ids, answerable)."""
-    return [{"id": r["id"], "question": r["question"], "reference_answer": r["answer"],
-             "gold_doc_ids": list(r.get("gold_doc_ids") or []), "answerable": not abstained(r["answer"])}
-            for r in records]
+    return [
+        {
+            "id": r["id"],
+            "question": r["question"],
+            "reference_answer": r["answer"],
+            "gold_doc_ids": list(r.get("gold_doc_ids") or []),
+            "answerable": not abstained(r["answer"]),
+        }
+        for r in records
+    ]
 
 
 def spread_over_documents(items: list[dict], per_document: int | None) -> tuple[list[dict], int]:
@@ -99,8 +106,14 @@ def same_questions(records: list[dict], items: list[dict]) -> list[str]:
     return [r["id"] for r in records if normalise(r["question"]) in asked]
 
 
-def build_evaluation_set(curated: list[dict], eval_set: str | Path | None, indexed: set[str], holdout: float,
-                         seed: int = 0, per_document: int | None = None) -> dict:
+def build_evaluation_set(
+    curated: list[dict],
+    eval_set: str | Path | None,
+    indexed: set[str],
+    holdout: float,
+    seed: int = 0,
+    per_document: int | None = None,
+) -> dict:
     """The items a challenger is judged on: an explicit set, or the held-out share of `curated`; only items the
     live index can answer (`indexed`: its doc ids), the rest listed in `skipped` with why; at most `per_document`
     items per gold-document group (the rest counted in `capped`). `held_out_ids` are the curated records training
@@ -114,17 +127,27 @@ def build_evaluation_set(curated: list[dict], eval_set: str | Path | None, index
     usable, left_out = usable_items(items, indexed)
     usable, capped = spread_over_documents(usable, per_document)
     documents = {"|".join(sorted(i["gold_doc_ids"])) for i in usable if i["answerable"]}
-    return {"items": usable, "skipped": skipped + left_out, "source": source, "held_out_ids": held_out_ids,
-            "capped": capped, "per_document": per_document or None, "documents": len(documents),
-            "digest": eval_set_digest(usable) if usable else ""}
+    return {
+        "items": usable,
+        "skipped": skipped + left_out,
+        "source": source,
+        "held_out_ids": held_out_ids,
+        "capped": capped,
+        "per_document": per_document or None,
+        "documents": len(documents),
+        "digest": eval_set_digest(usable) if usable else "",
+    }
 
 
 def too_few_message(usable: int, needed: int, held_out_count: int, skipped: int, explicit: bool) -> str:
     """What to tell a user whose evaluation set cannot support a decision."""
-    source = ("the evaluation set given" if explicit else
-              f"the held-out share of the curated interactions ({held_out_count} held out)")
-    return (f"only {usable} usable answerable evaluation items in {source}, {skipped} skipped; the release gate needs "
-            f"at least {needed} to decide, so training now would be wasted. Provide more approved interactions that "
-            "cite the documents that answer them (`ragtune logs import`, or feedback with corrections), or an "
-            "evaluation set of your corpus's questions (--eval-set FILE, RAGTUNE_EVAL_SET); a gate policy with a "
-            "lower min_items (--gate FILE) decides on less evidence.")
+    source = (
+        "the evaluation set given" if explicit else f"the held-out share of the curated interactions ({held_out_count} held out)"
+    )
+    return (
+        f"only {usable} usable answerable evaluation items in {source}, {skipped} skipped; the release gate needs "
+        f"at least {needed} to decide, so training now would be wasted. Provide more approved interactions that "
+        "cite the documents that answer them (`ragtune logs import`, or feedback with corrections), or an "
+        "evaluation set of your corpus's questions (--eval-set FILE, RAGTUNE_EVAL_SET); a gate policy with a "
+        "lower min_items (--gate FILE) decides on less evidence."
+    )

@@ -42,12 +42,25 @@ from evaluation.harness import CONDITIONAL, item_metrics
 from evaluation.intervals import METHOD, paired_difference
 
 DEFAULT_GATE = Path(__file__).with_name("gate.yaml")
-COMPARED = ("identifier_match", "exact_match", "token_f1", "format_validity", "format_validity_unconstrained",
-            "citation_accuracy", "abstention", "abstain_decision", "adherence", "false_abstention",
-            *(f"{key}_gold_in_context" for key in CONDITIONAL))
+COMPARED = (
+    "identifier_match",
+    "exact_match",
+    "token_f1",
+    "format_validity",
+    "format_validity_unconstrained",
+    "citation_accuracy",
+    "abstention",
+    "abstain_decision",
+    "adherence",
+    "false_abstention",
+    *(f"{key}_gold_in_context" for key in CONDITIONAL),
+)
 LOWER_IS_BETTER = {"false_abstention", "false_abstention_gold_in_context"}
-PROBE_KIND = {"abstention": "unanswerable", "abstain_decision": "unanswerable",  # other metrics: answer probes
-              "adherence": "counterfactual"}
+PROBE_KIND = {
+    "abstention": "unanswerable",
+    "abstain_decision": "unanswerable",  # other metrics: answer probes
+    "adherence": "counterfactual",
+}
 OUTCOMES = ("passed", "worse", "not_enough_evidence")
 
 
@@ -56,8 +69,15 @@ class GatePolicy:
     primary_metric: str = "identifier_match_gold_in_context"
     min_improvement: float = 0.02  # the gain's 95% lower bound must exceed this (>= 0: a release must not be allowed a loss)
     tolerance: float = 0.05  # a guard fails when its whole interval is a loss larger than this (>= 0)
-    guards: list[str] = field(default_factory=lambda: ["format_validity", "citation_accuracy_gold_in_context",
-                                                       "abstain_decision", "adherence", "false_abstention_gold_in_context"])
+    guards: list[str] = field(
+        default_factory=lambda: [
+            "format_validity",
+            "citation_accuracy_gold_in_context",
+            "abstain_decision",
+            "adherence",
+            "false_abstention_gold_in_context",
+        ]
+    )
     floors: dict[str, float] = field(default_factory=lambda: {"format_validity": 0.9})
     min_items: int = 100  # answer items compared before the gate decides
     min_probed: int = 50  # unanswerable probes compared, for the guards that read them
@@ -78,10 +98,17 @@ class GatePolicy:
         if unknown:
             raise ValueError(f"unknown metrics {', '.join(unknown)} (known: {', '.join(COMPARED)})")
         if set(self.floors) & LOWER_IS_BETTER:
-            raise ValueError(f"a floor is a minimum: none on lower-is-better {', '.join(sorted(set(self.floors) & LOWER_IS_BETTER))}")
-        numbers = {"min_improvement": self.min_improvement, "tolerance": self.tolerance, "min_items": self.min_items,
-                   "min_probed": self.min_probed, "min_primary_items": self.min_primary_items,
-                   "min_counterfactual": self.min_counterfactual}
+            raise ValueError(
+                f"a floor is a minimum: none on lower-is-better {', '.join(sorted(set(self.floors) & LOWER_IS_BETTER))}"
+            )
+        numbers = {
+            "min_improvement": self.min_improvement,
+            "tolerance": self.tolerance,
+            "min_items": self.min_items,
+            "min_probed": self.min_probed,
+            "min_primary_items": self.min_primary_items,
+            "min_counterfactual": self.min_counterfactual,
+        }
         wrong = [key for key, value in numbers.items() if isinstance(value, bool) or not isinstance(value, (int, float))]
         if wrong:
             raise ValueError(f"{', '.join(wrong)} must be numbers")
@@ -92,7 +119,7 @@ class GatePolicy:
             raise ValueError(f"{', '.join(negative)}: cannot be negative")
 
     @classmethod
-    def from_yaml(cls, path: str | Path = DEFAULT_GATE) -> "GatePolicy":
+    def from_yaml(cls, path: str | Path = DEFAULT_GATE) -> GatePolicy:
         data = yaml.safe_load(Path(path).read_text()) or {}
         unknown = set(data) - set(asdict(cls()))
         if unknown:
@@ -130,18 +157,31 @@ def compare(rows: list[dict], challenger: str, incumbent: str, metrics=COMPARED)
             if occurrence:
                 repeated.setdefault(row["kind"], set()).add(row["item_id"])
             values.setdefault((row["candidate"], row["kind"]), {})[(row["item_id"], occurrence)] = item_metrics(row)
-    counts = {kind: len(set(values.get((challenger, kind), {})) & set(values.get((incumbent, kind), {})))
-              for kind in sorted({kind for _, kind in values})}
+    counts = {
+        kind: len(set(values.get((challenger, kind), {})) & set(values.get((incumbent, kind), {})))
+        for kind in sorted({kind for _, kind in values})
+    }
 
     def per_item(candidate: str, metric: str) -> dict:
-        return {(item, occurrence, kind): m[metric] for (name, kind), items in values.items() if name == candidate
-                for (item, occurrence), m in items.items() if metric in m}
+        return {
+            (item, occurrence, kind): m[metric]
+            for (name, kind), items in values.items()
+            if name == candidate
+            for (item, occurrence), m in items.items()
+            if metric in m
+        }
 
     compared = {metric: paired_difference(per_item(challenger, metric), per_item(incumbent, metric)) for metric in metrics}
     documents = {tuple(sorted(r["gold_doc_ids"])) for r in rows if r["candidate"] == challenger and r["kind"] == "answer"}
-    return {"challenger": challenger, "incumbent": incumbent, "method": METHOD, "counts": counts, "documents": len(documents),
-            "metrics": {metric: d.as_dict() for metric, d in compared.items() if d is not None},
-            **({"duplicates": {kind: sorted(ids) for kind, ids in sorted(repeated.items())}} if repeated else {})}
+    return {
+        "challenger": challenger,
+        "incumbent": incumbent,
+        "method": METHOD,
+        "counts": counts,
+        "documents": len(documents),
+        "metrics": {metric: d.as_dict() for metric, d in compared.items() if d is not None},
+        **({"duplicates": {kind: sorted(ids) for kind, ids in sorted(repeated.items())}} if repeated else {}),
+    }
 
 
 def gain(metric: str, m: dict) -> tuple[float, float]:
@@ -156,8 +196,10 @@ def unmeasured(metric: str) -> str:
 
 def describe(metric: str, m: dict) -> str:
     lower = " (lower is better)" if metric in LOWER_IS_BETTER else ""
-    return (f"{metric}{lower}: {m['challenger']:.3f} vs {m['incumbent']:.3f} (n={m['n']}), "
-            f"difference {m['diff']:+.3f} [95% {m['low']:+.3f}, {m['high']:+.3f}]")
+    return (
+        f"{metric}{lower}: {m['challenger']:.3f} vs {m['incumbent']:.3f} (n={m['n']}), "
+        f"difference {m['diff']:+.3f} [95% {m['low']:+.3f}, {m['high']:+.3f}]"
+    )
 
 
 def primary_rule(metric: str, m: dict | None, policy: GatePolicy) -> tuple[str, str]:
@@ -197,12 +239,15 @@ def evidence_rule(comparison: dict, policy: GatePolicy) -> tuple[str, str]:
             needed[PROBE_KIND[metric]] = policy.min_probes[PROBE_KIND[metric]]
     primary_n = ((comparison.get("metrics") or {}).get(policy.primary_metric) or {}).get("n", 0)
     spread = {"answer": f" on {comparison['documents']} gold documents"} if comparison.get("documents") else {}
-    have = (", ".join(f"{counts.get(kind, 0)} {kind} (needs {n}){spread.get(kind, '')}" for kind, n in needed.items())
-            + f"; {policy.primary_metric} paired on {primary_n} items (needs {policy.min_primary_items})")
+    have = (
+        ", ".join(f"{counts.get(kind, 0)} {kind} (needs {n}){spread.get(kind, '')}" for kind, n in needed.items())
+        + f"; {policy.primary_metric} paired on {primary_n} items (needs {policy.min_primary_items})"
+    )
     duplicates = comparison.get("duplicates") or {}
     if duplicates:
         have += "; repeated item ids paired in order of occurrence: " + ", ".join(
-            f"{len(ids)} {kind} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})" for kind, ids in duplicates.items())
+            f"{len(ids)} {kind} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})" for kind, ids in duplicates.items()
+        )
     if all(counts.get(kind, 0) >= n for kind, n in needed.items()) and primary_n >= policy.min_primary_items:
         return "passed", f"evidence: compared {have}"
     return "not_enough_evidence", f"evidence: too few items compared to decide: {have}"
@@ -227,6 +272,12 @@ def decide(comparison: dict, policy: GatePolicy) -> Verdict:
     label = {"passed": "ok", "uncertain": "uncertain"}
     order = {"uncertain": 1, "passed": 2}
     reasons = [f"{label.get(status, 'FAIL')} {text}" for status, text in sorted(rules, key=lambda r: order.get(r[0], 0))]
-    return Verdict(passed=outcome == "passed", reasons=reasons, primary_metric=policy.primary_metric,
-                   challenger=primary["challenger"] if primary else 0.0, incumbent=primary["incumbent"] if primary else 0.0,
-                   outcome=outcome, interval=[primary["low"], primary["high"]] if primary else None)
+    return Verdict(
+        passed=outcome == "passed",
+        reasons=reasons,
+        primary_metric=policy.primary_metric,
+        challenger=primary["challenger"] if primary else 0.0,
+        incumbent=primary["incumbent"] if primary else 0.0,
+        outcome=outcome,
+        interval=[primary["low"], primary["high"]] if primary else None,
+    )

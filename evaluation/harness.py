@@ -24,14 +24,25 @@ import json
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from evaluation.metrics import (abstained, adheres, citation_accuracy, distinctive_identifier, exact_match,
-                                identifier_match, identifier_shown, percentile, reciprocal_rank, recall_at_k, token_f1)
-from ragtune.precision import resolve_dtype
+from evaluation.metrics import (
+    abstained,
+    adheres,
+    citation_accuracy,
+    distinctive_identifier,
+    exact_match,
+    identifier_match,
+    identifier_shown,
+    percentile,
+    recall_at_k,
+    reciprocal_rank,
+    token_f1,
+)
 from ragtune.llm.prompting import SYSTEM_PROMPT
+from ragtune.precision import resolve_dtype
 
 # (question, n) -> ranked chunks [{doc_id, chunk_id, title, text}], best first
 Search = Callable[[str, int], list[dict]]
@@ -101,8 +112,11 @@ def load_eval_set(path: Path) -> tuple[list[dict], list[str]]:
         except json.JSONDecodeError as e:
             skipped.append(f"line {number}: not JSON ({e.msg})")
             continue
-        problems = [f"{key} missing or not {kind.__name__}" for key, kind in REQUIRED.items()
-                    if not isinstance(item, dict) or not isinstance(item.get(key), kind)]
+        problems = [
+            f"{key} missing or not {kind.__name__}"
+            for key, kind in REQUIRED.items()
+            if not isinstance(item, dict) or not isinstance(item.get(key), kind)
+        ]
         if problems:
             skipped.append(f"line {number}: {', '.join(problems)}")
             continue
@@ -160,8 +174,15 @@ def build_probes(items: list[dict], search: Search, config: HarnessConfig) -> tu
         recall += recall_at_k(unique_doc_ids(ranked), gold, config.k)
         rr += reciprocal_rank(unique_doc_ids(ranked), gold)
         identifier = item.get("identifier") or item["reference_answer"]
-        probes.append(Probe(kind="answer", documents=documents_of(ranked[: config.k]), reference=item["reference_answer"],
-                            identifier=identifier, **common))
+        probes.append(
+            Probe(
+                kind="answer",
+                documents=documents_of(ranked[: config.k]),
+                reference=item["reference_answer"],
+                identifier=identifier,
+                **common,
+            )
+        )
         if config.probe_limit is not None and probed >= config.probe_limit:
             continue
         probed += 1
@@ -181,8 +202,11 @@ def counterfactual_context(item: dict, ranked: list[dict], others: list[dict], i
     gold_chunk = next((c for c in ranked if c["doc_id"] in item["gold_doc_ids"] and original in c["text"]), None)
     if edited is None or gold_chunk is None:
         return None
-    changed = {**gold_chunk, "text": gold_chunk["text"].replace(original, edited),
-               "title": (gold_chunk.get("title") or "").replace(original, edited)}
+    changed = {
+        **gold_chunk,
+        "text": gold_chunk["text"].replace(original, edited),
+        "title": (gold_chunk.get("title") or "").replace(original, edited),
+    }
     documents = documents_of([changed] + others[: k - 1])
     random.Random(item["id"]).shuffle(documents)  # the edited chunk is not always first
     return {"documents": documents, "expected": edited, "original": original}
@@ -192,11 +216,23 @@ def score(probe: Probe, generation, candidate: Candidate) -> dict:
     """One row of per-item results: what was asked, what came back, and the metrics that apply to this probe."""
     retrieved = unique_doc_ids(probe.documents)
     row = {
-        "candidate": candidate.name, "version": candidate.version, "item_id": probe.item_id, "kind": probe.kind,
-        "question": probe.question, "retrieved": retrieved, "gold_doc_ids": probe.gold_doc_ids,
-        "answer": generation.answer, "citations": generation.citations, "raw": generation.raw,
-        "format_validity": float(generation.valid), "tokens": generation.tokens,
-        **({} if generation.unforced is None else {"format_validity_unconstrained": float(generation.unforced and generation.valid)}),
+        "candidate": candidate.name,
+        "version": candidate.version,
+        "item_id": probe.item_id,
+        "kind": probe.kind,
+        "question": probe.question,
+        "retrieved": retrieved,
+        "gold_doc_ids": probe.gold_doc_ids,
+        "answer": generation.answer,
+        "citations": generation.citations,
+        "raw": generation.raw,
+        "format_validity": float(generation.valid),
+        "tokens": generation.tokens,
+        **(
+            {}
+            if generation.unforced is None
+            else {"format_validity_unconstrained": float(generation.unforced and generation.valid)}
+        ),
         "latency_ms": (probe.retrieval_ms if candidate.retrieval else 0.0) + generation.seconds * 1000,
     }
     if probe.kind == "answer":
@@ -215,10 +251,12 @@ def answer_metrics(row: dict, retrieval: bool) -> dict:
     """An answer probe's metrics from its row alone (reply, reference, identifier, citations, served ids), so
     recorded rows can be scored again when a definition changes (bench/rejudge.py)."""
     others = [d for d in row["retrieved"] if d not in row["gold_doc_ids"]]
-    metrics = dict(exact_match=exact_match(row["answer"], row["reference"]),
-                   token_f1=token_f1(row["answer"], row["reference"]),
-                   identifier_match=identifier_match(row["answer"], row["identifier"], others),
-                   abstained=float(abstained(row["answer"])))
+    metrics = dict(
+        exact_match=exact_match(row["answer"], row["reference"]),
+        token_f1=token_f1(row["answer"], row["reference"]),
+        identifier_match=identifier_match(row["answer"], row["identifier"], others),
+        abstained=float(abstained(row["answer"])),
+    )
     if retrieval:
         metrics["citation_accuracy"] = citation_accuracy(row["citations"], row["retrieved"], row["gold_doc_ids"])
     return metrics
@@ -268,14 +306,30 @@ def item_metrics(row: dict) -> dict:
 def summarise(rows: list[dict]) -> dict[str, float]:
     """Averages of one candidate's rows; a metric with no probe of its kind is left out."""
     scored = [item_metrics(r) for r in rows]
-    metrics = {key: mean(scored, key) for key in ("exact_match", "token_f1", "identifier_match", "citation_accuracy",
-                                                   "abstention", "adherence", "format_validity",
-                                                   "format_validity_unconstrained", "false_abstention", "gold_in_context",
-                                                   "abstain_decision",
-                                                   *(f"{key}_gold_in_context" for key in CONDITIONAL))}
+    metrics = {
+        key: mean(scored, key)
+        for key in (
+            "exact_match",
+            "token_f1",
+            "identifier_match",
+            "citation_accuracy",
+            "abstention",
+            "adherence",
+            "format_validity",
+            "format_validity_unconstrained",
+            "false_abstention",
+            "gold_in_context",
+            "abstain_decision",
+            *(f"{key}_gold_in_context" for key in CONDITIONAL),
+        )
+    }
     latencies = [r["latency_ms"] for r in rows]
-    metrics.update(latency_p50_ms=percentile(latencies, 50), latency_p95_ms=percentile(latencies, 95),
-                   tokens_mean=mean(rows, "tokens"), answers=float(len(rows)))
+    metrics.update(
+        latency_p50_ms=percentile(latencies, 50),
+        latency_p95_ms=percentile(latencies, 95),
+        tokens_mean=mean(rows, "tokens"),
+        answers=float(len(rows)),
+    )
     return {k: round(v, 4) for k, v in metrics.items() if v is not None}
 
 
@@ -302,18 +356,33 @@ def adapter_digest(adapter_dir: str | None) -> str | None:
 
 def cache_key(candidate: Candidate, probes: list[Probe], base_model: str, config: HarnessConfig) -> str:
     """Same adapter version, same prompts (system prompt included), same decoding -> same scored rows (greedy)."""
-    identity = {"adapter": candidate.version if candidate.adapter_dir else None, "retrieval": candidate.retrieval,
-                "weights": adapter_digest(candidate.adapter_dir),
-                "base_model": base_model, "max_new_tokens": config.max_new_tokens, "dtype": resolve_dtype(config.dtype),
-                "constrained": config.constrained, "batch_size": config.batch_size, "system_prompt": SYSTEM_PROMPT,
-                "version": CACHE_VERSION,
-                "prompts": [(p.kind, p.question, p.documents) for p in probes]}
+    identity = {
+        "adapter": candidate.version if candidate.adapter_dir else None,
+        "retrieval": candidate.retrieval,
+        "weights": adapter_digest(candidate.adapter_dir),
+        "base_model": base_model,
+        "max_new_tokens": config.max_new_tokens,
+        "dtype": resolve_dtype(config.dtype),
+        "constrained": config.constrained,
+        "batch_size": config.batch_size,
+        "system_prompt": SYSTEM_PROMPT,
+        "version": CACHE_VERSION,
+        "prompts": [(p.kind, p.question, p.documents) for p in probes],
+    }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def run_harness(probes: list[Probe], retrieval: dict[str, float], candidates: list[Candidate], generator_for,
-                base_model: str, config: HarnessConfig, cache_dir: Path | None = None, progress=None,
-                skipped: list[str] | None = None) -> EvalReport:
+def run_harness(
+    probes: list[Probe],
+    retrieval: dict[str, float],
+    candidates: list[Candidate],
+    generator_for,
+    base_model: str,
+    config: HarnessConfig,
+    cache_dir: Path | None = None,
+    progress=None,
+    skipped: list[str] | None = None,
+) -> EvalReport:
     """Every candidate answers its probes; `generator_for(candidate)` loads its model (one at a time).
 
     Rows of a registered version (or the base model) are cached under `cache_dir` by a key over the exact
@@ -325,17 +394,18 @@ def run_harness(probes: list[Probe], retrieval: dict[str, float], candidates: li
         cacheable = cache_dir is not None and (candidate.adapter_dir is None or candidate.version is not None)
         cached = Path(cache_dir) / f"{cache_key(candidate, mine, base_model, config)}.jsonl" if cacheable else None
         if cached is not None and cached.is_file():
-            produced = [{**json.loads(line), "candidate": candidate.name, "cached": True}
-                        for line in cached.read_text().splitlines()]
+            produced = [
+                {**json.loads(line), "candidate": candidate.name, "cached": True} for line in cached.read_text().splitlines()
+            ]
         else:
             generator = generator_for(candidate)
             done = 0
 
-            def advance(n: int) -> None:
+            def advance(n: int, name: str = candidate.name, total: int = len(mine)) -> None:
                 nonlocal done
                 done += n
                 if progress is not None:
-                    progress(candidate.name, done, len(mine))
+                    progress(name, done, total)
 
             generations = generator.generate_batch([(p.question, p.documents) for p in mine], progress=advance)
             produced = [score(probe, generation, candidate) for probe, generation in zip(mine, generations)]

@@ -45,16 +45,18 @@ the gate's minimum item counts keep it away from that regime.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Hashable, Iterable
 
 import numpy as np
 
 SEED = 0
 RESAMPLES = 2000
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
-METHOD = ("0/1 metrics: Newcombe's hybrid score interval for paired proportions (1998, method 10); "
-          f"graded metrics: paired percentile bootstrap over items, {RESAMPLES} resamples, seed {SEED}")
+METHOD = (
+    "0/1 metrics: Newcombe's hybrid score interval for paired proportions (1998, method 10); "
+    f"graded metrics: paired percentile bootstrap over items, {RESAMPLES} resamples, seed {SEED}"
+)
 
 
 @dataclass(frozen=True)
@@ -132,13 +134,20 @@ def paired_difference(challenger: dict[Hashable, float], incumbent: dict[Hashabl
     else:
         low, high = bootstrap_mean(new - old)
         method = "bootstrap"
-    return PairedDifference(challenger=float(new.mean()), incumbent=float(old.mean()), diff=float((new - old).mean()),
-                            low=low, high=high, n=len(keys), method=method)
+    return PairedDifference(
+        challenger=float(new.mean()),
+        incumbent=float(old.mean()),
+        diff=float((new - old).mean()),
+        low=low,
+        high=high,
+        n=len(keys),
+        method=method,
+    )
 
 
 def wilson(successes: int, n: int) -> tuple[float, float]:
     """Wilson score 95% interval of a proportion: sound near 0 and 1 and on few items, unlike mean ± 1.96 se."""
-    p, z2 = successes / n, Z95 ** 2
+    p, z2 = successes / n, Z95**2
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return max(0.0, centre - half), min(1.0, centre + half)

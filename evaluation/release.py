@@ -15,13 +15,19 @@ import time
 from pathlib import Path
 
 from evaluation.gate import GatePolicy, Verdict
-from ragtune import registry
 from evaluation.runner import Evaluation, verdict_of
+from ragtune import registry
 
 SUMMARY = "evaluation/summary.json"
 ITEMS = "evaluation/items.jsonl"
-TAGGED = ("identifier_match", "identifier_match_gold_in_context", "format_validity", "citation_accuracy", "abstention",
-          "adherence")
+TAGGED = (
+    "identifier_match",
+    "identifier_match_gold_in_context",
+    "format_validity",
+    "citation_accuracy",
+    "abstention",
+    "adherence",
+)
 
 
 class ReleaseError(RuntimeError):
@@ -36,10 +42,15 @@ def record_evaluation(tracking_uri: str, name: str, run_id: str, evaluation: Eva
     c = registry.client(tracking_uri)
     summary = evaluation.as_dict()
     now = int(time.time() * 1000)
-    metrics = [Metric(f"eval/{candidate}/{metric}", float(value), now, 0)
-               for candidate, values in evaluation.report.metrics.items() for metric, value in values.items()
-               if not math.isnan(value)]
-    metrics += [Metric(f"eval/retrieval/{k.replace('@', '_at_')}", float(v), now, 0) for k, v in evaluation.report.retrieval.items()]
+    metrics = [
+        Metric(f"eval/{candidate}/{metric}", float(value), now, 0)
+        for candidate, values in evaluation.report.metrics.items()
+        for metric, value in values.items()
+        if not math.isnan(value)
+    ]
+    metrics += [
+        Metric(f"eval/retrieval/{k.replace('@', '_at_')}", float(v), now, 0) for k, v in evaluation.report.retrieval.items()
+    ]
     c.log_batch(run_id, metrics=metrics)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "evaluation"
@@ -48,12 +59,19 @@ def record_evaluation(tracking_uri: str, name: str, run_id: str, evaluation: Eva
         (folder / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evaluation.report.rows))
         c.log_artifacts(run_id, str(folder), "evaluation")
     mine = evaluation.report.metrics.get("challenger_rag", {})
-    registry.tag_version(tracking_uri, name, evaluation.challenger, {
-        **{f"eval_{m}": mine[m] for m in TAGGED if m in mine},
-        "evaluated_index_version": evaluation.index_version, "evaluated_against": evaluation.champion or "base",
-        "eval_set_digest": evaluation.eval_digest, "eval_dtype": evaluation.decoding.get("dtype", ""),
-        "eval_constrained": str(evaluation.decoding.get("constrained", "")),
-    })
+    registry.tag_version(
+        tracking_uri,
+        name,
+        evaluation.challenger,
+        {
+            **{f"eval_{m}": mine[m] for m in TAGGED if m in mine},
+            "evaluated_index_version": evaluation.index_version,
+            "evaluated_against": evaluation.champion or "base",
+            "eval_set_digest": evaluation.eval_digest,
+            "eval_dtype": evaluation.decoding.get("dtype", ""),
+            "eval_constrained": str(evaluation.decoding.get("constrained", "")),
+        },
+    )
     return summary
 
 
@@ -95,18 +113,42 @@ def release_challenger(tracking_uri: str, name: str, policy: GatePolicy, run_id:
     summary = load_summary(tracking_uri, name, version)
     if current.get(registry.CHAMPION) == version:  # a crash after the champion moved: finish the move
         registry.client(tracking_uri).delete_registered_model_alias(name, registry.CHALLENGER)
-        return {"released": True, "version": version, "champion": version,
-                "previous_champion": current.get(registry.PREVIOUS_CHAMPION), "resumed": True}
+        return {
+            "released": True,
+            "version": version,
+            "champion": version,
+            "previous_champion": current.get(registry.PREVIOUS_CHAMPION),
+            "resumed": True,
+        }
     if summary["champion"] != current.get(registry.CHAMPION):
-        raise ReleaseError(f"the champion moved since version {version} was evaluated (against "
-                           f"{summary['champion'] or 'the base model'}, champion now {current.get(registry.CHAMPION)}); "
-                           "evaluate it again")
+        raise ReleaseError(
+            f"the champion moved since version {version} was evaluated (against "
+            f"{summary['champion'] or 'the base model'}, champion now {current.get(registry.CHAMPION)}); "
+            "evaluate it again"
+        )
     verdict = judge(tracking_uri, name, summary, policy, run_id)
     if not verdict.passed:
-        return {"released": False, "version": version, "champion": current.get(registry.CHAMPION), "outcome": verdict.outcome,
-                "reasons": verdict.reasons}
+        return {
+            "released": False,
+            "version": version,
+            "champion": current.get(registry.CHAMPION),
+            "outcome": verdict.outcome,
+            "reasons": verdict.reasons,
+        }
     low, high = verdict.interval
-    moved = registry.promote(tracking_uri, name, version, run_id=run_id, reason=f"release gate passed ({verdict.primary_metric} "
-                             f"{verdict.challenger:.3f} vs {verdict.incumbent:.3f}, difference 95% [{low:+.3f}, {high:+.3f}])")
-    return {"released": True, "version": version, "champion": moved["champion"],
-            "previous_champion": moved["previous_champion"], "outcome": verdict.outcome, "reasons": verdict.reasons}
+    moved = registry.promote(
+        tracking_uri,
+        name,
+        version,
+        run_id=run_id,
+        reason=f"release gate passed ({verdict.primary_metric} "
+        f"{verdict.challenger:.3f} vs {verdict.incumbent:.3f}, difference 95% [{low:+.3f}, {high:+.3f}])",
+    )
+    return {
+        "released": True,
+        "version": version,
+        "champion": moved["champion"],
+        "previous_champion": moved["previous_champion"],
+        "outcome": verdict.outcome,
+        "reasons": verdict.reasons,
+    }

@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from evaluation.gate import GatePolicy, Verdict, compare, decide
-from evaluation.harness import (CACHE_VERSION, Candidate, EvalReport, HarnessConfig, build_probes, eval_set_digest,
-                                item_metrics, load_eval_set, run_harness)
+from evaluation.harness import (
+    CACHE_VERSION,
+    Candidate,
+    EvalReport,
+    HarnessConfig,
+    build_probes,
+    eval_set_digest,
+    item_metrics,
+    run_harness,
+)
 from evaluation.intervals import mean_interval
 from ragtune import registry
 from ragtune.precision import resolve_dtype
 from ragtune.settings import Settings
 
-LABELS = {"base_rag": "base + RAG", "champion_rag": "champion + RAG", "challenger_rag": "challenger + RAG",
-          "challenger_no_rag": "challenger, no retrieval"}
+LABELS = {
+    "base_rag": "base + RAG",
+    "champion_rag": "champion + RAG",
+    "challenger_rag": "challenger + RAG",
+    "challenger_no_rag": "challenger, no retrieval",
+}
 
 
 @dataclass
@@ -41,16 +52,33 @@ class Evaluation:
         self.intervals = candidate_intervals(self.report.rows)
 
     def as_dict(self) -> dict:
-        return {**self.report.as_dict(), "challenger": self.challenger, "champion": self.champion,
-                "incumbent": self.incumbent, "index_version": self.index_version, "eval_digest": self.eval_digest,
-                "decoding": self.decoding, "comparison": self.comparison, "intervals": self.intervals,
-                # metric definitions change (issue 13 made citations and the primary stricter): figures recorded
-                # under another scoring version are not comparable with these
-                "scoring_version": CACHE_VERSION}
+        return {
+            **self.report.as_dict(),
+            "challenger": self.challenger,
+            "champion": self.champion,
+            "incumbent": self.incumbent,
+            "index_version": self.index_version,
+            "eval_digest": self.eval_digest,
+            "decoding": self.decoding,
+            "comparison": self.comparison,
+            "intervals": self.intervals,
+            # metric definitions change (issue 13 made citations and the primary stricter): figures recorded
+            # under another scoring version are not comparable with these
+            "scoring_version": CACHE_VERSION,
+        }
 
 
-def candidate_intervals(rows: list[dict], names=("identifier_match", "identifier_match_gold_in_context",
-                        "citation_accuracy_gold_in_context", "format_validity", "abstention", "adherence")) -> dict:
+def candidate_intervals(
+    rows: list[dict],
+    names=(
+        "identifier_match",
+        "identifier_match_gold_in_context",
+        "citation_accuracy_gold_in_context",
+        "format_validity",
+        "abstention",
+        "adherence",
+    ),
+) -> dict:
     """Each candidate's headline metrics on their own, with 95% intervals (Wilson for 0/1 values); for reporting,
     the gate reads the paired comparison."""
     values: dict[str, dict[str, list[float]]] = {}
@@ -78,8 +106,9 @@ def tqdm_progress(total_hint: str = "answers"):
     return update
 
 
-def candidates(settings: Settings, challenger: str | None, champion: str | None, include_base: bool = True,
-               no_retrieval: bool = True) -> list[Candidate]:
+def candidates(
+    settings: Settings, challenger: str | None, champion: str | None, include_base: bool = True, no_retrieval: bool = True
+) -> list[Candidate]:
     def adapter(version: str) -> str:
         return str(registry.download_adapter(settings.tracking_uri, settings.registered_model, version, settings.adapters_dir))
 
@@ -93,14 +122,21 @@ def candidates(settings: Settings, challenger: str | None, champion: str | None,
     return chosen
 
 
-def evaluate(settings: Settings, items: list[dict], config: HarnessConfig, challenger: str | None = None,
-             include_base: bool = True, progress=None, skipped: list[str] | None = None) -> Evaluation:
+def evaluate(
+    settings: Settings,
+    items: list[dict],
+    config: HarnessConfig,
+    challenger: str | None = None,
+    include_base: bool = True,
+    progress=None,
+    skipped: list[str] | None = None,
+) -> Evaluation:
     """Score base, champion and challenger (if any) on the same probes against the live index."""
     from ragtune.knowledge.embedder import embedder_for
-    from ragtune.llm.generator import Generator
     from ragtune.knowledge.retriever import Retriever
     from ragtune.knowledge.store import ChunkStore
     from ragtune.llm.base_model import resolve_base_model
+    from ragtune.llm.generator import Generator
 
     if not items:
         raise ValueError("no evaluation item to score")
@@ -119,16 +155,42 @@ def evaluate(settings: Settings, items: list[dict], config: HarnessConfig, chall
     base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
 
     def generator_for(candidate: Candidate) -> Generator:
-        return Generator(base_model, candidate.adapter_dir, max_new_tokens=config.max_new_tokens, dtype=config.dtype,
-                         batch_size=config.batch_size, constrained=config.constrained)
+        return Generator(
+            base_model,
+            candidate.adapter_dir,
+            max_new_tokens=config.max_new_tokens,
+            dtype=config.dtype,
+            batch_size=config.batch_size,
+            constrained=config.constrained,
+        )
 
-    report = run_harness(probes, retrieval, chosen, generator_for, base_model, config,
-                         cache_dir=settings.evaluations_dir, progress=progress, skipped=skipped)
+    report = run_harness(
+        probes,
+        retrieval,
+        chosen,
+        generator_for,
+        base_model,
+        config,
+        cache_dir=settings.evaluations_dir,
+        progress=progress,
+        skipped=skipped,
+    )
     incumbent = "champion_rag" if "champion_rag" in report.metrics else "base_rag"
-    decoding = {"dtype": resolve_dtype(config.dtype), "constrained": config.constrained, "batch_size": config.batch_size,
-                "max_new_tokens": config.max_new_tokens}
-    return Evaluation(report=report, challenger=challenger, champion=champion, incumbent=incumbent,
-                      index_version=index_version, eval_digest=eval_set_digest(items), decoding=decoding)
+    decoding = {
+        "dtype": resolve_dtype(config.dtype),
+        "constrained": config.constrained,
+        "batch_size": config.batch_size,
+        "max_new_tokens": config.max_new_tokens,
+    }
+    return Evaluation(
+        report=report,
+        challenger=challenger,
+        champion=champion,
+        incumbent=incumbent,
+        index_version=index_version,
+        eval_digest=eval_set_digest(items),
+        decoding=decoding,
+    )
 
 
 def verdict_of(evaluation: dict, policy: GatePolicy) -> Verdict:
@@ -137,9 +199,25 @@ def verdict_of(evaluation: dict, policy: GatePolicy) -> Verdict:
     return decide(evaluation.get("comparison") or {}, policy)
 
 
-def table_rows(metrics: dict[str, dict[str, float]], names=("exact_match", "token_f1", "identifier_match",
-               "identifier_match_gold_in_context", "format_validity", "format_validity_unconstrained", "citation_accuracy",
-               "citation_accuracy_gold_in_context", "abstention", "adherence", "false_abstention_gold_in_context",
-               "gold_in_context", "latency_p50_ms", "latency_p95_ms", "tokens_mean")) -> list[dict]:
+def table_rows(
+    metrics: dict[str, dict[str, float]],
+    names=(
+        "exact_match",
+        "token_f1",
+        "identifier_match",
+        "identifier_match_gold_in_context",
+        "format_validity",
+        "format_validity_unconstrained",
+        "citation_accuracy",
+        "citation_accuracy_gold_in_context",
+        "abstention",
+        "adherence",
+        "false_abstention_gold_in_context",
+        "gold_in_context",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "tokens_mean",
+    ),
+) -> list[dict]:
     """One row per candidate with the metrics every report shows (missing ones as None)."""
     return [{"candidate": LABELS.get(name, name), **{m: values.get(m) for m in names}} for name, values in metrics.items()]

@@ -11,13 +11,18 @@ import dagster as dg
 from assets.behaviour import BEHAVIOUR_ASSETS, BEHAVIOUR_CHECKS
 from assets.interactions import INTERACTION_ASSETS, INTERACTION_CHECKS
 from assets.knowledge import KNOWLEDGE_ASSETS, KNOWLEDGE_CHECKS
-from assets.release import RELEASE_ASSETS, RELEASE_CHECKS
-from pipelines.jobs import (adapter_retrain_job, index_refresh_job, interaction_curation_job, nightly_index_refresh,
-                           quarterly_adapter_retrain)
 from assets.launchers import executor_for, io_manager_for, training_client
+from assets.release import RELEASE_ASSETS, RELEASE_CHECKS
+from assets.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
+from pipelines.jobs import (
+    adapter_retrain_job,
+    index_refresh_job,
+    interaction_curation_job,
+    nightly_index_refresh,
+    quarterly_adapter_retrain,
+)
 from pipelines.rollback import champion_rollback_job
 from pipelines.sensors import curated_volume_sensor, step_outputs_pruner
-from assets.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
 from ragtune.settings import Settings, load_settings
 
 

@@ -82,7 +82,9 @@ def reap_dead_runs(instance, job_name: str) -> list[str]:
     from dagster import DagsterRunStatus, RunsFilter
 
     reaped = []
-    runs = instance.get_runs(filters=RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING]))
+    runs = instance.get_runs(
+        filters=RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])
+    )
     for run in runs:
         pid = int(run.tags.get("ragtune/pid", "0") or 0)
         if pid and pid != os.getpid() and not pid_alive(pid):
@@ -92,8 +94,14 @@ def reap_dead_runs(instance, job_name: str) -> list[str]:
     return reaped
 
 
-def run_job(settings: Settings, job_name: str, run_config: dict | None = None, verbose: bool = False,
-            output_nodes: tuple[str, ...] = (), assets: list[str] | None = None) -> JobOutcome:
+def run_job(
+    settings: Settings,
+    job_name: str,
+    run_config: dict | None = None,
+    verbose: bool = False,
+    output_nodes: tuple[str, ...] = (),
+    assets: list[str] | None = None,
+) -> JobOutcome:
     """Execute a job of the code location in this process, recorded on the persistent instance.
 
     `assets` runs only those assets of the job (for example `release` alone, to finish an interrupted release).
@@ -125,10 +133,14 @@ def run_job(settings: Settings, job_name: str, run_config: dict | None = None, v
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
         metadata[materialization.asset_key.to_user_string()] = {k: v.value for k, v in materialization.metadata.items()}
-    checks = {e.check_name: {"passed": e.passed, "description": e.description, "metadata": {k: v.value for k, v in e.metadata.items()}}
-              for e in result.get_asset_check_evaluations()}
+    checks = {
+        e.check_name: {"passed": e.passed, "description": e.description, "metadata": {k: v.value for k, v in e.metadata.items()}}
+        for e in result.get_asset_check_evaluations()
+    }
     error = None if result.success else failure_message(result, job_name)
-    return JobOutcome(success=result.success, run_id=result.run_id, outputs=outputs, metadata=metadata, checks=checks, error=error)
+    return JobOutcome(
+        success=result.success, run_id=result.run_id, outputs=outputs, metadata=metadata, checks=checks, error=error
+    )
 
 
 def root_cause(info) -> str:

@@ -28,7 +28,9 @@ def curated_volume_sensor(settings: Settings) -> dg.SensorDefinition:
         trigger = check_volume(settings, log.records(), log.forgotten())
         if not trigger.due:
             return dg.SkipReason(trigger.reason())
-        return dg.RunRequest(run_key=trigger.run_key, tags={"ragtune/trigger": "curated_volume", "ragtune/new_interactions": str(trigger.new)})
+        return dg.RunRequest(
+            run_key=trigger.run_key, tags={"ragtune/trigger": "curated_volume", "ragtune/new_interactions": str(trigger.new)}
+        )
 
     return sensor
 
@@ -45,7 +47,6 @@ def step_outputs_pruner(settings: Settings) -> dg.SensorDefinition:
         from pipelines.step_outputs import prune_step_outputs
 
         report = prune_step_outputs(settings.step_outputs_dir, context.instance, settings.keep_step_outputs_days)
-        return dg.SkipReason(f"removed {len(report.removed)} run folders ({report.bytes_freed / 1e6:.1f} MB), "
-                             f"kept {report.kept}")
+        return dg.SkipReason(f"removed {len(report.removed)} run folders ({report.bytes_freed / 1e6:.1f} MB), kept {report.kept}")
 
     return sensor

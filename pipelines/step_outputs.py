@@ -41,9 +41,17 @@ def prune_step_outputs(base: Path, instance, keep_days: float, now: float | None
     report = PruneReport()
     if not base.is_dir():
         return report
-    active = instance.get_runs(filters=RunsFilter(statuses=[
-        DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-        DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]))
+    active = instance.get_runs(
+        filters=RunsFilter(
+            statuses=[
+                DagsterRunStatus.QUEUED,
+                DagsterRunStatus.NOT_STARTED,
+                DagsterRunStatus.STARTING,
+                DagsterRunStatus.STARTED,
+                DagsterRunStatus.CANCELING,
+            ]
+        )
+    )
     needed = set()
     for run in active:  # a re-execution reads steps it skips from any run up its chain of parents
         while run is not None and run.run_id not in needed:

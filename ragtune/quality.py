@@ -120,14 +120,18 @@ def validate_curated_schema(df: pd.DataFrame) -> SuiteResult:
     """The curated records have exactly the expected columns, unique ids, text, and a known source."""
     import great_expectations as gx
 
-    return run_suite("curated_schema", df, [
-        gx.expectations.ExpectTableColumnsToMatchSet(column_set=CURATED_COLUMNS, exact_match=True),
-        gx.expectations.ExpectColumnValuesToBeUnique(column="id"),
-        gx.expectations.ExpectColumnValuesToNotBeNull(column="question"),
-        gx.expectations.ExpectColumnValuesToNotBeNull(column="answer"),
-        gx.expectations.ExpectColumnValueLengthsToBeBetween(column="question", min_value=1),
-        gx.expectations.ExpectColumnValuesToBeInSet(column="source", value_set=["feedback", "correction"]),
-    ])
+    return run_suite(
+        "curated_schema",
+        df,
+        [
+            gx.expectations.ExpectTableColumnsToMatchSet(column_set=CURATED_COLUMNS, exact_match=True),
+            gx.expectations.ExpectColumnValuesToBeUnique(column="id"),
+            gx.expectations.ExpectColumnValuesToNotBeNull(column="question"),
+            gx.expectations.ExpectColumnValuesToNotBeNull(column="answer"),
+            gx.expectations.ExpectColumnValueLengthsToBeBetween(column="question", min_value=1),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="source", value_set=["feedback", "correction"]),
+        ],
+    )
 
 
 def validate_no_pii(df: pd.DataFrame, columns: list[str]) -> SuiteResult:
@@ -138,8 +142,7 @@ def validate_no_pii(df: pd.DataFrame, columns: list[str]) -> SuiteResult:
 
     frame = df[columns].fillna("").astype(str).copy()
     frame["pii_left"] = [sum(len(find_pii(row[c])) for c in columns) for _, row in frame.iterrows()]
-    expectations = [gx.expectations.ExpectColumnValuesToNotMatchRegexList(column=c, regex_list=PII_REGEXES)
-                    for c in columns]
+    expectations = [gx.expectations.ExpectColumnValuesToNotMatchRegexList(column=c, regex_list=PII_REGEXES) for c in columns]
     expectations.append(gx.expectations.ExpectColumnValuesToBeBetween(column="pii_left", min_value=0, max_value=0))
     return run_suite("no_pii_left", frame, expectations)
 
@@ -155,25 +158,32 @@ def raft_frame(rows: list[dict]) -> pd.DataFrame:
     from ragtune.llm.prompting import parse_answer
 
     parsed = [parse_answer(r["target"]) for r in rows]
-    return pd.DataFrame({
-        "id": [r["id"] for r in rows],
-        "question": [r["question"] for r in rows],
-        "answer": [p["answer"] if p else r["target"] for p, r in zip(parsed, rows)],
-        "prompt": [r["prompt"] for r in rows],
-        "completion": [r["completion"] for r in rows],
-        "target_valid": [p is not None for p in parsed],
-        "gold_in_distractors": [bool(set(r["gold_doc_ids"]) & set(r["distractor_doc_ids"])) for r in rows],
-    }, columns=["id", "question", "answer", "prompt", "completion", "target_valid", "gold_in_distractors"])
+    return pd.DataFrame(
+        {
+            "id": [r["id"] for r in rows],
+            "question": [r["question"] for r in rows],
+            "answer": [p["answer"] if p else r["target"] for p, r in zip(parsed, rows)],
+            "prompt": [r["prompt"] for r in rows],
+            "completion": [r["completion"] for r in rows],
+            "target_valid": [p is not None for p in parsed],
+            "gold_in_distractors": [bool(set(r["gold_doc_ids"]) & set(r["distractor_doc_ids"])) for r in rows],
+        },
+        columns=["id", "question", "answer", "prompt", "completion", "target_valid", "gold_in_distractors"],
+    )
 
 
 def validate_raft(df: pd.DataFrame) -> SuiteResult:
     """Examples exist, have a prompt and a completion, targets are valid answer JSON, gold is never a distractor."""
     import great_expectations as gx
 
-    return run_suite("raft_dataset", df, [
-        gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
-        gx.expectations.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1),
-        gx.expectations.ExpectColumnValueLengthsToBeBetween(column="completion", min_value=1),
-        gx.expectations.ExpectColumnValuesToBeInSet(column="target_valid", value_set=[True]),
-        gx.expectations.ExpectColumnValuesToBeInSet(column="gold_in_distractors", value_set=[False]),
-    ])
+    return run_suite(
+        "raft_dataset",
+        df,
+        [
+            gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
+            gx.expectations.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1),
+            gx.expectations.ExpectColumnValueLengthsToBeBetween(column="completion", min_value=1),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="target_valid", value_set=[True]),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="gold_in_distractors", value_set=[False]),
+        ],
+    )

@@ -6,7 +6,7 @@ Versions are never deleted; every move is recorded as tags.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 CHAMPION = "champion"
@@ -32,8 +32,12 @@ def code_version() -> str:
     from ragtune.settings import REPO_ROOT
 
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         from importlib.metadata import version
@@ -92,21 +96,24 @@ def list_versions(tracking_uri: str, name: str) -> list[dict]:
     for alias, version in (model.aliases or {}).items():
         aliases.setdefault(str(version), []).append(alias)
     versions = c.search_model_versions(f"name = '{name}'")
-    rows = [{
-        "version": str(v.version),
-        "run_id": v.run_id,
-        "created": datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds"),
-        "aliases": sorted(aliases.get(str(v.version), [])),
-        "source": v.source,
-        "tags": dict(v.tags or {}),
-    } for v in versions]
+    rows = [
+        {
+            "version": str(v.version),
+            "run_id": v.run_id,
+            "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
+            "aliases": sorted(aliases.get(str(v.version), [])),
+            "source": v.source,
+            "tags": dict(v.tags or {}),
+        }
+        for v in versions
+    ]
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
 
 
 def mark_needs_retrain(tracking_uri: str, name: str, dataset_hashes: set[str], reason: str) -> list[str]:
     """Tag every version trained on one of `dataset_hashes`; returns the versions tagged."""
     c = client(tracking_uri)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     tagged = []
     for row in list_versions(tracking_uri, name):
         if row["tags"].get("dataset_hash") in dataset_hashes:
@@ -131,7 +138,7 @@ def aliases(tracking_uri: str, name: str) -> dict[str, str]:
 
 def record_move(c, name: str, version: str, event: str, reason: str, run_id: str | None) -> None:
     """Tags on the version: when, why and by which run it last took part in a move of this kind."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     c.set_model_version_tag(name, version, f"{event}_at", now)
     c.set_model_version_tag(name, version, f"{event}_reason", reason)
     if run_id:
@@ -164,8 +171,9 @@ def promote(tracking_uri: str, name: str, version: str, reason: str, run_id: str
     return {"champion": str(version), "previous_champion": old, "reason": reason}
 
 
-def rollback(tracking_uri: str, name: str, reason: str, to: str | None = None, force: bool = False,
-             run_id: str | None = None) -> dict:
+def rollback(
+    tracking_uri: str, name: str, reason: str, to: str | None = None, force: bool = False, run_id: str | None = None
+) -> dict:
     """champion goes back to previous_champion (or `to`); the version rolled back from is tagged and not kept as a fallback."""
     c = client(tracking_uri)
     current = aliases(tracking_uri, name)

@@ -43,21 +43,38 @@ class Settings(BaseSettings):
     registered_model: str = Field("ragtune-adapter", description="Registered model that holds every adapter version.")
     base_model: str = Field("", description="Hugging Face id or local path; empty = bundled SmolLM2-135M-Instruct.")
     eval_set: str = Field(
-        "", description="Evaluation set (.jsonl) the release gate scores challengers on; empty = a held-out share of "
+        "",
+        description="Evaluation set (.jsonl) the release gate scores challengers on; empty = a held-out share of "
         "the curated interactions (never trained on), which is what a user's own loop should be judged on.",
     )
-    eval_holdout: float = Field(0.2, gt=0, lt=1, description="Share of curated interactions held out for evaluation "
-                                "(stable by id hash: an interaction stays on its side as data grows).")
-    eval_per_document: int = Field(3, ge=0, description="Most evaluation items kept per gold document (questions about "
-                                   "one document are not independent evidence); 0 = no cap.")
+    eval_holdout: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of curated interactions held out for evaluation "
+        "(stable by id hash: an interaction stays on its side as data grows).",
+    )
+    eval_per_document: int = Field(
+        3,
+        ge=0,
+        description="Most evaluation items kept per gold document (questions about "
+        "one document are not independent evidence); 0 = no cap.",
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Precision of generation, embedding and training: auto = bfloat16 where the CPU or GPU "
-        "computes it natively (AMX, AVX512-BF16, a bf16 GPU), else float32.")
+        "auto",
+        description="Precision of generation, embedding and training: auto = bfloat16 where the CPU or GPU "
+        "computes it natively (AMX, AVX512-BF16, a bf16 GPU), else float32.",
+    )
     generate_batch_size: int = Field(8, ge=1, description="Prompts generated together in evaluation (left-padded batches).")
-    constrained_decoding: bool = Field(True, description="Decode answers under the answer JSON schema, citing only the "
-                                       "documents in the prompt (serving and evaluation).")
+    constrained_decoding: bool = Field(
+        True,
+        description="Decode answers under the answer JSON schema, citing only the "
+        "documents in the prompt (serving and evaluation).",
+    )
     retrain_min_interactions: int = Field(
-        200, ge=1, description="curated_volume_sensor: new accepted interactions since the last trained version that trigger a retrain."
+        200,
+        ge=1,
+        description="curated_volume_sensor: new accepted interactions since the last trained version that trigger a retrain.",
     )
     # serving (`ragtune ask`, `ragtune serve`)
     serve_k: int = Field(3, ge=1, description="Chunks retrieved into each answer's context.")
@@ -68,19 +85,32 @@ class Settings(BaseSettings):
     serve_max_body_bytes: int = Field(16384, ge=256, description="Largest request body accepted.")
     serve_reload_seconds: float = Field(5.0, gt=0, description="How often the server checks whether the champion alias moved.")
     # scale-out switches (deploy/README.md); the defaults run everything on this machine
-    index_uri: str = Field("", description="LanceDB location: empty = the data home; s3://, gs:// or az:// for object storage "
-                           "(credentials and endpoint from the cloud's usual variables: AWS_*, GOOGLE_*, AZURE_*).")
+    index_uri: str = Field(
+        "",
+        description="LanceDB location: empty = the data home; s3://, gs:// or az:// for object storage "
+        "(credentials and endpoint from the cloud's usual variables: AWS_*, GOOGLE_*, AZURE_*).",
+    )
     executor: Literal["in_process", "multiprocess", "k8s"] = Field(
-        "in_process", description="How a launched run executes its steps: in one process (default), "
-        "each step in its own process, or each step as a Kubernetes job.")
+        "in_process",
+        description="How a launched run executes its steps: in one process (default), "
+        "each step in its own process, or each step as a Kubernetes job.",
+    )
     training_launcher: Literal["subprocess", "k8s"] = Field(
-        "subprocess", description="Where lora_adapter trains through Dagster Pipes: a local subprocess, or a Kubernetes (GPU) pod.")
+        "subprocess",
+        description="Where lora_adapter trains through Dagster Pipes: a local subprocess, or a Kubernetes (GPU) pod.",
+    )
     training_image: str = Field("", description="Container image of the training pod (training_launcher=k8s).")
-    training_pod_spec: Path = Field(REPO_ROOT / "deploy" / "k8s" / "training-pod.yaml",
-                                    description="Base pod spec of the training pod: GPU request, node selector, data home volume.")
+    training_pod_spec: Path = Field(
+        REPO_ROOT / "deploy" / "k8s" / "training-pod.yaml",
+        description="Base pod spec of the training pod: GPU request, node selector, data home volume.",
+    )
     k8s_namespace: str = Field("ragtune", description="Kubernetes namespace of step jobs and training pods.")
-    keep_step_outputs_days: float = Field(7, gt=0, description="Days a finished run's step outputs (multiprocess, k8s) "
-                                          "stay for re-execution before step_outputs_pruner removes them.")
+    keep_step_outputs_days: float = Field(
+        7,
+        gt=0,
+        description="Days a finished run's step outputs (multiprocess, k8s) "
+        "stay for re-execution before step_outputs_pruner removes them.",
+    )
 
     @property
     def home_dir(self) -> Path:

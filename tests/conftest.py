@@ -15,9 +15,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 # The longest tests start first, so neither worker is left running one alone at the end.
-LONGEST_FIRST = ("test_release_loop.py", "test_cli.py::test_demo_runs", "test_postgres_profile.py",
-                 "test_dagster_ui.py", "test_cli.py::test_demo_refreshes", "test_behaviour_pipeline.py::test_retrain",
-                 "test_crash_recovery.py", "test_cli.py::test_refresh_search")
+LONGEST_FIRST = (
+    "test_release_loop.py",
+    "test_cli.py::test_demo_runs",
+    "test_postgres_profile.py",
+    "test_dagster_ui.py",
+    "test_cli.py::test_demo_refreshes",
+    "test_behaviour_pipeline.py::test_retrain",
+    "test_crash_recovery.py",
+    "test_cli.py::test_refresh_search",
+)
+
+
+# Fixtures that make a test slow: the base model (converted from its GGUF, then run) and what needs it.
+SLOW_FIXTURES = {"base_model", "tokenizer"}
 
 
 def pytest_collection_modifyitems(items):
@@ -25,6 +36,10 @@ def pytest_collection_modifyitems(items):
         return next((i for i, name in enumerate(LONGEST_FIRST) if name in item.nodeid), len(LONGEST_FIRST))
 
     items.sort(key=rank)
+    for item in items:  # `make test-fast` leaves these out
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "apibench"
@@ -137,12 +152,18 @@ def doc_records(docs_dir: Path, n_per_doc: int = 1, feedback: str = "up") -> lis
         lines = [line for line in post.content.splitlines() if line.strip() and not line.startswith(("#", "-", "`"))]
         description = lines[0] if lines else post["title"]
         for i in range(n_per_doc):
-            records.append({
-                "id": f"{post['id']}#{i}", "ts": f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00", "user": f"user{i % 3}",
-                "question": f"Which model should I use for this ({i}): {description[:200]}",
-                "answer": f"Use {post['title']}: it is described as {description[:120]}",
-                "citations": [{"doc_id": post["id"], "chunk_id": None}], "feedback": feedback, "correction": None,
-            })
+            records.append(
+                {
+                    "id": f"{post['id']}#{i}",
+                    "ts": f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00",
+                    "user": f"user{i % 3}",
+                    "question": f"Which model should I use for this ({i}): {description[:200]}",
+                    "answer": f"Use {post['title']}: it is described as {description[:120]}",
+                    "citations": [{"doc_id": post["id"], "chunk_id": None}],
+                    "feedback": feedback,
+                    "correction": None,
+                }
+            )
     return records
 
 
@@ -154,7 +175,9 @@ def make_adapter(base_model: Path, folder: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_model)
-    get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")).save_pretrained(folder)
+    get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    ).save_pretrained(folder)
     return folder
 
 
@@ -177,8 +200,11 @@ def register_versions(settings, digests: list[str], folder: Path, adapter: Path 
     for digest in digests:
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_artifacts(str(folder), "adapter")
-        versions.append(register_adapter(settings.tracking_uri, settings.registered_model, run.info.run_id, "adapter",
-                                         {"dataset_hash": digest}))
+        versions.append(
+            register_adapter(
+                settings.tracking_uri, settings.registered_model, run.info.run_id, "adapter", {"dataset_hash": digest}
+            )
+        )
     return versions
 
 
@@ -193,9 +219,19 @@ def scored_rows(candidate: str, n: int = 100, probed: int = 60, **shares: float)
     rows = []
     for kind, count in counts.items():
         for i in range(count):
-            row = {"candidate": candidate, "item_id": f"q{i}", "kind": kind, "gold_doc_ids": [f"doc{i}"],
-                   "retrieved": [f"doc{i}", "other"] if kind == "answer" else ["other"]}
-            row.update({field.get(metric, metric): float(i < round(share * count)) for metric, share in shares.items()
-                        if kind in applies.get(metric, ("answer",))})
+            row = {
+                "candidate": candidate,
+                "item_id": f"q{i}",
+                "kind": kind,
+                "gold_doc_ids": [f"doc{i}"],
+                "retrieved": [f"doc{i}", "other"] if kind == "answer" else ["other"],
+            }
+            row.update(
+                {
+                    field.get(metric, metric): float(i < round(share * count))
+                    for metric, share in shares.items()
+                    if kind in applies.get(metric, ("answer",))
+                }
+            )
             rows.append(row)
     return rows

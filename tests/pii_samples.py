@@ -60,10 +60,30 @@ def digits(rng: random.Random, n: int) -> str:
 
 # ---------------------------------------------------------------- sentences around a value
 
-OPENERS = ["", "", "", "Hi! ", "hey, ", "Quick question: ", "Following up on yesterday: ", "[user] ", "Sorry if this is dumb, but ",
-           "Context: fine-tuning flan-t5-base on 2 GPUs. "]
-CLOSERS = ["", "", "", " Thanks!", " Any idea?", " Why does pipeline() fail then?", " I'm on transformers 4.41.2.",
-           " (running in a Colab notebook)", " Please help, the demo is at 3pm.", " The model is bert-base-uncased btw."]
+OPENERS = [
+    "",
+    "",
+    "",
+    "Hi! ",
+    "hey, ",
+    "Quick question: ",
+    "Following up on yesterday: ",
+    "[user] ",
+    "Sorry if this is dumb, but ",
+    "Context: fine-tuning flan-t5-base on 2 GPUs. ",
+]
+CLOSERS = [
+    "",
+    "",
+    "",
+    " Thanks!",
+    " Any idea?",
+    " Why does pipeline() fail then?",
+    " I'm on transformers 4.41.2.",
+    " (running in a Colab notebook)",
+    " Please help, the demo is at 3pm.",
+    " The model is bert-base-uncased btw.",
+]
 
 TEMPLATES = {
     "EMAIL_ADDRESS": [
@@ -174,23 +194,94 @@ ASSIGNMENT_TEMPLATES = [
 
 # ---------------------------------------------------------------- values, one generator per kind
 
-FIRST = ["jane", "john", "maria", "wei", "arjun", "fatima", "lukas", "sofia", "kenji", "olga", "pierre", "aisha", "diego", "emma", "noah",
-         "li", "priya", "omar", "hannah", "mateo", "zoe", "ivan", "chloe", "tom"]
-LAST = ["doe", "smith", "garcia", "chen", "patel", "khan", "muller", "rossi", "tanaka", "ivanova", "dubois", "okafor", "lopez", "brown",
-        "nguyen", "kim", "schmidt", "silva", "cohen", "obrien"]
-DOMAINS = ["gmail.com", "outlook.com", "yahoo.co.uk", "proton.me", "icloud.com", "acme-corp.com", "datalabs.io", "mail.example.org",
-           "cs.stanford.edu", "deepmind-partners.ai", "startup.dev", "t-online.de", "orange.fr", "uni-heidelberg.de", "research.ibm.com",
-           "company.co.in", "fastmail.fm", "hey.com", "nlp-group.ox.ac.uk", "bigco.net"]
+FIRST = [
+    "jane",
+    "john",
+    "maria",
+    "wei",
+    "arjun",
+    "fatima",
+    "lukas",
+    "sofia",
+    "kenji",
+    "olga",
+    "pierre",
+    "aisha",
+    "diego",
+    "emma",
+    "noah",
+    "li",
+    "priya",
+    "omar",
+    "hannah",
+    "mateo",
+    "zoe",
+    "ivan",
+    "chloe",
+    "tom",
+]
+LAST = [
+    "doe",
+    "smith",
+    "garcia",
+    "chen",
+    "patel",
+    "khan",
+    "muller",
+    "rossi",
+    "tanaka",
+    "ivanova",
+    "dubois",
+    "okafor",
+    "lopez",
+    "brown",
+    "nguyen",
+    "kim",
+    "schmidt",
+    "silva",
+    "cohen",
+    "obrien",
+]
+DOMAINS = [
+    "gmail.com",
+    "outlook.com",
+    "yahoo.co.uk",
+    "proton.me",
+    "icloud.com",
+    "acme-corp.com",
+    "datalabs.io",
+    "mail.example.org",
+    "cs.stanford.edu",
+    "deepmind-partners.ai",
+    "startup.dev",
+    "t-online.de",
+    "orange.fr",
+    "uni-heidelberg.de",
+    "research.ibm.com",
+    "company.co.in",
+    "fastmail.fm",
+    "hey.com",
+    "nlp-group.ox.ac.uk",
+    "bigco.net",
+]
 IDN = [("josé.garcía", "empresa.es"), ("müller", "beispiel.de"), ("françois", "société.fr")]
 
 
 def email(rng: random.Random) -> tuple[str, str]:
-    f, l = rng.choice(FIRST), rng.choice(LAST)
+    first, last = rng.choice(FIRST), rng.choice(LAST)
     shape = rng.randrange(11)
     local = [
-        f"{f}.{l}", f"{f[0]}{l}", f"{f}_{l}", f"{f}+{rng.choice(['hf', 'github', 'spam', 'ml'])}", f"{f}.{l}{rng.randint(1, 99)}",
-        f"{f}{rng.randint(1970, 2005)}", f"{f[0]}.{l[0]}.{l}", f"{rng.choice(['ml-team', 'dev-ops', 'noreply', 'support', 'data.science'])}",
-        f"{f.capitalize()}.{l.capitalize()}", f"{l}-{f}", f"{f}.{l}",
+        f"{first}.{last}",
+        f"{first[0]}{last}",
+        f"{first}_{last}",
+        f"{first}+{rng.choice(['hf', 'github', 'spam', 'ml'])}",
+        f"{first}.{last}{rng.randint(1, 99)}",
+        f"{first}{rng.randint(1970, 2005)}",
+        f"{first[0]}.{last[0]}.{last}",
+        f"{rng.choice(['ml-team', 'dev-ops', 'noreply', 'support', 'data.science'])}",
+        f"{first.capitalize()}.{last.capitalize()}",
+        f"{last}-{first}",
+        f"{first}.{last}",
     ][shape]
     domain = rng.choice(DOMAINS)
     if shape == 10 and rng.random() < 0.6:  # internationalised addresses
@@ -198,13 +289,51 @@ def email(rng: random.Random) -> tuple[str, str]:
         return f"{local}@{domain}", "email-idn"
     if rng.random() < 0.1:
         domain = domain.upper()
-    return f"{local}@{domain}", f"email-{['dot', 'initial', 'underscore', 'plus', 'digits', 'year', 'initials', 'role', 'caps', 'dash', 'dot'][shape]}"
+    return (
+        f"{local}@{domain}",
+        f"email-{['dot', 'initial', 'underscore', 'plus', 'digits', 'year', 'initials', 'role', 'caps', 'dash', 'dot'][shape]}",
+    )
 
 
-US_FORMATS = ["({a}) {b}-{c}", "{a}-{b}-{c}", "{a}.{b}.{c}", "+1 ({a}) {b}-{c}", "+1 {a}-{b}-{c}", "+1{a}{b}{c}", "1-{a}-{b}-{c}", "+1.{a}.{b}.{c}"]
+US_FORMATS = [
+    "({a}) {b}-{c}",
+    "{a}-{b}-{c}",
+    "{a}.{b}.{c}",
+    "+1 ({a}) {b}-{c}",
+    "+1 {a}-{b}-{c}",
+    "+1{a}{b}{c}",
+    "1-{a}-{b}-{c}",
+    "+1.{a}.{b}.{c}",
+]
 NATIONAL_REGIONS = ["US", "US", "US", "CA", "GB", "DE", "FR", "IN"]  # written the local way, without a country code
-INTERNATIONAL_REGIONS = ["GB", "DE", "FR", "IN", "BR", "IL", "AU", "JP", "ES", "IT", "NL", "SE", "CH", "IE", "SG", "MX", "PL", "NZ", "ZA", "KR",
-                         "AT", "BE", "DK", "NO", "CA", "US"]
+INTERNATIONAL_REGIONS = [
+    "GB",
+    "DE",
+    "FR",
+    "IN",
+    "BR",
+    "IL",
+    "AU",
+    "JP",
+    "ES",
+    "IT",
+    "NL",
+    "SE",
+    "CH",
+    "IE",
+    "SG",
+    "MX",
+    "PL",
+    "NZ",
+    "ZA",
+    "KR",
+    "AT",
+    "BE",
+    "DK",
+    "NO",
+    "CA",
+    "US",
+]
 
 
 def phone_number(rng: random.Random, region: str):
@@ -222,7 +351,10 @@ def phone_number(rng: random.Random, region: str):
             number = phonenumbers.parse(candidate, region)
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_valid_number_for_region(number, region) and phonenumbers.number_type(number) in (kind, PhoneNumberType.FIXED_LINE_OR_MOBILE):
+        if phonenumbers.is_valid_number_for_region(number, region) and phonenumbers.number_type(number) in (
+            kind,
+            PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        ):
             return number
     return example
 
@@ -325,20 +457,36 @@ def ip_address(rng: random.Random) -> tuple[str, str]:
         addr = ipaddress.IPv6Address(rng.getrandbits(128))
         if rng.random() < 0.5:  # a real-looking prefix with runs of zeros, so the compressed form has `::`
             net = rng.choice(["2001:db8", "2a00:1450", "2606:4700", "fd12:3456"])
-            tail = ":".join(f"{rng.randint(0, 0xffff):x}" for _ in range(rng.randint(1, 3)))
+            tail = ":".join(f"{rng.randint(0, 0xFFFF):x}" for _ in range(rng.randint(1, 3)))
             addr = ipaddress.IPv6Address(f"{net}::{tail}")
         text = addr.exploded if shape == 7 else addr.compressed
         return text, "ipv6-full" if shape == 7 else "ipv6"
     if shape == 8:
-        return f"fe80::{rng.randint(1, 0xffff):x}:{rng.randint(1, 0xffff):x}%eth0", "ipv6-link-local"
+        return f"fe80::{rng.randint(1, 0xFFFF):x}:{rng.randint(1, 0xFFFF):x}%eth0", "ipv6-link-local"
     return f"::ffff:{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}", "ipv6-mapped"
 
 
 # BBAN layouts from the SWIFT IBAN registry: n digits, a upper-case letters, c upper-case alphanumerics.
 IBAN_LAYOUTS = {
-    "DE": "8n10n", "GB": "4a6n8n", "FR": "5n5n11n2n", "NL": "4a10n", "ES": "4n4n2n10n", "IT": "1a5n5n12n", "BE": "3n7n2n",
-    "CH": "5n12c", "AT": "5n11n", "PL": "8n16n", "SE": "3n16n1n", "IE": "4a6n8n", "PT": "4n4n11n2n", "DK": "4n9n1n",
-    "NO": "4n6n1n", "FI": "3n11n", "LU": "3n13c", "MT": "4a5n18c", "AE": "3n16n",
+    "DE": "8n10n",
+    "GB": "4a6n8n",
+    "FR": "5n5n11n2n",
+    "NL": "4a10n",
+    "ES": "4n4n2n10n",
+    "IT": "1a5n5n12n",
+    "BE": "3n7n2n",
+    "CH": "5n12c",
+    "AT": "5n11n",
+    "PL": "8n16n",
+    "SE": "3n16n1n",
+    "IE": "4a6n8n",
+    "PT": "4n4n11n2n",
+    "DK": "4n9n1n",
+    "NO": "4n6n1n",
+    "FI": "3n11n",
+    "LU": "3n13c",
+    "MT": "4a5n18c",
+    "AE": "3n16n",
 }
 
 
@@ -360,7 +508,9 @@ def bban(rng: random.Random, country: str) -> str:
         while layout[j].isdigit():
             j += 1
         n, kind = int(layout[i:j]), layout[j]
-        alphabet = {"n": string.digits, "a": string.ascii_uppercase, "c": UPPER_ALNUM if rng.random() < 0.3 else string.digits}[kind]
+        alphabet = {"n": string.digits, "a": string.ascii_uppercase, "c": UPPER_ALNUM if rng.random() < 0.3 else string.digits}[
+            kind
+        ]
         parts.append(rand(rng, alphabet, n))
         i = j + 1
     if country == "BE":  # national check: account number mod 97
@@ -384,8 +534,21 @@ def iban(rng: random.Random) -> tuple[str, str]:
 def api_key(rng: random.Random) -> tuple[str, str, str | None]:
     """(value, variant, template or None for the generic key sentences)."""
     shape = rng.choices(
-        ["openai", "openai-proj", "openai-svcacct", "anthropic", "aws", "aws-sts", "github", "github-oauth", "github-fine-grained",
-         "huggingface", "slack", "google", "assignment"],
+        [
+            "openai",
+            "openai-proj",
+            "openai-svcacct",
+            "anthropic",
+            "aws",
+            "aws-sts",
+            "github",
+            "github-oauth",
+            "github-fine-grained",
+            "huggingface",
+            "slack",
+            "google",
+            "assignment",
+        ],
         weights=[8, 10, 3, 3, 8, 3, 8, 3, 5, 10, 6, 6, 27],
     )[0]
     value = {
@@ -401,7 +564,9 @@ def api_key(rng: random.Random) -> tuple[str, str, str | None]:
         "huggingface": lambda: "hf_" + rand(rng, string.ascii_letters, 34),
         "slack": lambda: rng.choice(["xoxb-", "xoxp-"]) + digits(rng, 12) + "-" + digits(rng, 13) + "-" + rand(rng, ALNUM, 24),
         "google": lambda: "AIza" + rand(rng, URLSAFE, 35),
-        "assignment": lambda: rng.choice([rand(rng, string.hexdigits.lower()[:16], 32), rand(rng, ALNUM, 40), rand(rng, URLSAFE, 24)]),
+        "assignment": lambda: rng.choice(
+            [rand(rng, string.hexdigits.lower()[:16], 32), rand(rng, ALNUM, 40), rand(rng, URLSAFE, 24)]
+        ),
     }[shape]()
     return value, f"key-{shape}", rng.choice(ASSIGNMENT_TEMPLATES) if shape == "assignment" else None
 
@@ -420,7 +585,13 @@ def jwt(rng: random.Random) -> str:
         payload["email_verified"] = True
         payload["scope"] = rng.choice(["read write", "inference", "repo"])
     sig = b64url(rng.getrandbits(8 * rng.choice([32, 64, 256])).to_bytes(256, "big").lstrip(b"\0") or b"x")
-    return ".".join([b64url(json.dumps(header, separators=(",", ":")).encode()), b64url(json.dumps(payload, separators=(",", ":")).encode()), sig])
+    return ".".join(
+        [
+            b64url(json.dumps(header, separators=(",", ":")).encode()),
+            b64url(json.dumps(payload, separators=(",", ":")).encode()),
+            sig,
+        ]
+    )
 
 
 def bearer_token(rng: random.Random) -> tuple[str, str, str | None]:
@@ -441,7 +612,14 @@ def value_for(kind: str, rng: random.Random) -> tuple[str, str, str | None]:
         return api_key(rng)
     if kind == "BEARER_TOKEN":
         return bearer_token(rng)
-    make = {"EMAIL_ADDRESS": email, "PHONE_NUMBER": phone, "CREDIT_CARD": credit_card, "US_SSN": ssn, "IP_ADDRESS": ip_address, "IBAN_CODE": iban}[kind]
+    make = {
+        "EMAIL_ADDRESS": email,
+        "PHONE_NUMBER": phone,
+        "CREDIT_CARD": credit_card,
+        "US_SSN": ssn,
+        "IP_ADDRESS": ip_address,
+        "IBAN_CODE": iban,
+    }[kind]
     value, variant = make(rng)
     return value, variant, None
 
@@ -491,7 +669,18 @@ def mixed(rng: random.Random) -> Sample:
 # ---------------------------------------------------------------- negatives: no PII, but close
 
 WORDS = ["demo", "sentiment", "qa", "ner", "summarizer", "finetuned", "imdb", "squad", "whisper", "llama", "lora", "distil"]
-USERS = ["omarques", "jdoe42", "nlp-lab", "acme-ai", "cardiffnlp", "deepset", "dslim", "bhadresh-savani", "TheBloke", "sentence-transformers"]
+USERS = [
+    "omarques",
+    "jdoe42",
+    "nlp-lab",
+    "acme-ai",
+    "cardiffnlp",
+    "deepset",
+    "dslim",
+    "bhadresh-savani",
+    "TheBloke",
+    "sentence-transformers",
+]
 
 
 def negative(rng: random.Random, family: str | None = None) -> Sample:
@@ -510,47 +699,101 @@ def negative(rng: random.Random, family: str | None = None) -> Sample:
         return f"{r(2019, 2025)}-{r(1, 12):02d}-{r(1, 28):02d}T{r(0, 23):02d}:{r(0, 59):02d}:{r(0, 59):02d}Z"
 
     makers = {
-        "model-id": lambda: f"tried {rng.choice(USERS)}/autotrain-{rng.choice(WORDS)}-{r(10**9, 10**10 - 1)} but the checkpoint won't load",
-        "model-id-2": lambda: f"pipeline('text-classification', model='{rng.choice(USERS)}/{rng.choice(WORDS)}-{r(100000, 9999999)}')",
+        "model-id": lambda: (
+            f"tried {rng.choice(USERS)}/autotrain-{rng.choice(WORDS)}-{r(10**9, 10**10 - 1)} but the checkpoint won't load"
+        ),
+        "model-id-2": lambda: (
+            f"pipeline('text-classification', model='{rng.choice(USERS)}/{rng.choice(WORDS)}-{r(100000, 9999999)}')"
+        ),
         "model-name": lambda: rng.choice(MODEL_NAMES) + " gives different results on GPU and CPU",
-        "version": lambda: (f"pip install transformers=={r(2, 4)}.{r(0, 45)}.{r(0, 9)} accelerate=={r(0, 1)}.{r(0, 30)}.{r(0, 9)} "
-                            f"torch=={r(1, 2)}.{r(0, 5)}.{r(0, 3)}+cu121"),
+        "version": lambda: (
+            f"pip install transformers=={r(2, 4)}.{r(0, 45)}.{r(0, 9)} accelerate=={r(0, 1)}.{r(0, 30)}.{r(0, 9)} "
+            f"torch=={r(1, 2)}.{r(0, 5)}.{r(0, 3)}+cu121"
+        ),
         "version-2": lambda: f"works on 4.{r(10, 45)}.{r(0, 9)}, broken since v{r(1, 3)}.{r(0, 20)}.{r(0, 9)}-rc{r(1, 4)}",
-        "date": lambda: f"the run started {r(2019, 2025)}-{r(1, 12):02d}-{r(1, 28):02d} and crashed on {r(1, 28):02d}/{r(1, 12):02d}/{r(2019, 2025)}",
+        "date": lambda: (
+            f"the run started {r(2019, 2025)}-{r(1, 12):02d}-{r(1, 28):02d} and crashed on {r(1, 28):02d}/{r(1, 12):02d}/{r(2019, 2025)}"
+        ),
         "timestamp": lambda: f"[{iso_time()}] epoch {r(1, 10)} loss={r(0, 3)}.{r(1000, 9999)}",
-        "step-fraction": lambda: rng.choice([
-            f"step {r(1, 20000)}/{r(20000, 99999)} loss={r(0, 3)}.{r(1000, 9999)}",
-            f"{r(1, 99)}%|#####     | {r(1, 20000)}/{r(20000, 99999)} [{r(0, 59):02d}:{r(0, 59):02d}<{r(0, 59):02d}:{r(0, 59):02d}, {r(1, 20)}.{r(10, 99)}it/s]",
-        ]),
+        "step-fraction": lambda: rng.choice(
+            [
+                f"step {r(1, 20000)}/{r(20000, 99999)} loss={r(0, 3)}.{r(1000, 9999)}",
+                f"{r(1, 99)}%|#####     | {r(1, 20000)}/{r(20000, 99999)} [{r(0, 59):02d}:{r(0, 59):02d}<{r(0, 59):02d}:{r(0, 59):02d}, {r(1, 20)}.{r(10, 99)}it/s]",
+            ]
+        ),
         "commit": lambda: f"regression introduced in commit {hexs(40)}, reverted in {hexs(7)}",
         "digest": lambda: f"docker pull ghcr.io/acme/serve@sha256:{hexs(64)}",
         "uuid": lambda: f"run id {uuid.UUID(int=rng.getrandbits(128), version=4)} finished in {r(1, 59)}m{r(0, 59)}s",
-        "numbers": lambda: (f"batch size {rng.choice([8, 16, 32, 64])}, lr {r(1, 9)}e-{r(4, 6)}, {r(1, 10)} epochs, "
-                            f"max_length={rng.choice([128, 256, 512, 1024])}, seed={r(0, 9999)}"),
-        "sizes": lambda: f"the dataset has {r(1, 999)},{r(100, 999)},{r(100, 999)} rows and the model {r(1, 70)}.{r(1, 9)}B params ({r(10, 140)}.{r(0, 9)} GB)",
-        "shape": lambda: f"RuntimeError: shape mismatch torch.Size([{r(1, 64)}, {rng.choice([512, 1024])}, 768]) vs [{r(1, 64)}, 768]",
+        "numbers": lambda: (
+            f"batch size {rng.choice([8, 16, 32, 64])}, lr {r(1, 9)}e-{r(4, 6)}, {r(1, 10)} epochs, "
+            f"max_length={rng.choice([128, 256, 512, 1024])}, seed={r(0, 9999)}"
+        ),
+        "sizes": lambda: (
+            f"the dataset has {r(1, 999)},{r(100, 999)},{r(100, 999)} rows and the model {r(1, 70)}.{r(1, 9)}B params ({r(10, 140)}.{r(0, 9)} GB)"
+        ),
+        "shape": lambda: (
+            f"RuntimeError: shape mismatch torch.Size([{r(1, 64)}, {rng.choice([512, 1024])}, 768]) vs [{r(1, 64)}, 768]"
+        ),
         "luhn-invalid": lambda: f"order reference {luhn_invalid()} was not found in the billing export",
-        "code": lambda: (f"tokenizer = AutoTokenizer.from_pretrained('bert-base-uncased'); "
-                         f"out = model(**tokenizer(text, truncation=True, max_length={rng.choice([128, 512])}))"),
+        "code": lambda: (
+            f"tokenizer = AutoTokenizer.from_pretrained('bert-base-uncased'); "
+            f"out = model(**tokenizer(text, truncation=True, max_length={rng.choice([128, 512])}))"
+        ),
         "port": lambda: f"gradio serves on localhost:{r(1024, 65535)} and the API on port {r(1024, 65535)}",
-        "http": lambda: f"HTTP {rng.choice([401, 403, 404, 429, 500, 502, 503])} after {r(100, 99999)} requests, retry-after {r(1, 3600)}",
+        "http": lambda: (
+            f"HTTP {rng.choice([401, 403, 404, 429, 500, 502, 503])} after {r(100, 99999)} requests, retry-after {r(1, 3600)}"
+        ),
         "pid": lambda: f"process {r(1000, 99999)} killed with exit code 137 (OOM) at {r(0, 23):02d}:{r(0, 59):02d}",
         "arxiv": lambda: f"see arXiv:{r(15, 24)}{r(1, 12):02d}.{r(1, 29999):05d} section {r(1, 9)}.{r(1, 9)}",
         "secret-mention": lambda: rng.choice(SECRET_MENTIONS),
-        "decorator": lambda: rng.choice(["why does @torch.no_grad() break the backward pass?", "use @dataclass(frozen=True) for the config",
-                                         "numpy a @ b is slower than torch.matmul"]),
+        "decorator": lambda: rng.choice(
+            [
+                "why does @torch.no_grad() break the backward pass?",
+                "use @dataclass(frozen=True) for the config",
+                "numpy a @ b is slower than torch.matmul",
+            ]
+        ),
     }
     assert sorted(makers) == NEGATIVE_FAMILIES
     family = family or rng.choice(NEGATIVE_FAMILIES)
     return Sample(rng.choice(OPENERS) + makers[family]() + rng.choice(CLOSERS), [], f"negative:{family}")
 
 
-NEGATIVE_FAMILIES = sorted([
-    "model-id", "model-id-2", "model-name", "version", "version-2", "date", "timestamp", "step-fraction", "commit", "digest", "uuid",
-    "numbers", "sizes", "shape", "luhn-invalid", "code", "port", "http", "pid", "arxiv", "secret-mention", "decorator",
-])
-MODEL_NAMES = ["gpt-4o-2024-08-06", "Llama-2-7b-chat-hf", "mistralai/Mistral-7B-Instruct-v0.2", "meta-llama/Meta-Llama-3-8B",
-               "facebook/bart-large-cnn", "google/flan-t5-xxl", "openai/whisper-large-v3"]
+NEGATIVE_FAMILIES = sorted(
+    [
+        "model-id",
+        "model-id-2",
+        "model-name",
+        "version",
+        "version-2",
+        "date",
+        "timestamp",
+        "step-fraction",
+        "commit",
+        "digest",
+        "uuid",
+        "numbers",
+        "sizes",
+        "shape",
+        "luhn-invalid",
+        "code",
+        "port",
+        "http",
+        "pid",
+        "arxiv",
+        "secret-mention",
+        "decorator",
+    ]
+)
+MODEL_NAMES = [
+    "gpt-4o-2024-08-06",
+    "Llama-2-7b-chat-hf",
+    "mistralai/Mistral-7B-Instruct-v0.2",
+    "meta-llama/Meta-Llama-3-8B",
+    "facebook/bart-large-cnn",
+    "google/flan-t5-xxl",
+    "openai/whisper-large-v3",
+]
 SECRET_MENTIONS = [  # talk about keys and tokens, without one
     "pass api_key=None to use the env var",
     "api_key=os.environ['OPENAI_API_KEY'] returns None in the notebook",

@@ -3,11 +3,10 @@
 import json
 
 import pytest
+from conftest import APIBENCH
 
 from ragtune.cli.apibench import import_apibench
 from ragtune.knowledge.documents import load_documents
-
-from conftest import APIBENCH
 
 
 def write_jsonl(path, rows):
@@ -17,12 +16,21 @@ def write_jsonl(path, rows):
 @pytest.fixture()
 def tiny(tmp_path):
     apis = [
-        {"api_name": "org/model-a", "api_call": "AutoModel.from_pretrained('org/model-a')", "description": "Model A.", "domain": "NLP"},
+        {
+            "api_name": "org/model-a",
+            "api_call": "AutoModel.from_pretrained('org/model-a')",
+            "description": "Model A.",
+            "domain": "NLP",
+        },
         {"api_name": "model_id", "api_call": "hub.load('https://tfhub.dev/x/1')", "description": "X."},
         {"api_name": "model_id", "api_call": "hub.load('https://tfhub.dev/y/1')", "description": "Y."},
     ]
     questions = [
-        {"code": f"###Instruction: question {i}\n###Output: <<<api_call>>>: {a['api_call']}", "api_call": a["api_call"], "api_data": a}
+        {
+            "code": f"###Instruction: question {i}\n###Output: <<<api_call>>>: {a['api_call']}",
+            "api_call": a["api_call"],
+            "api_data": a,
+        }
         for i, a in enumerate(apis * 4)
     ]
     write_jsonl(tmp_path / "api.jsonl", apis)
@@ -40,10 +48,22 @@ def test_import_writes_documents_interactions_and_eval(tiny):
     assert "org/model-a" in ids
     repeated = sorted(i for i in ids if i.startswith("model_id-"))
     assert len(repeated) == 2  # repeated names get a short hash of the api_call
-    evals = [json.loads(l) for l in (out / "eval.jsonl").read_text().splitlines()]
-    inters = [json.loads(l) for l in (out / "interactions.jsonl").read_text().splitlines()]
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    inters = [json.loads(line) for line in (out / "interactions.jsonl").read_text().splitlines()]
     assert all(set(e["gold_doc_ids"]) <= ids and e["answerable"] for e in evals)
-    assert {"id", "ts", "user", "question", "answer", "citations", "model_version", "index_version", "latency_ms", "feedback", "correction"} <= set(inters[0])
+    assert {
+        "id",
+        "ts",
+        "user",
+        "question",
+        "answer",
+        "citations",
+        "model_version",
+        "index_version",
+        "latency_ms",
+        "feedback",
+        "correction",
+    } <= set(inters[0])
     assert all(i["feedback"] == "up" and i["citations"][0]["doc_id"] in ids for i in inters)
     assert not {e["id"] for e in evals} & {i["id"] for i in inters}
 

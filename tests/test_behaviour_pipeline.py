@@ -4,8 +4,8 @@ import json
 
 import pytest
 import yaml
-
 from conftest import doc_records, free_port, run_cli, wait_for_http
+
 from ragtune.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -57,8 +57,8 @@ def test_empty_log_blocks_training(home, capsys):
 def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model, tmp_path, monkeypatch, capsys):
     from mlflow import MlflowClient
 
-    from ragtune.behaviour.interactions import InteractionLog
     from pipelines.runner import get_instance, run_job
+    from ragtune.behaviour.interactions import InteractionLog
     from ragtune.knowledge.store import ChunkStore
 
     monkeypatch.setenv("RAGTUNE_BASE_MODEL", base_model)
@@ -66,10 +66,25 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
     assert run_job(s, "index_refresh", {"ops": {"raw_documents": {"config": {"source_dir": str(corpus)}}}}).success
     InteractionLog(s.interactions_db).extend(doc_records(corpus)[:12])
     training = tmp_path / "tiny.yaml"
-    training.write_text(yaml.safe_dump({"lora_r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "max_steps": 1,
-                                        "per_device_train_batch_size": 1, "max_length": 768, "eval_at_end": False}))
-    run_config = {"ops": {"raft_dataset": {"config": {"distractors": 1, "validation_fraction": 0.25}},
-                          "lora_adapter": {"config": {"training_config": str(training)}}}}
+    training.write_text(
+        yaml.safe_dump(
+            {
+                "lora_r": 4,
+                "lora_alpha": 8,
+                "target_modules": ["q_proj", "v_proj"],
+                "max_steps": 1,
+                "per_device_train_batch_size": 1,
+                "max_length": 768,
+                "eval_at_end": False,
+            }
+        )
+    )
+    run_config = {
+        "ops": {
+            "raft_dataset": {"config": {"distractors": 1, "validation_fraction": 0.25}},
+            "lora_adapter": {"config": {"training_config": str(training)}},
+        }
+    }
     # 12 interactions hold out too few to judge a challenger on: the job stops before training and says why
     refused = run_job(s, "adapter_retrain", run_config, output_nodes=("lora_adapter",), assets=UP_TO_TRAINING)
     assert not refused.success and "usable answerable evaluation items" in refused.error, refused.error
@@ -77,8 +92,9 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
     assert "lora_adapter" not in refused.metadata
 
     run_config["ops"]["evaluation_set"] = {"config": {"min_items": 1, "holdout": 0.25}}
-    outcome = run_job(s, "adapter_retrain", run_config, output_nodes=("evaluation_set", "raft_dataset", "lora_adapter"),
-                      assets=UP_TO_TRAINING)
+    outcome = run_job(
+        s, "adapter_retrain", run_config, output_nodes=("evaluation_set", "raft_dataset", "lora_adapter"), assets=UP_TO_TRAINING
+    )
     assert outcome.success, outcome.error
 
     raft, adapter, held = (outcome.outputs[k] for k in ("raft_dataset", "lora_adapter", "evaluation_set"))
@@ -91,14 +107,23 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
     client = MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.tracking_uri)
     tags = client.get_model_version(s.registered_model, "1").tags
     assert tags["dataset_hash"] == raft["digest"] and tags["index_version"] == str(raft["index_version"])
-    assert tags["curated_records"] == str(12 - len(held["held_out_ids"])) and tags["dagster_run_id"] == outcome.run_id and tags["code_version"]
+    assert (
+        tags["curated_records"] == str(12 - len(held["held_out_ids"]))
+        and tags["dagster_run_id"] == outcome.run_id
+        and tags["code_version"]
+    )
     assert tags["base_model"] == base_model
     assert len(client.get_metric_history(adapter["run_id"], "loss")) == 1
 
     checks = get_instance(s).get_latest_asset_check_evaluation_record  # the blocking checks ran and passed
     import dagster as dg
-    for asset, check in [("curated_interactions", "curated_has_no_pii"), ("curated_interactions", "curated_is_not_empty"),
-                         ("raft_dataset", "raft_dataset_is_valid"), ("raft_dataset", "raft_dataset_has_no_pii")]:
+
+    for asset, check in [
+        ("curated_interactions", "curated_has_no_pii"),
+        ("curated_interactions", "curated_is_not_empty"),
+        ("raft_dataset", "raft_dataset_is_valid"),
+        ("raft_dataset", "raft_dataset_has_no_pii"),
+    ]:
         record = checks(dg.AssetCheckKey(dg.AssetKey(asset), check))
         assert record is not None and record.evaluation.passed, check
 
@@ -129,8 +154,12 @@ def check_registry_over_rest(s, tmp_path, run_id: str, digest: str, base_model: 
     api = "api/2.0/mlflow"
     port = free_port()
     log = (tmp_path / "mlflow.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "mlflow-ui", "--port", str(port)],
-                              env={**os.environ, "RAGTUNE_HOME": str(s.home_dir)}, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ragtune.cli", "mlflow-ui", "--port", str(port)],
+        env={**os.environ, "RAGTUNE_HOME": str(s.home_dir)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         try:

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import DEMO
 
 
@@ -20,7 +19,20 @@ def ragtune(home, *args, check=True, timeout=300, **env_extra):
 
 def test_help_explains_every_command(tmp_path):
     out = ragtune(tmp_path, "--help").stdout
-    for command in ("demo", "import-apibench", "refresh", "search", "index", "logs", "curate", "forget", "models", "retrain", "eval", "ui"):
+    for command in (
+        "demo",
+        "import-apibench",
+        "refresh",
+        "search",
+        "index",
+        "logs",
+        "curate",
+        "forget",
+        "models",
+        "retrain",
+        "eval",
+        "ui",
+    ):
         assert command in out
     assert "--source" in ragtune(tmp_path, "refresh", "--help").stdout
 
@@ -32,7 +44,9 @@ def test_clear_errors_for_missing_inputs(tmp_path):
     assert no_index.returncode == 1 and "no index" in json.loads(no_index.stdout)["error"]
     no_set = ragtune(tmp_path, "eval", "--set", str(tmp_path / "missing.jsonl"), "--json", check=False)
     assert no_set.returncode == 1 and "evaluation set not found" in json.loads(no_set.stdout)["error"]
-    no_file = ragtune(tmp_path, "import-apibench", "--api", "x.jsonl", "--questions", "y.json", "--out", str(tmp_path), check=False)
+    no_file = ragtune(
+        tmp_path, "import-apibench", "--api", "x.jsonl", "--questions", "y.json", "--out", str(tmp_path), check=False
+    )
     assert no_file.returncode == 1 and "--api file not found" in no_file.stderr
 
 
@@ -68,8 +82,21 @@ def test_refresh_search_and_rollback_from_the_cli(tmp_path):
 
 @pytest.mark.integration
 def test_demo_runs_the_whole_loop_on_the_bundled_data(tmp_path, base_model):
-    proc = ragtune(tmp_path / "home", "demo", "--train-steps", "1", "--eval-limit", "1", "--probe-limit", "1",
-                   "--max-new-tokens", "24", "--json", timeout=900, RAGTUNE_BASE_MODEL=base_model)
+    proc = ragtune(
+        tmp_path / "home",
+        "demo",
+        "--train-steps",
+        "1",
+        "--eval-limit",
+        "1",
+        "--probe-limit",
+        "1",
+        "--max-new-tokens",
+        "24",
+        "--json",
+        timeout=900,
+        RAGTUNE_BASE_MODEL=base_model,
+    )
     summary = json.loads(proc.stdout)
     assert summary["ok"] and summary["data"] == {"documents": 150, "interactions": 139, "eval_items": 35}
     assert summary["refresh"]["docs_added"] == 150 and summary["refresh"]["skipped"] == []

@@ -31,13 +31,20 @@ def generate(model, tokenizer, constraint: AnswerConstraint, rows: list[tuple[st
     """Greedy replies of one left-padded batch under the constraint, with its budget as max_new_tokens."""
     from transformers import LogitsProcessorList
 
-    texts = [tokenizer.apply_chat_template(build_messages(q, docs), tokenize=False, add_generation_prompt=True) for q, docs in rows]
+    texts = [
+        tokenizer.apply_chat_template(build_messages(q, docs), tokenize=False, add_generation_prompt=True) for q, docs in rows
+    ]
     inputs = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     processor = constraint.processor([[d["doc_id"] for d in docs] for _, docs in rows])
     with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=constraint.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                             logits_processor=LogitsProcessorList([processor]))
-    return tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            **inputs,
+            max_new_tokens=constraint.max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([processor]),
+        )
+    return tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def document(doc_id: str, text: str) -> dict:
@@ -55,12 +62,28 @@ def assert_contract(reply: str, doc_ids: list[str]) -> dict:
 
 def test_every_row_answers_in_contract_citing_only_its_own_documents(model, tokenizer, constraint):
     rows = [
-        ("Which model spots keywords in speech?",
-         [document("superb/wav2vec2-base-superb-ks", "Keyword spotting on SUPERB: pipeline('audio-classification', "
-                   "model='superb/wav2vec2-base-superb-ks')."), document("docs/a b.md", "Cooking pasta.")]),
-        ("How do I summarize news articles?",
-         [document("facebook/bart-large-cnn", "Summarize news with pipeline('summarization', model='facebook/bart-large-cnn').")]),
-        ("How do I greet someone?", [document('say "hi"\\now', "To greet someone, say hi."), document("t5-small", "Translate text.")]),
+        (
+            "Which model spots keywords in speech?",
+            [
+                document(
+                    "superb/wav2vec2-base-superb-ks",
+                    "Keyword spotting on SUPERB: pipeline('audio-classification', model='superb/wav2vec2-base-superb-ks').",
+                ),
+                document("docs/a b.md", "Cooking pasta."),
+            ],
+        ),
+        (
+            "How do I summarize news articles?",
+            [
+                document(
+                    "facebook/bart-large-cnn", "Summarize news with pipeline('summarization', model='facebook/bart-large-cnn')."
+                )
+            ],
+        ),
+        (
+            "How do I greet someone?",
+            [document('say "hi"\\now', "To greet someone, say hi."), document("t5-small", "Translate text.")],
+        ),
     ]
     replies = generate(model, tokenizer, constraint(64), rows)
     for reply, (_, docs) in zip(replies, rows):
@@ -68,8 +91,12 @@ def test_every_row_answers_in_contract_citing_only_its_own_documents(model, toke
 
 
 def test_a_tiny_budget_still_closes_the_json(model, tokenizer, constraint):
-    rows = [("Explain in detail how to fine-tune a speech model, step by step.",
-             [document("superb/wav2vec2-base-superb-ks", "Keyword spotting. " * 20)])]
+    rows = [
+        (
+            "Explain in detail how to fine-tune a speech model, step by step.",
+            [document("superb/wav2vec2-base-superb-ks", "Keyword spotting. " * 20)],
+        )
+    ]
     (reply,) = generate(model, tokenizer, constraint(24), rows)
     assert_contract(reply, ["superb/wav2vec2-base-superb-ks"])
 
@@ -96,7 +123,7 @@ class Steer:
         if target == made:
             scores[self.eos] = 1.0
         elif target.startswith(made):
-            remaining = target[len(made):]
+            remaining = target[len(made) :]
             for t in self.by_first_byte.get(remaining[0], []):
                 if remaining.startswith(self.pieces[t]):
                     scores[t] = len(self.pieces[t]) if self.longest else 100 - len(self.pieces[t])
@@ -149,7 +176,7 @@ def test_repeated_or_foreign_ids_cannot_be_written(tokenizer, constraint, steer,
     assert_contract(reply, TRICKY_IDS)
 
 
-@pytest.mark.parametrize("answer", ["word " * 200, "line\n" * 200, "😀 é" * 150, "a\"😀\\" * 100])
+@pytest.mark.parametrize("answer", ["word " * 200, "line\n" * 200, "😀 é" * 150, 'a"😀\\' * 100])
 @pytest.mark.parametrize("max_new_tokens", [16, 40])
 def test_an_answer_longer_than_the_budget_is_cut_and_closed_in_budget(tokenizer, constraint, steer, answer, max_new_tokens):
     processor = constraint(max_new_tokens).processor([TRICKY_IDS[:2]])
@@ -160,7 +187,11 @@ def test_an_answer_longer_than_the_budget_is_cut_and_closed_in_budget(tokenizer,
 
 def test_a_row_that_finishes_early_leaves_the_others_alone(tokenizer, constraint, steer):
     ids = [["a"], ["docs/a b.md", "superb/wav2vec2-base-superb-ks"], []]
-    targets = [answer_json("No.", []), answer_json("A longer answer, " * 4, ids[1][::-1]), answer_json("Somewhat longer than the first.", [])]
+    targets = [
+        answer_json("No.", []),
+        answer_json("A longer answer, " * 4, ids[1][::-1]),
+        answer_json("Somewhat longer than the first.", []),
+    ]
     processor = constraint(160).processor(ids)
     made = steer.run(processor, targets, 160)
     assert [reply_text(tokenizer, m) for m in made] == targets
@@ -172,10 +203,12 @@ def test_a_budget_too_small_for_any_answer_is_refused(tokenizer):
         AnswerConstraint(tokenizer, 12).processor([["a"]])
 
 
-CANONICAL = [("Use pipeline('x', model='org/m').", ["org/m"], ["org/m", "docs/a b.md"]),
-             (NOT_COVERED, [], ["org/m", "docs/a b.md"]),
-             ("Two.", ["docs/a b.md", "org/m"], ["org/m", "docs/a b.md"]),
-             (NOT_COVERED, [], [])]
+CANONICAL = [
+    ("Use pipeline('x', model='org/m').", ["org/m"], ["org/m", "docs/a b.md"]),
+    (NOT_COVERED, [], ["org/m", "docs/a b.md"]),
+    ("Two.", ["docs/a b.md", "org/m"], ["org/m", "docs/a b.md"]),
+    (NOT_COVERED, [], []),
+]
 
 
 def canonical_tokens(tokenizer, answer: str, citations: list[str]) -> list[int]:
@@ -187,7 +220,7 @@ def test_the_canonical_tokenization_crosses_the_json_parts(tokenizer):
     """Why the grammar is byte-level: the trained tokens span the boundaries between the fixed parts."""
     pieces = lambda answer, citations: [tokenizer.decode([t]) for t in canonical_tokens(tokenizer, answer, citations)]  # noqa: E731
     assert ' ["' in pieces(*CANONICAL[0][:2])
-    assert '.",' in pieces(*CANONICAL[1][:2]) and ' []' in pieces(*CANONICAL[1][:2])
+    assert '.",' in pieces(*CANONICAL[1][:2]) and " []" in pieces(*CANONICAL[1][:2])
 
 
 def feed_canonical(tokenizer, processor, replies: list[list[int]], rows: int) -> InterventionTracker:
@@ -204,7 +237,9 @@ def feed_canonical(tokenizer, processor, replies: list[list[int]], rows: int) ->
         masked = tracker(input_ids, scores.clone())
         for row, token in enumerate(wanted):
             if step < len(replies[row]):
-                assert masked[row, token] == 2.0, f"row {row}: {tokenizer.decode([token])!r} masked after {tokenizer.decode(replies[row][:step])!r}"
+                assert masked[row, token] == 2.0, (
+                    f"row {row}: {tokenizer.decode([token])!r} masked after {tokenizer.decode(replies[row][:step])!r}"
+                )
         input_ids = torch.cat([input_ids, torch.tensor(wanted)[:, None]], dim=1)
     return tracker
 
@@ -264,8 +299,12 @@ def test_any_choice_the_mask_leaves_keeps_the_contract(tokenizer, constraint, se
 # Real APIBench ids: once an id is chosen its remaining bytes are forced, and llguidance then allows only
 # the tokenizer's own tokenization of them ('aut' + 'otrain...', never 'auto' + 'train...'), which can take
 # more tokens than the fewest that write them. A make-run batch once died there ("no token can continue").
-FORCED_IDS = ["45473113800", "kochetkovIT/autotrain-ironhack-49741119788", "jwan2021/autotrain-jwan-autotrain1-1768961489",
-              "omarques/autotrain-in-class-test-demo-1659958764"]
+FORCED_IDS = [
+    "45473113800",
+    "kochetkovIT/autotrain-ironhack-49741119788",
+    "jwan2021/autotrain-jwan-autotrain1-1768961489",
+    "omarques/autotrain-in-class-test-demo-1659958764",
+]
 
 
 @pytest.mark.parametrize("max_new_tokens", [64, 128])

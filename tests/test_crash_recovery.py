@@ -10,20 +10,25 @@ import time
 import dagster as dg
 import pytest
 
+from pipelines.runner import get_instance
 from ragtune.knowledge.chunker import chunk_document
 from ragtune.knowledge.documents import load_documents
-from pipelines.runner import get_instance
 from ragtune.knowledge.retriever import Retriever
-from ragtune.settings import load_settings
 from ragtune.knowledge.store import ChunkStore
+from ragtune.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
 
 def start_refresh(source, home):
     env = {**os.environ, "RAGTUNE_HOME": str(home), "RAGTUNE_WRITE_BATCH": "4"}
-    return subprocess.Popen([sys.executable, "-m", "ragtune.cli", "refresh", "--source", str(source), "--json"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ragtune.cli", "refresh", "--source", str(source), "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def written_past(store, version) -> bool:
@@ -49,7 +54,11 @@ def kill_once_version_passes(proc, store, version, timeout=180):
 
 def wanted_ids(source, embedder):
     s = load_settings()
-    return {c.chunk_id for d in load_documents(source).documents for c in chunk_document(d, embedder.counter, s.chunk_tokens, s.chunk_overlap)}
+    return {
+        c.chunk_id
+        for d in load_documents(source).documents
+        for c in chunk_document(d, embedder.counter, s.chunk_tokens, s.chunk_overlap)
+    }
 
 
 def converge(source, home):

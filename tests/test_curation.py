@@ -6,26 +6,38 @@ from ragtune.behaviour.curation import CurationPolicy, curate
 from ragtune.llm.generator import FALLBACK_PREFIX
 from ragtune.quality import curated_frame, validate_curated_schema, validate_no_pii, validate_not_empty
 
-
-TOPICS = ["translate German legal contracts into English", "detect objects in warehouse camera footage",
-          "summarise long customer support tickets", "transcribe podcast audio with timestamps"]
+TOPICS = [
+    "translate German legal contracts into English",
+    "detect objects in warehouse camera footage",
+    "summarise long customer support tickets",
+    "transcribe podcast audio with timestamps",
+]
 
 
 def rec(i: int, question: str | None = None, answer: str | None = None, feedback="up", correction=None, user="alice", minute=0):
-    return {"id": f"r{i}", "ts": f"2025-01-01T00:{minute:02d}:{i % 60:02d}+00:00", "user": user,
-            "question": question if question is not None else f"How do I load model number {i} for text classification?",
-            "answer": answer if answer is not None else f"Use pipeline('text-classification', model='org/model-{i}').",
-            "citations": [{"doc_id": f"org/model-{i}", "chunk_id": None}], "feedback": feedback, "correction": correction}
+    return {
+        "id": f"r{i}",
+        "ts": f"2025-01-01T00:{minute:02d}:{i % 60:02d}+00:00",
+        "user": user,
+        "question": question if question is not None else f"How do I load model number {i} for text classification?",
+        "answer": answer if answer is not None else f"Use pipeline('text-classification', model='org/model-{i}').",
+        "citations": [{"doc_id": f"org/model-{i}", "chunk_id": None}],
+        "feedback": feedback,
+        "correction": correction,
+    }
 
 
-@pytest.mark.parametrize("feedback, correction, kept, answer", [
-    ("up", None, True, "original"),
-    ("down", None, False, None),
-    (None, None, False, None),
-    ("down", "Use the corrected pipeline call instead.", True, "Use the corrected pipeline call instead."),
-    (None, "Use the corrected pipeline call instead.", True, "Use the corrected pipeline call instead."),
-    ("up", "   ", True, "original"),  # a blank correction is no correction
-])
+@pytest.mark.parametrize(
+    "feedback, correction, kept, answer",
+    [
+        ("up", None, True, "original"),
+        ("down", None, False, None),
+        (None, None, False, None),
+        ("down", "Use the corrected pipeline call instead.", True, "Use the corrected pipeline call instead."),
+        (None, "Use the corrected pipeline call instead.", True, "Use the corrected pipeline call instead."),
+        ("up", "   ", True, "original"),  # a blank correction is no correction
+    ],
+)
 def test_feedback_and_correction_rules(feedback, correction, kept, answer):
     r = rec(1, answer="original answer text that is long enough", feedback=feedback, correction=correction)
     out = curate([r], set())
@@ -39,19 +51,24 @@ def test_feedback_and_correction_rules(feedback, correction, kept, answer):
 
 def test_an_approved_fallback_reply_is_not_training_data_unless_corrected():
     unreadable = FALLBACK_PREFIX + "{'answer': Use pipeline("
-    out = curate([rec(1, answer=unreadable), rec(2, answer=unreadable, correction="Use pipeline('ner') from transformers.")], set())
+    out = curate(
+        [rec(1, answer=unreadable), rec(2, answer=unreadable, correction="Use pipeline('ner') from transformers.")], set()
+    )
     assert out.report.dropped == {"unreadable_answer": 1}
     assert [r["id"] for r in out.records] == ["r2"] and out.records[0]["source"] == "correction"
 
 
-@pytest.mark.parametrize("question, answer, reason", [
-    ("", "a long enough answer to keep around", "empty"),
-    ("Is this a question long enough?", "   ", "empty"),
-    ("short?", "a long enough answer to keep around", "too_short"),
-    ("Is this a question long enough?", "too short", "too_short"),
-    ("Is this a question long enough? " * 100, "a long enough answer to keep around", "too_long"),
-    ("Is this a question long enough?", "x" * 2001, "too_long"),
-])
+@pytest.mark.parametrize(
+    "question, answer, reason",
+    [
+        ("", "a long enough answer to keep around", "empty"),
+        ("Is this a question long enough?", "   ", "empty"),
+        ("short?", "a long enough answer to keep around", "too_short"),
+        ("Is this a question long enough?", "too short", "too_short"),
+        ("Is this a question long enough? " * 100, "a long enough answer to keep around", "too_long"),
+        ("Is this a question long enough?", "x" * 2001, "too_long"),
+    ],
+)
 def test_length_rules(question, answer, reason):
     out = curate([rec(1, question=question, answer=answer)], set(), CurationPolicy())
     assert out.report.kept == 0 and out.report.dropped == {reason: 1}
@@ -98,6 +115,7 @@ def test_checks_fail_on_leftover_pii_and_on_empty_data():
 
 def test_forget_erases_log_curated_and_datasets_and_flags_versions(home, tmp_path):
     from conftest import register_versions
+
     from ragtune.behaviour.datasets import load_curated, read_jsonl, save_curated, save_raft
     from ragtune.behaviour.erasure import forget
     from ragtune.behaviour.interactions import InteractionLog
@@ -111,7 +129,9 @@ def test_forget_erases_log_curated_and_datasets_and_flags_versions(home, tmp_pat
     rows = [{"id": f"r{i}", "user": "bob" if i < 2 else "alice"} for i in range(4)]
     save_raft(s.datasets_dir, "hashwithbob", {"train": rows[:3], "validation": rows[3:]}, {})
     save_raft(s.datasets_dir, "hashwithout", {"train": rows[2:], "validation": []}, {})
-    versions = dict(zip(["hashwithbob", "hashwithout"], register_versions(s, ["hashwithbob", "hashwithout"], tmp_path / "adapter")))
+    versions = dict(
+        zip(["hashwithbob", "hashwithout"], register_versions(s, ["hashwithbob", "hashwithout"], tmp_path / "adapter"))
+    )
 
     report = forget(s, "bob")
     assert report["interactions_removed"] == 2 and report["curated_removed"] == 2

@@ -18,18 +18,26 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import free_port, register_versions
-from ragtune import registry
+
 from pipelines.runner import prepare_dagster_home
+from ragtune import registry
 from ragtune.settings import REPO_ROOT, load_settings
 
 pytestmark = pytest.mark.integration
 
-ASSETS = {"raw_documents": "knowledge", "document_chunks": "knowledge", "chunk_index": "knowledge",
-          "interaction_logs": "interactions", "curated_interactions": "interactions",
-          "raft_dataset": "behaviour", "lora_adapter": "behaviour", "evaluation_set": "behaviour", "adapter_evaluation": "release",
-          "release": "release"}
+ASSETS = {
+    "raw_documents": "knowledge",
+    "document_chunks": "knowledge",
+    "chunk_index": "knowledge",
+    "interaction_logs": "interactions",
+    "curated_interactions": "interactions",
+    "raft_dataset": "behaviour",
+    "lora_adapter": "behaviour",
+    "evaluation_set": "behaviour",
+    "adapter_evaluation": "release",
+    "release": "release",
+}
 JOBS = {"index_refresh", "interaction_curation", "adapter_retrain", "champion_rollback"}
 SCHEDULES = {"nightly_index_refresh": "0 2 * * *", "quarterly_adapter_retrain": "0 3 1 1,4,7,10 *"}
 SENSORS = {"curated_volume_sensor", "step_outputs_pruner"}
@@ -61,7 +69,9 @@ def wait_for_location(url: str, process: subprocess.Popen, log: Path, timeout: f
             loaded = [e for e in entries if (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"]
             if loaded:
                 return loaded[0]
-            errors = [e["locationOrLoadError"] for e in entries if (e["locationOrLoadError"] or {}).get("__typename") == "PythonError"]
+            errors = [
+                e["locationOrLoadError"] for e in entries if (e["locationOrLoadError"] or {}).get("__typename") == "PythonError"
+            ]
             assert not errors, errors
         except (httpx.HTTPError, ValueError):
             pass
@@ -85,8 +95,17 @@ def browser(profile: Path):
     assert not missing, f"{missing} missing: run `make browser` (apt-get install chromium chromium-driver)"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,900"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,900",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
@@ -144,9 +163,23 @@ def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
     port = free_port()
     log = tmp_path / "dagster.log"
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "RAGTUNE_HOME": str(settings.home_dir)}
-    process = subprocess.Popen([str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-                                "-h", "127.0.0.1", "-p", str(port)], cwd=REPO_ROOT, env=env, stdout=log.open("w"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "dev",
+            "-w",
+            str(REPO_ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         location = wait_for_location(url, process, log)
@@ -157,13 +190,20 @@ def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
         nodes = graphql(url, ASSET_NODES)["assetNodes"]
         assert {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes} == ASSETS
 
-        params = {"selector": {"repositoryLocationName": location["name"], "repositoryName": repository["name"], "jobName": "index_refresh"},
-                  "runConfigData": {"ops": {"raw_documents": {"config": {"source_dir": str(corpus)}}}}}
+        params = {
+            "selector": {
+                "repositoryLocationName": location["name"],
+                "repositoryName": repository["name"],
+                "jobName": "index_refresh",
+            },
+            "runConfigData": {"ops": {"raw_documents": {"config": {"source_dir": str(corpus)}}}},
+        }
         run_id = launch_and_wait(url, params, log)
 
         # this run's materialization (a scheduled refresh could have landed beside it, if a tick fell in the test)
-        materialization = next(m for m in graphql(url, MATERIALIZATION)["assetOrError"]["assetMaterializations"]
-                               if m["runId"] == run_id)
+        materialization = next(
+            m for m in graphql(url, MATERIALIZATION)["assetOrError"]["assetMaterializations"] if m["runId"] == run_id
+        )
         values = {e["label"]: e.get("intValue", e.get("floatValue")) for e in materialization["metadataEntries"]}
         documents = len(list(corpus.glob("*.md")))
         assert values["docs_added"] == documents and values["docs_deleted"] == 0

@@ -5,17 +5,30 @@ import dagster as dg
 from pipelines.definitions import build_definitions, defs
 from ragtune.settings import load_settings
 
-
 GROUPS = {
     "knowledge": {"raw_documents", "document_chunks", "chunk_index"},
     "interactions": {"interaction_logs", "curated_interactions"},
     "behaviour": {"evaluation_set", "raft_dataset", "lora_adapter"},
     "release": {"adapter_evaluation", "release"},
 }
-CHECKS = {"chunks_are_valid", "index_vectors_are_valid", "curated_schema_is_valid", "curated_has_no_pii",
-          "curated_is_not_empty", "raft_dataset_is_valid", "raft_dataset_has_no_pii", "release_gate"}
-BLOCKING = {"chunks_are_valid", "curated_has_no_pii", "curated_is_not_empty", "raft_dataset_is_valid", "raft_dataset_has_no_pii",
-            "release_gate"}
+CHECKS = {
+    "chunks_are_valid",
+    "index_vectors_are_valid",
+    "curated_schema_is_valid",
+    "curated_has_no_pii",
+    "curated_is_not_empty",
+    "raft_dataset_is_valid",
+    "raft_dataset_has_no_pii",
+    "release_gate",
+}
+BLOCKING = {
+    "chunks_are_valid",
+    "curated_has_no_pii",
+    "curated_is_not_empty",
+    "raft_dataset_is_valid",
+    "raft_dataset_has_no_pii",
+    "release_gate",
+}
 
 
 def test_definitions_load_everything(home):

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import free_port, make_adapter, register_versions, run_cli, wait_for_http
-from ragtune.settings import REPO_ROOT, load_settings
+
 from pipelines.step_outputs import DAY, prune_step_outputs
+from ragtune.settings import REPO_ROOT, load_settings
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 BUCKET = "ragtune-test"
@@ -41,16 +41,27 @@ def s3(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("s3") / "server.log"
     with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                  stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(endpoint, server)
-        env = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1",
-               "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true",  # LanceDB (object_store)
-               "MLFLOW_S3_ENDPOINT_URL": endpoint}  # MLflow (boto3)
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id="test-key", aws_secret_access_key="test-secret")
+        env = {
+            "AWS_ACCESS_KEY_ID": "test-key",
+            "AWS_SECRET_ACCESS_KEY": "test-secret",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT": endpoint,
+            "AWS_ALLOW_HTTP": "true",  # LanceDB (object_store)
+            "MLFLOW_S3_ENDPOINT_URL": endpoint,
+        }  # MLflow (boto3)
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test-key",
+            aws_secret_access_key="test-secret",
+        )
         client.create_bucket(Bucket=BUCKET)
         yield {"env": env, "client": client}
     finally:
@@ -73,8 +84,13 @@ def manifest(kind: str, name: str) -> dict:
 
 # -- Kubernetes -----------------------------------------------------------------------------------
 # What deploy/README.md tells operators to put in the `ragtune-secrets` Secret; the rest is the ragtune-env ConfigMap.
-SECRET_KEYS = {"RAGTUNE_PG_PASSWORD", "MLFLOW_BACKEND_STORE_URI", "RAGTUNE_INTERACTIONS_URL",
-               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+SECRET_KEYS = {
+    "RAGTUNE_PG_PASSWORD",
+    "MLFLOW_BACKEND_STORE_URI",
+    "RAGTUNE_INTERACTIONS_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+}
 
 
 def cluster_env() -> dict[str, str]:
@@ -103,19 +119,25 @@ def assert_kubectl_keys(model, doc: dict, where: str) -> None:
         kind = model.openapi_types[by_json_name[key]]
         inner = kind[5:-1] if kind.startswith("list[") else kind
         nested = getattr(k8s, inner, None)
-        for item in (value if kind.startswith("list[") else [value]):
+        for item in value if kind.startswith("list[") else [value]:
             if nested is not None and isinstance(item, dict):
                 assert_kubectl_keys(nested, item, f"{where}.{key}")
 
 
 def kubeconfig(path: Path) -> Path:
     """A kubeconfig naming a cluster on loopback that is never contacted: building objects needs no API server."""
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "test", "user": {"token": "test"}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "ragtune"}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "test", "user": {"token": "test"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "ragtune"}}],
+            }
+        )
+    )
     return path
 
 
@@ -139,17 +161,22 @@ def test_k8s_instance_builds_a_run_launcher_and_its_run_pods(tmp_path, monkeypat
     launcher_config = dict(config["run_launcher"]["config"])
     assert launcher_config["load_incluster_config"] is True  # in the cluster; here a kubeconfig instead
     launcher_config.update(load_incluster_config=False, kubeconfig_file=str(kubeconfig(tmp_path / "kubeconfig")))
-    launcher = ConfigurableClassData(config["run_launcher"]["module"], config["run_launcher"]["class"],
-                                     yaml.safe_dump(launcher_config)).rehydrate(K8sRunLauncher)
+    launcher = ConfigurableClassData(
+        config["run_launcher"]["module"], config["run_launcher"]["class"], yaml.safe_dump(launcher_config)
+    ).rehydrate(K8sRunLauncher)
     assert (launcher.job_namespace, launcher.service_account_name) == ("ragtune", "ragtune")
 
     run = DagsterRun(job_name="adapter_retrain", run_id="0123abcd-0000-4000-8000-000000000000")
     context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
     # The run image is the code location's (DAGSTER_CURRENT_IMAGE on the webserver and daemon).
-    job = construct_dagster_k8s_job(context.get_k8s_job_config(job_image=IMAGE, run_launcher=launcher),
-                                    args=["dagster", "api", "execute_run", "{}"], job_name="dagster-run-0123abcd",
-                                    pod_name="dagster-run-0123abcd", component="run_worker",
-                                    user_defined_k8s_config=context.run_k8s_config)
+    job = construct_dagster_k8s_job(
+        context.get_k8s_job_config(job_image=IMAGE, run_launcher=launcher),
+        args=["dagster", "api", "execute_run", "{}"],
+        job_name="dagster-run-0123abcd",
+        pod_name="dagster-run-0123abcd",
+        component="run_worker",
+        user_defined_k8s_config=context.run_k8s_config,
+    )
     body = ApiClient().sanitize_for_serialization(job)
     pod = body["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -174,9 +201,16 @@ def test_k8s_manifests_parse_strictly_and_agree(monkeypatch):
         assert k8s_model_from_dict(model, k8s_snake_case_dict(model, doc)).kind == doc["kind"]  # a missing required one fails
     assert_kubectl_keys(k8s.V1PodSpec, yaml.safe_load((K8S / "training-pod.yaml").read_text()), "training-pod")
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
-    assert {("Deployment", "dagster-webserver"), ("Deployment", "dagster-daemon"), ("Deployment", "mlflow"),
-            ("Service", "mlflow"), ("Deployment", "ragtune-serve"), ("PersistentVolumeClaim", "ragtune-home"),
-            ("ServiceAccount", "ragtune"), ("RoleBinding", "ragtune-launcher")} <= kinds
+    assert {
+        ("Deployment", "dagster-webserver"),
+        ("Deployment", "dagster-daemon"),
+        ("Deployment", "mlflow"),
+        ("Service", "mlflow"),
+        ("Deployment", "ragtune-serve"),
+        ("PersistentVolumeClaim", "ragtune-home"),
+        ("ServiceAccount", "ragtune"),
+        ("RoleBinding", "ragtune-launcher"),
+    } <= kinds
 
     env = manifest("ConfigMap", "ragtune-env")["data"]
     instance = yaml.safe_load((K8S / "dagster.yaml").read_text())["run_launcher"]["config"]
@@ -209,8 +243,8 @@ def test_k8s_step_executor_and_gpu_training_pod(tmp_path, monkeypatch):
     from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR
     from kubernetes.client import ApiClient
 
-    from pipelines.definitions import build_definitions
     from assets.launchers import RunScopedPickleIOManager, launch_training, training_pod_spec
+    from pipelines.definitions import build_definitions
 
     s = load_settings(home=str(tmp_path / "home"), executor="k8s", training_launcher="k8s", training_image=IMAGE)
     defs = build_definitions(s)
@@ -230,15 +264,23 @@ def test_k8s_step_executor_and_gpu_training_pod(tmp_path, monkeypatch):
             self.kwargs = kwargs
 
     recorder = Recorder()
-    launch_training(recorder, "context", ["-m", "training.sft", "--config", "/data/ragtune/runs/r1/sft.yaml"],
-                    {"HF_HUB_OFFLINE": "1"}, s)
+    launch_training(
+        recorder, "context", ["-m", "training.sft", "--config", "/data/ragtune/runs/r1/sft.yaml"], {"HF_HUB_OFFLINE": "1"}, s
+    )
     asked = recorder.kwargs
     assert (asked["image"], asked["namespace"], asked["context"]) == (IMAGE, "ragtune", "context")
     assert asked["command"] == ["python", "-m", "training.sft", "--config", "/data/ragtune/runs/r1/sft.yaml"]
     assert asked["base_pod_spec"] == training_pod_spec(s)
-    body = ApiClient().sanitize_for_serialization(build_pod_body(
-        "ragtune-train-r1", asked["image"], asked["command"], {**asked["env"], DAGSTER_PIPES_CONTEXT_ENV_VAR: "encoded"},
-        None, asked["base_pod_spec"]))
+    body = ApiClient().sanitize_for_serialization(
+        build_pod_body(
+            "ragtune-train-r1",
+            asked["image"],
+            asked["command"],
+            {**asked["env"], DAGSTER_PIPES_CONTEXT_ENV_VAR: "encoded"},
+            None,
+            asked["base_pod_spec"],
+        )
+    )
     container = body["spec"]["containers"][0]
     assert (container["image"], container["command"], body["spec"]["restartPolicy"]) == (IMAGE, asked["command"], "Never")
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -262,8 +304,8 @@ def test_steps_in_their_own_processes_hand_values_over_through_files_then_pruned
     """RAGTUNE_EXECUTOR=multiprocess, run as the daemon runs a job: the file handover k8s step jobs rely on."""
     from dagster import DagsterEventType, DagsterRun, DagsterRunStatus, build_sensor_context
 
-    from pipelines.sensors import step_outputs_pruner
     from pipelines.runner import get_instance
+    from pipelines.sensors import step_outputs_pruner
     from ragtune.knowledge.store import ChunkStore
 
     monkeypatch.setenv("RAGTUNE_EXECUTOR", "multiprocess")
@@ -271,8 +313,14 @@ def test_steps_in_their_own_processes_hand_values_over_through_files_then_pruned
     s = load_settings()
     instance = get_instance(s)  # the data home's instance; DAGSTER_HOME now points at it
     dagster_bin = str(Path(sys.executable).with_name("dagster"))
-    proc = subprocess.run([dagster_bin, "job", "execute", "-m", "pipelines.definitions", "-j", "index_refresh"],
-                          cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [dagster_bin, "job", "execute", "-m", "pipelines.definitions", "-j", "index_refresh"],
+        cwd=REPO_ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     run = instance.get_runs(limit=1)[0]
@@ -285,10 +333,12 @@ def test_steps_in_their_own_processes_hand_values_over_through_files_then_pruned
 
     # step_outputs_pruner: the folder stays for re-execution while young, goes once old; so does an orphan
     # a re-execution of a re-execution of the run, still going: it may load skipped steps from the run itself
-    middle = instance.add_run(DagsterRun(job_name="index_refresh", status=DagsterRunStatus.FAILURE,
-                                         parent_run_id=run.run_id, root_run_id=run.run_id))
-    going = instance.add_run(DagsterRun(job_name="index_refresh", status=DagsterRunStatus.STARTED,
-                                        parent_run_id=middle.run_id, root_run_id=run.run_id))
+    middle = instance.add_run(
+        DagsterRun(job_name="index_refresh", status=DagsterRunStatus.FAILURE, parent_run_id=run.run_id, root_run_id=run.run_id)
+    )
+    going = instance.add_run(
+        DagsterRun(job_name="index_refresh", status=DagsterRunStatus.STARTED, parent_run_id=middle.run_id, root_run_id=run.run_id)
+    )
     for name in ("run-deleted-from-history", going.run_id):
         (s.step_outputs_dir / name).mkdir()
         (s.step_outputs_dir / name / "value").write_bytes(b"x" * 1000)
@@ -336,15 +386,18 @@ def test_registry_through_an_mlflow_tracking_server(home, tmp_path, base_model, 
     referenced = set(re.findall(r"\$\((\w+)\)", " ".join(container["args"])))
     assert referenced <= set(cluster_env()) and {"configMapRef": {"name": "ragtune-env"}} in container["envFrom"]
     port = free_port()
-    local = {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}",
-             "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow"}
+    local = {
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}",
+        "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow",
+    }
     args = [re.sub(r"\$\((\w+)\)", lambda m: local[m.group(1)], a) for a in container["args"]]
     args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
     (tmp_path / "server").mkdir()
     mlflow_bin = str(Path(sys.executable).with_name(container["command"][0]))
     with (tmp_path / "server" / "log").open("w") as out:
-        server = subprocess.Popen([mlflow_bin, *container["command"][1:], *args], stdout=out, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **s3["env"]})
+        server = subprocess.Popen(
+            [mlflow_bin, *container["command"][1:], *args], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **s3["env"]}
+        )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", server)
         monkeypatch.setenv("RAGTUNE_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
@@ -360,8 +413,11 @@ def test_registry_through_an_mlflow_tracking_server(home, tmp_path, base_model, 
 
         # two replicas sharing one volume download the same version at once: both get it whole
         with ThreadPoolExecutor(2) as pool:
-            downloads = list(pool.map(lambda _: registry.download_adapter(s.tracking_uri, s.registered_model, v1,
-                                                                          tmp_path / "download"), range(2)))
+            downloads = list(
+                pool.map(
+                    lambda _: registry.download_adapter(s.tracking_uri, s.registered_model, v1, tmp_path / "download"), range(2)
+                )
+            )
         assert downloads[0] == downloads[1] and sorted(p.name for p in (tmp_path / "download").iterdir()) == [v1]
         downloaded = downloads[0]
         assert (downloaded / "adapter_config.json").read_bytes() == (adapter / "adapter_config.json").read_bytes()

@@ -47,7 +47,9 @@ def messy(tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "good.md").write_text("---\ntitle: Good\nacl: [staff, ops]\n---\n# Heading\n\nBody text.\n")
-    (src / "sub" / "page.html").write_text("<html><head><title>Page</title><script>evil()</script></head><body><h2>Sec</h2><p>Hello <b>web</b>.</p></body></html>")
+    (src / "sub" / "page.html").write_text(
+        "<html><head><title>Page</title><script>evil()</script></head><body><h2>Sec</h2><p>Hello <b>web</b>.</p></body></html>"
+    )
     (src / "good.pdf").write_bytes(make_pdf("Quarterly revenue grew"))
     (src / "empty.md").write_text("")
     (src / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00IHDR" * 10)
@@ -61,10 +63,13 @@ def messy(tmp_path):
     os.symlink(src / "missing.md", src / "dangling.md")
     (src / "z_copy.md").write_text("---\ntitle: Good\nacl: [staff, ops]\n---\n# Heading\n\nBody text.\n")
     (src / "docs.jsonl").write_text(
-        json.dumps({"id": "j1", "title": "J one", "text": "first", "metadata": {"acl": ["hr"]}}) + "\n"
+        json.dumps({"id": "j1", "title": "J one", "text": "first", "metadata": {"acl": ["hr"]}})
+        + "\n"
         + "{not json\n"
-        + json.dumps({"id": "j2", "text": ""}) + "\n"
-        + json.dumps({"id": "j3", "title": "J three", "text": "third"}) + "\n"
+        + json.dumps({"id": "j2", "text": ""})
+        + "\n"
+        + json.dumps({"id": "j3", "title": "J three", "text": "third"})
+        + "\n"
     )
     (src / "notes.docx").write_bytes(b"PK\x03\x04")
     return src

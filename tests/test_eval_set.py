@@ -4,14 +4,31 @@ import json
 
 import pytest
 
-from evaluation.eval_set import (build_evaluation_set, eval_items_from_curated, held_out, split_holdout,
-                                 spread_over_documents, too_few_message, usable_items)
+from evaluation.eval_set import (
+    build_evaluation_set,
+    eval_items_from_curated,
+    held_out,
+    split_holdout,
+    spread_over_documents,
+    too_few_message,
+    usable_items,
+)
 from ragtune.llm.prompting import NOT_COVERED
 
 
 def curated(n: int, doc: str = "org/model") -> list[dict]:
-    return [{"id": f"r{i}", "ts": "2025-01-01T00:00:00+00:00", "user": "u", "question": f"question number {i}?",
-             "answer": f"Use {doc}-{i}.", "gold_doc_ids": [f"{doc}-{i}"], "source": "feedback"} for i in range(n)]
+    return [
+        {
+            "id": f"r{i}",
+            "ts": "2025-01-01T00:00:00+00:00",
+            "user": "u",
+            "question": f"question number {i}?",
+            "answer": f"Use {doc}-{i}.",
+            "gold_doc_ids": [f"{doc}-{i}"],
+            "source": "feedback",
+        }
+        for i in range(n)
+    ]
 
 
 def test_the_holdout_is_stable_as_the_log_grows_and_never_overlaps_training():
@@ -26,18 +43,26 @@ def test_the_holdout_is_stable_as_the_log_grows_and_never_overlaps_training():
 def test_items_come_from_approved_answers_and_abstentions_become_unanswerable():
     records = curated(2) + [{"id": "x", "question": "what is the weather?", "answer": NOT_COVERED, "gold_doc_ids": []}]
     items = eval_items_from_curated(records)
-    assert items[0] == {"id": "r0", "question": "question number 0?", "reference_answer": "Use org/model-0.",
-                        "gold_doc_ids": ["org/model-0"], "answerable": True}
+    assert items[0] == {
+        "id": "r0",
+        "question": "question number 0?",
+        "reference_answer": "Use org/model-0.",
+        "gold_doc_ids": ["org/model-0"],
+        "answerable": True,
+    }
     assert items[2]["answerable"] is False
 
 
 def test_items_the_index_cannot_answer_are_skipped_with_their_reason():
-    items = eval_items_from_curated(curated(3)) + [{"id": "n", "question": "q?", "reference_answer": "Use it.",
-                                                    "gold_doc_ids": [], "answerable": True}]
+    items = eval_items_from_curated(curated(3)) + [
+        {"id": "n", "question": "q?", "reference_answer": "Use it.", "gold_doc_ids": [], "answerable": True}
+    ]
     usable, skipped = usable_items(items, indexed_doc_ids := {"org/model-0", "org/model-2"})
     assert [i["id"] for i in usable] == ["r0", "r2"]
-    assert skipped == ["r1: gold documents not in the live index (org/model-1)",
-                       "n: no gold documents (the approved answer cites none)"]
+    assert skipped == [
+        "r1: gold documents not in the live index (org/model-1)",
+        "n: no gold documents (the approved answer cites none)",
+    ]
     assert indexed_doc_ids  # the filter never empties the index's ids
 
 
@@ -86,8 +111,11 @@ def test_one_popular_document_cannot_fill_the_evaluation_set():
     spread, capped = spread_over_documents(items, 3)
     assert capped == 7 and len(spread) == 8
     assert [i["id"] for i in spread if i["gold_doc_ids"] == ["org/popular"]] == ["r0", "r1", "r2"]  # the earliest
-    assert [i["gold_doc_ids"] for i in spread[:6]] == [["org/popular"], *([d] for d in
-                                                       ["org/other-0", "org/other-1", "org/other-2", "org/other-3"]), []]
+    assert [i["gold_doc_ids"] for i in spread[:6]] == [
+        ["org/popular"],
+        *([d] for d in ["org/other-0", "org/other-1", "org/other-2", "org/other-3"]),
+        [],
+    ]
     assert spread[6]["id"] == "r1"  # round-robin: a limit of 6 would cover all six documents first
     assert spread_over_documents(items, 0) == (items, 0) and spread_over_documents(items, None) == (items, 0)
 

@@ -4,11 +4,22 @@ import math
 
 import pytest
 
-from ragtune.llm.prompting import NOT_COVERED
 from evaluation.metrics import (
-    abstained, adheres, citation_accuracy, distinctive_identifier, exact_match, format_valid, identifier_match,
-    identifier_shown, normalise, percentile, recall_at_k, reciprocal_rank, token_f1,
+    abstained,
+    adheres,
+    citation_accuracy,
+    distinctive_identifier,
+    exact_match,
+    format_valid,
+    identifier_match,
+    identifier_shown,
+    normalise,
+    percentile,
+    recall_at_k,
+    reciprocal_rank,
+    token_f1,
 )
+from ragtune.llm.prompting import NOT_COVERED
 
 
 def test_normalisation_exact_match_and_f1():
@@ -19,14 +30,17 @@ def test_normalisation_exact_match_and_f1():
     assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0 and token_f1("a b", "c d") == 0.0
 
 
-@pytest.mark.parametrize("identifier, wanted", [
-    ("pipeline('audio-classification', model='superb/wav2vec2-base-superb-ks')", "superb/wav2vec2-base-superb-ks"),
-    ("AutoModel.from_pretrained(\"rasa/LaBSE\")", "rasa/LaBSE"),
-    ("joblib.load('model.joblib')", "model.joblib"),
-    ("hub.load()", "hub.load()"),
-    # a free-text reference: the call's quoted string, not a longer one quoted in the explanation after it
-    ("Use joblib.load('model.joblib'). Load the model using 'joblib.load()' and predict.", "model.joblib"),
-])
+@pytest.mark.parametrize(
+    "identifier, wanted",
+    [
+        ("pipeline('audio-classification', model='superb/wav2vec2-base-superb-ks')", "superb/wav2vec2-base-superb-ks"),
+        ('AutoModel.from_pretrained("rasa/LaBSE")', "rasa/LaBSE"),
+        ("joblib.load('model.joblib')", "model.joblib"),
+        ("hub.load()", "hub.load()"),
+        # a free-text reference: the call's quoted string, not a longer one quoted in the explanation after it
+        ("Use joblib.load('model.joblib'). Load the model using 'joblib.load()' and predict.", "model.joblib"),
+    ],
+)
 def test_distinctive_identifier(identifier, wanted):
     assert distinctive_identifier(identifier) == wanted
 
@@ -76,12 +90,16 @@ def test_retrieval_metrics_and_percentiles():
 
 def test_an_identifier_is_shown_only_when_it_tells_the_gold_document_apart():
     call = "joblib.load('model.joblib')"
-    autotrain = [{"doc_id": "a/one", "title": "a/one", "text": "Load with joblib.load('model.joblib')."},
-                 {"doc_id": "b/two", "title": "b/two", "text": "Also joblib.load('model.joblib')."}]
+    autotrain = [
+        {"doc_id": "a/one", "title": "a/one", "text": "Load with joblib.load('model.joblib')."},
+        {"doc_id": "b/two", "title": "b/two", "text": "Also joblib.load('model.joblib')."},
+    ]
     assert not identifier_shown(call, autotrain, ["a/one"])  # every AutoTrain document holds it
     assert identifier_shown(call, autotrain[:1], ["a/one"])
-    hub = [{"doc_id": "org/x", "title": "org/x", "text": "AutoModel.from_pretrained('ORG/X')"},
-           {"doc_id": "org/y", "title": "org/y", "text": "see org/y"}]
+    hub = [
+        {"doc_id": "org/x", "title": "org/x", "text": "AutoModel.from_pretrained('ORG/X')"},
+        {"doc_id": "org/y", "title": "org/y", "text": "see org/y"},
+    ]
     assert identifier_shown("AutoModel.from_pretrained('org/x')", hub, ["org/x"])  # case-insensitive
     assert not identifier_shown("AutoModel.from_pretrained('org/z')", hub, ["org/z"])  # gold not shown
     assert not identifier_shown("AutoModel.from_pretrained('org/y')", hub, ["org/x"])  # only in a non-gold one

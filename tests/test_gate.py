@@ -6,8 +6,8 @@ import random
 from dataclasses import asdict
 
 import pytest
-
 from conftest import scored_rows
+
 from evaluation.gate import DEFAULT_GATE, GatePolicy, compare, decide
 from evaluation.intervals import Z95, mean_interval, newcombe_paired, paired_difference, wilson
 from evaluation.runner import verdict_of
@@ -40,12 +40,12 @@ def test_newcombe_paired_matches_the_published_example():
 
 def test_newcombe_paired_by_hand_where_phi_is_zero():
     # 4 won, 0 lost, 26 both wrong of 30 (ad - bc = 0: phi = 0). p1 = 4/30, p2 = 0.
-    z2 = Z95 ** 2
+    z2 = Z95**2
     centre, half = (4 / 30 + z2 / 60) / (1 + z2 / 30), Z95 * math.sqrt((4 / 30) * (26 / 30) / 30 + z2 / 3600) / (1 + z2 / 30)
     l1, u1 = centre - half, centre + half  # Wilson for 4 of 30: 0.0531, 0.2968
     u2 = z2 / (30 + z2)  # Wilson's upper bound for 0 of 30: 0.1135 (its lower bound is 0 = p2)
     assert (l1, u1, u2) == pytest.approx((0.0531, 0.2968, 0.1135), abs=1e-4)
-    low = 4 / 30 - math.sqrt((4 / 30 - l1) ** 2 + u2 ** 2)  # 0.1333 - sqrt(0.0802² + 0.1135²) = -0.0056
+    low = 4 / 30 - math.sqrt((4 / 30 - l1) ** 2 + u2**2)  # 0.1333 - sqrt(0.0802² + 0.1135²) = -0.0056
     high = 4 / 30 + (u1 - 4 / 30)  # p2 - l2 = 0: only the challenger's upper side = 0.2968
     assert newcombe_paired(0, 4, 0, 26) == pytest.approx((low, high), abs=1e-12)
     assert (low, high) == pytest.approx((-0.0056, 0.2968), abs=1e-4)
@@ -65,7 +65,7 @@ def test_newcombe_paired_is_antisymmetric_and_a_proper_interval_at_no_discordant
 def sign_test(won: int, lost: int) -> float:
     """The exact two-sided sign test (McNemar's exact conditional test) on the discordant pairs."""
     m, k = won + lost, min(won, lost)
-    return min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2 ** m)
+    return min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2**m)
 
 
 @pytest.mark.parametrize("n", [20, 30, 40])
@@ -106,7 +106,7 @@ def binomial_quantile(n: int, q: float) -> int:
     """The smallest k with P(Binomial(n, 1/2) <= k) >= q."""
     total = 0.0
     for k in range(n + 1):
-        total += math.comb(n, k) / 2 ** n
+        total += math.comb(n, k) / 2**n
         if total >= q:
             return k
     return n
@@ -140,12 +140,20 @@ def test_paired_bootstrap_is_deterministic_whatever_the_item_order():
 
 # --- the gate ----------------------------------------------------------------------------------------
 
-SOUND = {"identifier_match": 0.4, "citation_accuracy": 0.6, "false_abstention": 0.1, "format_validity": 0.97,
-         "abstention": 0.7, "adherence": 0.6}
+SOUND = {
+    "identifier_match": 0.4,
+    "citation_accuracy": 0.6,
+    "false_abstention": 0.1,
+    "format_validity": 0.97,
+    "abstention": 0.7,
+    "adherence": 0.6,
+}
 
 
 def judged(challenger: dict, incumbent: dict, policy: GatePolicy | None = None, n: int = 100, probed: int = 60):
-    rows = scored_rows("challenger_rag", n, probed, **{**SOUND, **challenger}) + scored_rows("base_rag", n, probed, **{**SOUND, **incumbent})
+    rows = scored_rows("challenger_rag", n, probed, **{**SOUND, **challenger}) + scored_rows(
+        "base_rag", n, probed, **{**SOUND, **incumbent}
+    )
     return decide(compare(rows, "challenger_rag", "base_rag"), policy or GatePolicy())
 
 
@@ -168,7 +176,9 @@ def test_a_clearly_better_challenger_on_100_items_passes_and_every_rule_is_liste
     assert verdict.outcome == "passed" and verdict.passed, verdict.reasons
     assert (verdict.challenger, verdict.incumbent) == (0.7, 0.4) and 0.02 < verdict.interval[0] < 0.3 < verdict.interval[1]
     assert all(r.startswith("ok ") for r in verdict.reasons) and len(verdict.reasons) == 8  # primary, evidence, 5 guards, 1 floor
-    assert verdict.reasons[0].startswith("ok identifier_match_gold_in_context") and "lower bound clears +0.020" in verdict.reasons[0]
+    assert (
+        verdict.reasons[0].startswith("ok identifier_match_gold_in_context") and "lower bound clears +0.020" in verdict.reasons[0]
+    )
 
 
 def test_a_sabotaged_challenger_is_worse():
@@ -178,12 +188,15 @@ def test_a_sabotaged_challenger_is_worse():
     assert verdict.reasons[1].startswith("FAIL citation_accuracy_gold_in_context")
 
 
-@pytest.mark.parametrize("guard, change", [
-    ("adherence", {"adherence": 0.2}),  # follows the weights over an edited document
-    ("abstain_decision", {"abstention": 0.3}),  # stops abstaining where it should
-    ("format_validity", {"format_validity": 0.85}),  # also under the floor
-    ("false_abstention_gold_in_context (lower is better)", {"false_abstention": 0.4}),  # a rise is the harm
-])
+@pytest.mark.parametrize(
+    "guard, change",
+    [
+        ("adherence", {"adherence": 0.2}),  # follows the weights over an edited document
+        ("abstain_decision", {"abstention": 0.3}),  # stops abstaining where it should
+        ("format_validity", {"format_validity": 0.85}),  # also under the floor
+        ("false_abstention_gold_in_context (lower is better)", {"false_abstention": 0.4}),  # a rise is the harm
+    ],
+)
 def test_better_on_the_primary_but_significantly_worse_on_a_guard_fails(guard, change):
     verdict = judged({"identifier_match": 0.7, **change}, {})
     assert verdict.outcome == "worse" and not verdict.passed
@@ -194,8 +207,9 @@ def test_better_on_the_primary_but_significantly_worse_on_a_guard_fails(guard, c
 
 def test_abstaining_on_everything_does_not_win_the_abstention_guard():
     """An indiscriminate abstainer scores on unanswerable probes and loses as much on answerable ones."""
-    verdict = judged({"identifier_match": 0.7, "abstention": 0.0, "false_abstention": 0.0},
-                     {"abstention": 0.4, "false_abstention": 0.4})  # the incumbent abstains 40% everywhere
+    verdict = judged(
+        {"identifier_match": 0.7, "abstention": 0.0, "false_abstention": 0.0}, {"abstention": 0.4, "false_abstention": 0.4}
+    )  # the incumbent abstains 40% everywhere
     decision = next(r for r in verdict.reasons if "abstain_decision" in r)
     assert not decision.startswith("FAIL") and verdict.passed, verdict.reasons
 
@@ -211,20 +225,34 @@ def test_a_guard_interval_that_straddles_the_tolerance_passes_listed_as_uncertai
 def test_too_few_items_is_not_enough_evidence_even_for_a_winner():
     verdict = judged({"identifier_match": 1.0}, {"identifier_match": 0.0}, n=12, probed=6)
     assert verdict.outcome == "not_enough_evidence" and not verdict.passed
-    assert verdict.reasons[0] == ("FAIL evidence: too few items compared to decide: 12 answer (needs 100) on 12 gold "
-                                  "documents, 6 unanswerable (needs 50), 6 counterfactual (needs 20); "
-                                  "identifier_match_gold_in_context paired on 12 items (needs 30)")
+    assert verdict.reasons[0] == (
+        "FAIL evidence: too few items compared to decide: 12 answer (needs 100) on 12 gold "
+        "documents, 6 unanswerable (needs 50), 6 counterfactual (needs 20); "
+        "identifier_match_gold_in_context paired on 12 items (needs 30)"
+    )
     # the same counts pass a policy sized for them; without the abstention and adherence guards no probe count is needed
     small = GatePolicy(min_items=12, min_primary_items=12, guards=["format_validity"])
     assert judged({"identifier_match": 1.0}, {"identifier_match": 0.0}, small, n=12, probed=0).outcome == "passed"
-    assert judged({"identifier_match": 1.0}, {"identifier_match": 0.0}, GatePolicy(min_items=12, guards=["format_validity"]),
-                  n=12, probed=0).outcome == "not_enough_evidence"  # the primary's own 12 items are under 30
+    assert (
+        judged(
+            {"identifier_match": 1.0},
+            {"identifier_match": 0.0},
+            GatePolicy(min_items=12, guards=["format_validity"]),
+            n=12,
+            probed=0,
+        ).outcome
+        == "not_enough_evidence"
+    )  # the primary's own 12 items are under 30
 
 
 def test_counterfactual_probes_have_a_minimum_of_their_own():
     # 60 items probed, 20 of them with an identifier to edit (as on APIBench, where most ids cannot be edited)
-    rows = [r for r in scored_rows("challenger_rag", 100, 60, **{**SOUND, "identifier_match": 0.7})
-            + scored_rows("base_rag", 100, 60, **SOUND) if r["kind"] != "counterfactual" or int(r["item_id"][1:]) < 20]
+    rows = [
+        r
+        for r in scored_rows("challenger_rag", 100, 60, **{**SOUND, "identifier_match": 0.7})
+        + scored_rows("base_rag", 100, 60, **SOUND)
+        if r["kind"] != "counterfactual" or int(r["item_id"][1:]) < 20
+    ]
     comparison = compare(rows, "challenger_rag", "base_rag")
     assert comparison["counts"] == {"answer": 100, "counterfactual": 20, "unanswerable": 60}
     assert comparison["documents"] == 100  # each item asks about its own document
@@ -276,8 +304,10 @@ def judged_on(won: int, lost: int, both: int, n: int = 30):
     challenger, incumbent = outcomes(won, lost, both, n)
     rows = []
     for name, values in (("challenger_rag", challenger), ("base_rag", incumbent)):
-        rows += [{**r, "identifier_match": values[int(r["item_id"][1:])]} if r["kind"] == "answer" else r
-                 for r in scored_rows(name, n, 0, format_validity=1.0)]
+        rows += [
+            {**r, "identifier_match": values[int(r["item_id"][1:])]} if r["kind"] == "answer" else r
+            for r in scored_rows(name, n, 0, format_validity=1.0)
+        ]
     return decide(compare(rows, "challenger_rag", "base_rag"), policy)
 
 
@@ -312,14 +342,18 @@ def test_repeated_item_ids_are_paired_in_order_of_occurrence_and_reported():
 
 def test_unmeasured_metrics_fail_their_rule():
     better = {**SOUND, "identifier_match": 0.7}
-    rows = scored_rows("challenger_rag", **better) + scored_rows("base_rag", **{k: v for k, v in SOUND.items() if k != "adherence"})
+    rows = scored_rows("challenger_rag", **better) + scored_rows(
+        "base_rag", **{k: v for k, v in SOUND.items() if k != "adherence"}
+    )
     verdict = decide(compare(rows, "challenger_rag", "base_rag"), GatePolicy())
     assert verdict.outcome == "not_enough_evidence"
     assert verdict.reasons[0] == "FAIL adherence: not measured (no counterfactual probe scored for both candidates)"
     no_gold = [{**r, "retrieved": ["other"]} for r in rows]  # retrieval never served a gold document
     verdict = decide(compare(no_gold, "challenger_rag", "base_rag"), GatePolicy())
-    assert verdict.reasons[0].startswith("FAIL identifier_match_gold_in_context: not measured (no answer probe scored for "
-                                         "both candidates, with a gold document in the context)")
+    assert verdict.reasons[0].startswith(
+        "FAIL identifier_match_gold_in_context: not measured (no answer probe scored for "
+        "both candidates, with a gold document in the context)"
+    )
     assert verdict.interval is None and verdict.challenger == 0.0
 
 
@@ -345,17 +379,19 @@ def test_policy_yaml_loads_and_refuses_unknown_keys_and_metrics(tmp_path):
     counts = {"min_items": 0, "min_probed": 0, "min_counterfactual": 0, "min_primary_items": 0}
     assert {**asdict(demo), **counts} == {**asdict(policy), **counts}  # the demo's gate differs only in its counts
     path = tmp_path / "gate.yaml"
-    for text, error in [("primary: x\n", "unknown gate settings primary"),
-                        ("max_regression: 0.05\n", "unknown gate settings max_regression"),
-                        ("guards: {format_validity: 0.9}\n", "guards must be a list"),
-                        ("guards: [identifer_match]\n", "unknown metrics identifer_match"),
-                        ("floors: {false_abstention: 0.1}\n", "none on lower-is-better false_abstention"),
-                        ("min_items: -1\n", "min_items = -1: cannot be negative"),
-                        ("min_improvement: -0.01\n", "min_improvement = -0.01: cannot be negative"),
-                        ("tolerance: -0.05\n", "tolerance = -0.05: cannot be negative"),
-                        ("min_primary_items: -5\n", "min_primary_items = -5: cannot be negative"),
-                        ("min_counterfactual: -1\n", "min_counterfactual = -1: cannot be negative"),
-                        ("min_improvement: two points\n", "min_improvement must be numbers")]:
+    for text, error in [
+        ("primary: x\n", "unknown gate settings primary"),
+        ("max_regression: 0.05\n", "unknown gate settings max_regression"),
+        ("guards: {format_validity: 0.9}\n", "guards must be a list"),
+        ("guards: [identifer_match]\n", "unknown metrics identifer_match"),
+        ("floors: {false_abstention: 0.1}\n", "none on lower-is-better false_abstention"),
+        ("min_items: -1\n", "min_items = -1: cannot be negative"),
+        ("min_improvement: -0.01\n", "min_improvement = -0.01: cannot be negative"),
+        ("tolerance: -0.05\n", "tolerance = -0.05: cannot be negative"),
+        ("min_primary_items: -5\n", "min_primary_items = -5: cannot be negative"),
+        ("min_counterfactual: -1\n", "min_counterfactual = -1: cannot be negative"),
+        ("min_improvement: two points\n", "min_improvement must be numbers"),
+    ]:
         path.write_text(text)
         with pytest.raises(ValueError, match=error):
             GatePolicy.from_yaml(path)

@@ -8,13 +8,22 @@ from ragtune.precision import bf16_native, resolve_dtype
 
 DOCS = [
     [{"doc_id": "org/ner-model", "title": "NER model", "text": "org/ner-model tags people and places in text."}],
-    [{"doc_id": "acme/asr", "title": "Speech recognition", "text": "acme/asr turns English speech into text. "
-      "Call pipeline('automatic-speech-recognition', model='acme/asr')."},
-     {"doc_id": "acme/tts", "title": "Speech synthesis", "text": "acme/tts reads text aloud."}],
+    [
+        {
+            "doc_id": "acme/asr",
+            "title": "Speech recognition",
+            "text": "acme/asr turns English speech into text. Call pipeline('automatic-speech-recognition', model='acme/asr').",
+        },
+        {"doc_id": "acme/tts", "title": "Speech synthesis", "text": "acme/tts reads text aloud."},
+    ],
     [{"doc_id": "vision/det", "title": "Object detection", "text": "vision/det finds objects in images and draws boxes."}],
 ]
-QUESTIONS = ["Which model tags people in text?", "How do I transcribe a recording?", "What finds cars in a photo?",
-             "Which model reads text aloud?"]
+QUESTIONS = [
+    "Which model tags people in text?",
+    "How do I transcribe a recording?",
+    "What finds cars in a photo?",
+    "Which model reads text aloud?",
+]
 PROMPTS = [(q, DOCS[i % len(DOCS)]) for i, q in enumerate(QUESTIONS)]
 
 
@@ -25,8 +34,10 @@ def trained_like_adapter(base_model, folder, seed: int = 0):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_model),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_model),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -69,7 +80,9 @@ def test_merged_adapter_in_a_batch_answers_as_the_unmerged_one_alone(base_model,
     batched = [g.raw for g in fast.generate_batch(PROMPTS)]
 
     slow = Generator(base_model, None, max_new_tokens=24, dtype="float32", batch_size=1, constrained=False)
-    slow.model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32), str(adapter)).eval()
+    slow.model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32), str(adapter)
+    ).eval()
     alone = [slow.generate(q, d).raw for q, d in PROMPTS]
     assert batched == alone
     plain = Generator(base_model, None, max_new_tokens=24, dtype="float32", constrained=False)
@@ -111,8 +124,11 @@ def test_bfloat16_training_arguments_build_on_a_cpu(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not bf16_native(), reason="this CPU has no bfloat16 units (amx_bf16/avx512_bf16): bfloat16 is "
-                    "emulated here, about 100x slower than float32, and `auto` never chooses it")
+@pytest.mark.skipif(
+    not bf16_native(),
+    reason="this CPU has no bfloat16 units (amx_bf16/avx512_bf16): bfloat16 is "
+    "emulated here, about 100x slower than float32, and `auto` never chooses it",
+)
 def test_bfloat16_answers_as_float32(base_model):
     prompts = [(f"{q} Answer briefly.", DOCS[j]) for q in QUESTIONS for j in range(len(DOCS))]
     f32 = Generator(base_model, max_new_tokens=32, dtype="float32", batch_size=4, constrained=False).generate_batch(prompts)

@@ -8,8 +8,17 @@ import json
 
 import pytest
 
-from evaluation.harness import (Candidate, HarnessConfig, answer_metrics, build_probes, counterfactual_identifier,
-                                item_metrics, load_eval_set, run_harness, summarise)
+from evaluation.harness import (
+    Candidate,
+    HarnessConfig,
+    answer_metrics,
+    build_probes,
+    counterfactual_identifier,
+    item_metrics,
+    load_eval_set,
+    run_harness,
+    summarise,
+)
 from ragtune.llm.generator import Generation, to_answer
 from ragtune.llm.prompting import NOT_COVERED, answer_json
 
@@ -20,16 +29,30 @@ CHUNKS = {
     "misc/joblib": "# misc/joblib\n\nA tabular model.\n\n## API call\n\n`joblib.load('model.joblib')`",
 }
 ITEMS = [
-    {"id": "q1", "question": "parse my text", "reference_answer": "Use pipeline('parse', model='acme/parser').",
-     "gold_doc_ids": ["acme/parser"], "answerable": True, "identifier": "pipeline('parse', model='acme/parser')"},
-    {"id": "q2", "question": "tag my text", "reference_answer": "Use pipeline('tag', model='acme/tagger').",
-     "gold_doc_ids": ["acme/tagger"], "answerable": True, "identifier": "pipeline('tag', model='acme/tagger')"},
+    {
+        "id": "q1",
+        "question": "parse my text",
+        "reference_answer": "Use pipeline('parse', model='acme/parser').",
+        "gold_doc_ids": ["acme/parser"],
+        "answerable": True,
+        "identifier": "pipeline('parse', model='acme/parser')",
+    },
+    {
+        "id": "q2",
+        "question": "tag my text",
+        "reference_answer": "Use pipeline('tag', model='acme/tagger').",
+        "gold_doc_ids": ["acme/tagger"],
+        "answerable": True,
+        "identifier": "pipeline('tag', model='acme/tagger')",
+    },
     {"id": "q3", "question": "what is the weather", "reference_answer": NOT_COVERED, "gold_doc_ids": [], "answerable": False},
 ]
 # q1's gold is ranked first, q2's gold second, q3 has none
-RANKINGS = {"parse my text": ["acme/parser", "acme/tagger", "other/embedder", "misc/joblib"],
-            "tag my text": ["other/embedder", "acme/tagger", "acme/parser", "misc/joblib"],
-            "what is the weather": ["misc/joblib", "other/embedder", "acme/parser", "acme/tagger"]}
+RANKINGS = {
+    "parse my text": ["acme/parser", "acme/tagger", "other/embedder", "misc/joblib"],
+    "tag my text": ["other/embedder", "acme/tagger", "acme/parser", "misc/joblib"],
+    "what is the weather": ["misc/joblib", "other/embedder", "acme/parser", "acme/tagger"],
+}
 
 
 def search(question: str, n: int) -> list[dict]:
@@ -92,8 +115,15 @@ def test_counterfactual_identifiers_differ_and_never_contain_the_original():
 def test_probes_answer_unanswerable_and_counterfactual():
     probes, retrieval = build_probes(ITEMS, search, HarnessConfig(k=2))
     kinds = [(p.item_id, p.kind) for p in probes]
-    assert kinds == [("q1", "answer"), ("q1", "unanswerable"), ("q1", "counterfactual"),
-                     ("q2", "answer"), ("q2", "unanswerable"), ("q2", "counterfactual"), ("q3", "unanswerable")]
+    assert kinds == [
+        ("q1", "answer"),
+        ("q1", "unanswerable"),
+        ("q1", "counterfactual"),
+        ("q2", "answer"),
+        ("q2", "unanswerable"),
+        ("q2", "counterfactual"),
+        ("q3", "unanswerable"),
+    ]
     by = {(p.item_id, p.kind): p for p in probes}
     assert [d["doc_id"] for d in by["q2", "answer"].documents] == ["other/embedder", "acme/tagger"]  # as served: top k
     assert all(d["doc_id"] != "acme/tagger" for d in by["q2", "unanswerable"].documents)  # gold removed
@@ -106,14 +136,25 @@ def test_probes_answer_unanswerable_and_counterfactual():
     # recall@2: both golds in the top 2; MRR: 1 and 1/2
     assert retrieval == {"recall@2": 1.0, "mrr": 0.75, "answerable_items": 2}
     limited, _ = build_probes(ITEMS, search, HarnessConfig(k=2, limit=2, probe_limit=1))
-    assert [(p.item_id, p.kind) for p in limited] == [("q1", "answer"), ("q1", "unanswerable"), ("q1", "counterfactual"), ("q2", "answer")]
+    assert [(p.item_id, p.kind) for p in limited] == [
+        ("q1", "answer"),
+        ("q1", "unanswerable"),
+        ("q1", "counterfactual"),
+        ("q2", "answer"),
+    ]
 
 
 def test_a_faithful_answerer_scores_perfectly_and_no_retrieval_scores_nothing():
     probes, retrieval = build_probes(ITEMS, search, HarnessConfig(k=2))
     answerer = Scripted(faithful)
-    report = run_harness(probes, retrieval, [Candidate("challenger_rag", "x"), Candidate("challenger_no_rag", "x", retrieval=False)],
-                         lambda c: answerer, "base", HarnessConfig(k=2))
+    report = run_harness(
+        probes,
+        retrieval,
+        [Candidate("challenger_rag", "x"), Candidate("challenger_no_rag", "x", retrieval=False)],
+        lambda c: answerer,
+        "base",
+        HarnessConfig(k=2),
+    )
     rag, bare = report.metrics["challenger_rag"], report.metrics["challenger_no_rag"]
     assert rag["identifier_match"] == 1.0 and rag["citation_accuracy"] == 1.0 and rag["format_validity"] == 1.0
     assert rag["abstention"] == 1.0 and rag["adherence"] == 1.0 and rag["false_abstention"] == 0.0
@@ -121,7 +162,9 @@ def test_a_faithful_answerer_scores_perfectly_and_no_retrieval_scores_nothing():
     assert bare["identifier_match"] == 0.0 and bare["false_abstention"] == 1.0 and bare["answers"] == 2
     assert "abstention" not in bare and "citation_accuracy" not in bare  # not measured without documents
     assert rag["identifier_match_gold_in_context"] == 1.0  # both answer probes show their gold identifier alone
-    shown = {r["item_id"]: r["identifier_shown"] for r in report.rows if r["candidate"] == "challenger_rag" and r["kind"] == "answer"}
+    shown = {
+        r["item_id"]: r["identifier_shown"] for r in report.rows if r["candidate"] == "challenger_rag" and r["kind"] == "answer"
+    }
     assert shown == {"q1": 1.0, "q2": 1.0}
     rows = [r for r in report.rows if r["candidate"] == "challenger_rag" and r["kind"] == "counterfactual"]
     assert all("acme-labs/parser" in r["answer"] or "acme-labs/tagger" in r["answer"] for r in rows)
@@ -129,8 +172,11 @@ def test_a_faithful_answerer_scores_perfectly_and_no_retrieval_scores_nothing():
 
 def test_an_answer_naming_every_served_document_wins_no_identifier_match():
     probes, retrieval = build_probes(ITEMS, search, HarnessConfig(k=2))
-    hedger = Scripted(lambda question, documents: answer_json(
-        "Use " + " or ".join(d["doc_id"] for d in documents) + ".", [documents[0]["doc_id"]]))
+    hedger = Scripted(
+        lambda question, documents: answer_json(
+            "Use " + " or ".join(d["doc_id"] for d in documents) + ".", [documents[0]["doc_id"]]
+        )
+    )
     report = run_harness(probes, retrieval, [Candidate("challenger_rag", "x")], lambda c: hedger, "base", HarnessConfig(k=2))
     answers = [r for r in report.rows if r["kind"] == "answer"]
     assert len(answers) == 2 and all(r["identifier_match"] == 0.0 for r in answers)
@@ -150,10 +196,28 @@ def test_recorded_rows_score_again_to_the_same_metrics():
 
 def test_summary_of_hand_scored_rows():
     rows = [
-        {"kind": "answer", "identifier_match": 1.0, "format_validity": 1.0, "citation_accuracy": 0.0, "abstained": 0.0,
-         "exact_match": 0.0, "token_f1": 0.5, "latency_ms": 100.0, "tokens": 10},
-        {"kind": "answer", "identifier_match": 0.0, "format_validity": 0.0, "citation_accuracy": 0.0, "abstained": 1.0,
-         "exact_match": 0.0, "token_f1": 0.0, "latency_ms": 300.0, "tokens": 30},
+        {
+            "kind": "answer",
+            "identifier_match": 1.0,
+            "format_validity": 1.0,
+            "citation_accuracy": 0.0,
+            "abstained": 0.0,
+            "exact_match": 0.0,
+            "token_f1": 0.5,
+            "latency_ms": 100.0,
+            "tokens": 10,
+        },
+        {
+            "kind": "answer",
+            "identifier_match": 0.0,
+            "format_validity": 0.0,
+            "citation_accuracy": 0.0,
+            "abstained": 1.0,
+            "exact_match": 0.0,
+            "token_f1": 0.0,
+            "latency_ms": 300.0,
+            "tokens": 30,
+        },
         {"kind": "unanswerable", "abstention": 1.0, "format_validity": 1.0, "latency_ms": 200.0, "tokens": 20},
     ]
     s = summarise(rows)
@@ -164,14 +228,52 @@ def test_summary_of_hand_scored_rows():
 
 def test_conditional_metrics_are_judged_where_the_gold_document_was_in_the_context():
     rows = [  # q1: gold served and named; q2: gold served, abstained; q3: gold not served (retrieval missed)
-        {"kind": "answer", "item_id": "q1", "retrieved": ["d1", "x"], "gold_doc_ids": ["d1"], "identifier_match": 1.0,
-         "citation_accuracy": 1.0, "abstained": 0.0, "format_validity": 1.0, "latency_ms": 1.0, "tokens": 1},
-        {"kind": "answer", "item_id": "q2", "retrieved": ["x", "d2"], "gold_doc_ids": ["d2"], "identifier_match": 0.0,
-         "citation_accuracy": 0.0, "abstained": 1.0, "format_validity": 1.0, "latency_ms": 1.0, "tokens": 1},
-        {"kind": "answer", "item_id": "q3", "retrieved": ["x", "y"], "gold_doc_ids": ["d3"], "identifier_match": 0.0,
-         "citation_accuracy": 0.0, "abstained": 1.0, "format_validity": 1.0, "latency_ms": 1.0, "tokens": 1},
-        {"kind": "unanswerable", "item_id": "q1", "retrieved": ["x"], "gold_doc_ids": ["d1"], "abstention": 1.0,
-         "format_validity": 1.0, "latency_ms": 1.0, "tokens": 1},
+        {
+            "kind": "answer",
+            "item_id": "q1",
+            "retrieved": ["d1", "x"],
+            "gold_doc_ids": ["d1"],
+            "identifier_match": 1.0,
+            "citation_accuracy": 1.0,
+            "abstained": 0.0,
+            "format_validity": 1.0,
+            "latency_ms": 1.0,
+            "tokens": 1,
+        },
+        {
+            "kind": "answer",
+            "item_id": "q2",
+            "retrieved": ["x", "d2"],
+            "gold_doc_ids": ["d2"],
+            "identifier_match": 0.0,
+            "citation_accuracy": 0.0,
+            "abstained": 1.0,
+            "format_validity": 1.0,
+            "latency_ms": 1.0,
+            "tokens": 1,
+        },
+        {
+            "kind": "answer",
+            "item_id": "q3",
+            "retrieved": ["x", "y"],
+            "gold_doc_ids": ["d3"],
+            "identifier_match": 0.0,
+            "citation_accuracy": 0.0,
+            "abstained": 1.0,
+            "format_validity": 1.0,
+            "latency_ms": 1.0,
+            "tokens": 1,
+        },
+        {
+            "kind": "unanswerable",
+            "item_id": "q1",
+            "retrieved": ["x"],
+            "gold_doc_ids": ["d1"],
+            "abstention": 1.0,
+            "format_validity": 1.0,
+            "latency_ms": 1.0,
+            "tokens": 1,
+        },
     ]
     s = summarise(rows)
     assert s["gold_in_context"] == round(2 / 3, 4)  # of the answer probes only

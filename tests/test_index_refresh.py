@@ -3,14 +3,14 @@
 import dagster as dg
 import pytest
 
-from ragtune.knowledge.chunker import chunk_document
+from pipelines.runner import get_instance
 from ragtune.cli.knowledge import refresh
+from ragtune.knowledge.chunker import chunk_document
 from ragtune.knowledge.documents import load_documents
 from ragtune.knowledge.index_admin import rollback_index
-from pipelines.runner import get_instance
 from ragtune.knowledge.retriever import Retriever
-from ragtune.settings import load_settings
 from ragtune.knowledge.store import ChunkStore
+from ragtune.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,10 @@ def test_hybrid_search_finds_rare_terms_paraphrases_and_respects_acl(home, corpu
     assert hit[0].doc_id == "payroll.md"
     for groups in ([], ["engineering"]):
         for mode in ("hybrid", "vector", "fts"):
-            assert all(h.doc_id != "payroll.md" for h in retriever.search("when are salaries paid payroll", k=50, groups=groups, mode=mode))
+            assert all(
+                h.doc_id != "payroll.md"
+                for h in retriever.search("when are salaries paid payroll", k=50, groups=groups, mode=mode)
+            )
 
 
 def test_bad_files_are_reported_and_unreadable_ones_keep_their_chunks(home, corpus, monkeypatch):
@@ -128,6 +131,7 @@ def test_empty_source_never_wipes_the_index(home, corpus, tmp_path):
 
 def test_vector_index_is_built_past_the_threshold_and_kept_current(tmp_path, embedder):
     from conftest import DEMO
+
     from ragtune.knowledge.indexing import refresh_index
 
     s = load_settings()

@@ -9,14 +9,27 @@ from ragtune.behaviour.interactions import InteractionLog, RecordError, normalis
 
 
 def record(i: int, user: str = "alice", **extra) -> dict:
-    return {"id": f"r{i}", "ts": f"2025-01-01T00:00:{i:02d}+00:00", "user": user, "question": f"question {i}?",
-            "answer": f"answer {i}", "citations": [{"doc_id": f"doc{i}", "chunk_id": None}], **extra}
+    return {
+        "id": f"r{i}",
+        "ts": f"2025-01-01T00:00:{i:02d}+00:00",
+        "user": user,
+        "question": f"question {i}?",
+        "answer": f"answer {i}",
+        "citations": [{"doc_id": f"doc{i}", "chunk_id": None}],
+        **extra,
+    }
 
 
 def test_import_skips_malformed_lines_and_is_idempotent(tmp_path):
     path = tmp_path / "in.jsonl"
-    lines = [json.dumps(record(1, feedback="up")), "{not json", json.dumps({"question": "no answer"}),
-             json.dumps(record(2, feedback="sideways")), "", json.dumps(record(3))]
+    lines = [
+        json.dumps(record(1, feedback="up")),
+        "{not json",
+        json.dumps({"question": "no answer"}),
+        json.dumps(record(2, feedback="sideways")),
+        "",
+        json.dumps(record(3)),
+    ]
     path.write_text("\n".join(lines) + "\n")
     log = InteractionLog(f"sqlite:///{tmp_path / 'log.db'}")
     report = log.import_jsonl(path)
@@ -48,8 +61,12 @@ def test_newest_feedback_wins_and_unknown_ids_fail(tmp_path):
 def test_normalise_fills_defaults_and_rejects_bad_types():
     r = normalise_record({"question": "q", "answer": "a"})
     assert r["id"] and r["ts"] and r["user"] == "anonymous" and r["citations"] == [] and r["feedback"] is None
-    for bad in ({"question": 1, "answer": "a"}, {"question": "q", "answer": "a", "citations": [{"chunk_id": "x"}]},
-                {"question": "q", "answer": "a", "latency_ms": "fast"}, ["not", "an", "object"]):
+    for bad in (
+        {"question": 1, "answer": "a"},
+        {"question": "q", "answer": "a", "citations": [{"chunk_id": "x"}]},
+        {"question": "q", "answer": "a", "latency_ms": "fast"},
+        ["not", "an", "object"],
+    ):
         with pytest.raises(RecordError):
             normalise_record(bad)
 
@@ -100,7 +117,9 @@ def test_forgotten_users_are_refused_on_import_and_timestamps_are_utc(tmp_path):
     log.append(record(1, user="bob"))
     log.forget("bob")
     path = tmp_path / "again.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [record(1, user="bob"), record(2, user="alice", ts="2025-01-01T02:00:00+02:00")]) + "\n")
+    path.write_text(
+        "\n".join(json.dumps(r) for r in [record(1, user="bob"), record(2, user="alice", ts="2025-01-01T02:00:00+02:00")]) + "\n"
+    )
     report = log.import_jsonl(path)
     assert (report.added, report.forgotten, report.already_present) == (1, 1, 0)
     assert [(r["user"], r["ts"]) for r in log.records()] == [("alice", "2025-01-01T00:00:00+00:00")]

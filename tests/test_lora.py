@@ -14,9 +14,17 @@ pytestmark = pytest.mark.integration
 def tiny_dataset(tokenizer, path, n: int) -> str:
     with open(path, "w") as f:
         for i in range(n):
-            doc = {"doc_id": f"org/model-{i}", "title": f"model {i}", "text": f"org/model-{i} classifies short texts into {i + 2} labels."}
-            row = render_example(tokenizer, f"Which model sorts texts into {i + 2} labels?", [doc],
-                                 answer_json(f"Use org/model-{i}.", [doc["doc_id"]]))
+            doc = {
+                "doc_id": f"org/model-{i}",
+                "title": f"model {i}",
+                "text": f"org/model-{i} classifies short texts into {i + 2} labels.",
+            }
+            row = render_example(
+                tokenizer,
+                f"Which model sorts texts into {i + 2} labels?",
+                [doc],
+                answer_json(f"Use org/model-{i}.", [doc["doc_id"]]),
+            )
             f.write(json.dumps(row) + "\n")
     return str(path)
 
@@ -35,10 +43,19 @@ def test_lora_trains_logs_registers_and_loads_back(base_model, tokenizer, tmp_pa
     config = SftConfig(
         train_file=tiny_dataset(tokenizer, tmp_path / "train.jsonl", 6),
         validation_file=tiny_dataset(tokenizer, tmp_path / "validation.jsonl", 2),
-        output_dir=str(tmp_path / "run"), base_model=base_model, lora_r=4, lora_alpha=8,
-        target_modules=["q_proj", "v_proj"], learning_rate=1e-3, max_steps=3, per_device_train_batch_size=2,
-        max_length=256, tracking_uri=uri, artifact_location=str(tmp_path / "artifacts"),
-        registered_model="smoke-adapter", version_tags={"dataset_hash": "tiny"},
+        output_dir=str(tmp_path / "run"),
+        base_model=base_model,
+        lora_r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj"],
+        learning_rate=1e-3,
+        max_steps=3,
+        per_device_train_batch_size=2,
+        max_length=256,
+        tracking_uri=uri,
+        artifact_location=str(tmp_path / "artifacts"),
+        registered_model="smoke-adapter",
+        version_tags={"dataset_hash": "tiny"},
     )
     summary = train(config, keep_model=True)
     model = summary.pop("model")
@@ -74,8 +91,12 @@ def test_lora_trains_logs_registers_and_loads_back(base_model, tokenizer, tmp_pa
     loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), path).eval()
     name, trained = next(iter(lora_b.items()))
     assert torch.equal(dict(loaded.named_parameters())[name].detach(), trained.detach().cpu())
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Which model sorts texts into 3 labels?"}],
-                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Which model sorts texts into 3 labels?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = loaded.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > prompt["input_ids"].shape[1]
 
@@ -99,14 +120,23 @@ def test_time_budget_stops_before_the_next_step_would_overrun():
     assert not TimeBudget(minutes=0).seconds  # 0 = no budget
 
 
-@pytest.mark.parametrize("replies, oracle, problem", [
-    (['{"answer": "Use a.", "citations": []}'] * 4, [True] * 4, "one reply to all 4"),
-    (['{"answer": "Not covered: the documents do not answer this question.", "citations": []}', "x", "y"],
-     [True, False, False], None),  # only one oracle prompt: too few to call it
-    (['{"answer": "Not covered: the documents do not answer this question.", "citations": []}'] * 2 + ["Use b.", "Use c."],
-     [True, True, False, False], "abstains on all 2"),
-    (["Use a.", "Use b.", "Use a.", "Use c."], [True] * 4, None),
-])
+@pytest.mark.parametrize(
+    "replies, oracle, problem",
+    [
+        (['{"answer": "Use a.", "citations": []}'] * 4, [True] * 4, "one reply to all 4"),
+        (
+            ['{"answer": "Not covered: the documents do not answer this question.", "citations": []}', "x", "y"],
+            [True, False, False],
+            None,
+        ),  # only one oracle prompt: too few to call it
+        (
+            ['{"answer": "Not covered: the documents do not answer this question.", "citations": []}'] * 2 + ["Use b.", "Use c."],
+            [True, True, False, False],
+            "abstains on all 2",
+        ),
+        (["Use a.", "Use b.", "Use a.", "Use c."], [True] * 4, None),
+    ],
+)
 def test_collapse_is_named(replies, oracle, problem):
     from training.sft import answers_collapsed
 
@@ -139,8 +169,9 @@ def test_completion_loss_equals_the_models_own_loss(base_model):
     # the answer's first tokens (the answer-or-abstain decision) can weigh more: here the first 2 of each row, x3
     with torch.no_grad():
         logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1]
-        per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                                                      ignore_index=-100, reduction="none").view(2, -1)
+        per_token = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="none"
+        ).view(2, -1)
         lead = per_token[0, 24:26].sum() + per_token[1, 29:31].sum()  # label positions 25-26 and 30-31, shifted by one
         weighted = completion_loss(model, inputs, lead_tokens=2, lead_weight=3.0)
     n = int((labels[:, 1:] != -100).sum())
@@ -151,7 +182,11 @@ def test_validation_replies_are_scored_against_their_targets():
     from ragtune.llm.prompting import NOT_COVERED, answer_json
     from training.sft import reply_scores
 
-    rows = [{"target": answer_json("Use a.", ["d1"])}, {"target": answer_json(NOT_COVERED, [])}, {"target": answer_json("Use b.", ["d2"])}]
+    rows = [
+        {"target": answer_json("Use a.", ["d1"])},
+        {"target": answer_json(NOT_COVERED, [])},
+        {"target": answer_json("Use b.", ["d2"])},
+    ]
     replies = [answer_json("Use x.", ["d1"]), answer_json(NOT_COVERED, []), "Use b, it is good."]
     scores = reply_scores(replies, rows)
     assert scores["val_format_validity"] == 2 / 3 and scores["val_citation_match"] == 2 / 3

@@ -40,7 +40,9 @@ def test_the_set_is_deterministic_and_every_value_is_genuinely_valid():
             elif kind == "IBAN_CODE":
                 assert iban_valid(value), value
             elif kind == "PHONE_NUMBER":
-                assert any(phonenumbers.is_valid_number(phonenumbers.parse(value, region)) for region in set(NATIONAL_REGIONS)), value
+                assert any(phonenumbers.is_valid_number(phonenumbers.parse(value, region)) for region in set(NATIONAL_REGIONS)), (
+                    value
+                )
             elif kind == "US_SSN":
                 area, group, serial = value.split("-")
                 assert len(area) == 3 and len(group) == 2 and len(serial) == 4
@@ -97,7 +99,9 @@ def test_touching_and_overlapping_matches():
     text = f"curl -H 'Authorization: Bearer {jwt}' && echo access_token={jwt}!"
     clean, counts = scrub(text)
     assert jwt not in clean and sum(counts.values()) == 2
-    assert re.fullmatch(r"curl -H 'Authorization: Bearer <(BEARER_TOKEN)>' && echo access_token=<(API_KEY|BEARER_TOKEN)>!", clean), clean
+    assert re.fullmatch(
+        r"curl -H 'Authorization: Bearer <(BEARER_TOKEN)>' && echo access_token=<(API_KEY|BEARER_TOKEN)>!", clean
+    ), clean
     # values separated by a single punctuation mark or newline
     text = "jane@example.com,10.0.0.7;+44 20 7946 0958\nDE89370400440532013000|536-22-1234"
     clean, counts = scrub(text)

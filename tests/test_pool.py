@@ -13,11 +13,11 @@ import sys
 import dagster as dg
 import pytest
 
-from ragtune.knowledge.indexing import read_history
 from assets.knowledge import INDEX_WRITER_POOL
 from pipelines.runner import get_instance
-from ragtune.settings import load_settings
+from ragtune.knowledge.indexing import read_history
 from ragtune.knowledge.store import ChunkStore
+from ragtune.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,9 @@ def test_concurrent_refreshes_write_the_index_one_after_the_other(home, corpus, 
     assert len(runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     assert instance.event_log_storage.get_concurrency_info(INDEX_WRITER_POOL).slot_count == 1
 
-    first, second = sorted((e for e in read_history(settings.index_history) if e["action"] == "refresh"),
-                           key=lambda e: e["version_before"])
+    first, second = sorted(
+        (e for e in read_history(settings.index_history) if e["action"] == "refresh"), key=lambda e: e["version_before"]
+    )
     assert first["version_before"] == 0 and first["chunks_embedded"] > 0
     # The second writer started from the first one's result: nothing left to embed.
     assert second["version_before"] == first["version_after"]

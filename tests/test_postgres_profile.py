@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-
 from conftest import doc_records, free_port
+
 from ragtune.locks import exclusive_lock
 from ragtune.settings import REPO_ROOT, load_settings
 
@@ -36,8 +36,11 @@ def postgres_bin() -> Path:
         if not found:
             wait = ["-o", "DPkg::Lock::Timeout=600"]  # and for any other apt-get on the machine
             subprocess.run(["apt-get", *wait, "update", "-qq"], check=True)
-            subprocess.run(["apt-get", *wait, "install", "-y", "-qq", "--no-install-recommends", "postgresql"], check=True,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            subprocess.run(
+                ["apt-get", *wait, "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
+                check=True,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
             found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(found[-1]).parent
 
@@ -46,8 +49,16 @@ def step_window(instance, run_id, step_key="chunk_index"):
     import dagster as dg
 
     records = instance.all_logs(run_id)
-    start = next(r.timestamp for r in records if r.dagster_event and r.dagster_event.event_type == dg.DagsterEventType.STEP_START and r.step_key == step_key)
-    end = next(r.timestamp for r in records if r.dagster_event and r.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS and r.step_key == step_key)
+    start = next(
+        r.timestamp
+        for r in records
+        if r.dagster_event and r.dagster_event.event_type == dg.DagsterEventType.STEP_START and r.step_key == step_key
+    )
+    end = next(
+        r.timestamp
+        for r in records
+        if r.dagster_event and r.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS and r.step_key == step_key
+    )
     return start, end
 
 
@@ -73,7 +84,9 @@ def postgres():
         shutil.chown(root, "postgres")
         shutil.chown(sockets, "postgres")
         shutil.chown(root / "pw", "postgres")
-    server_command([str(bin_dir / "initdb"), "-D", str(data), "-U", USER, f"--pwfile={root / 'pw'}", "--auth=scram-sha-256", "-E", "UTF8"])
+    server_command(
+        [str(bin_dir / "initdb"), "-D", str(data), "-U", USER, f"--pwfile={root / 'pw'}", "--auth=scram-sha-256", "-E", "UTF8"]
+    )
     port = free_port()
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=200"
     server_command([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"])
@@ -90,11 +103,16 @@ def postgres():
 @pytest.fixture()
 def on_postgres(postgres, home, monkeypatch):
     """Every store of this data home on the server, configured by environment variables only."""
-    env = {"RAGTUNE_DAGSTER_YAML": str(REPO_ROOT / "deploy" / "dagster.yaml"),
-           "RAGTUNE_PG_HOST": postgres["host"], "RAGTUNE_PG_PORT": str(postgres["port"]),
-           "RAGTUNE_PG_USER": USER, "RAGTUNE_PG_PASSWORD": PASSWORD, "RAGTUNE_PG_DAGSTER_DB": "dagster",
-           "RAGTUNE_MLFLOW_TRACKING_URI": f"postgresql+psycopg2://{USER}:{PASSWORD}@{postgres['host']}:{postgres['port']}/mlflow",
-           "RAGTUNE_INTERACTIONS_URL": f"postgresql+psycopg2://{USER}:{PASSWORD}@{postgres['host']}:{postgres['port']}/interactions"}
+    env = {
+        "RAGTUNE_DAGSTER_YAML": str(REPO_ROOT / "deploy" / "dagster.yaml"),
+        "RAGTUNE_PG_HOST": postgres["host"],
+        "RAGTUNE_PG_PORT": str(postgres["port"]),
+        "RAGTUNE_PG_USER": USER,
+        "RAGTUNE_PG_PASSWORD": PASSWORD,
+        "RAGTUNE_PG_DAGSTER_DB": "dagster",
+        "RAGTUNE_MLFLOW_TRACKING_URI": f"postgresql+psycopg2://{USER}:{PASSWORD}@{postgres['host']}:{postgres['port']}/mlflow",
+        "RAGTUNE_INTERACTIONS_URL": f"postgresql+psycopg2://{USER}:{PASSWORD}@{postgres['host']}:{postgres['port']}/interactions",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return lambda db: sa.create_engine(f"postgresql+psycopg2://{USER}:{PASSWORD}@{postgres['host']}:{postgres['port']}/{db}")
@@ -106,8 +124,8 @@ def scalar(engine, query: str):
 
 
 def test_refresh_and_a_tiny_retrain_land_in_postgres(on_postgres, corpus, base_model, tmp_path, monkeypatch):
-    from ragtune.behaviour.interactions import InteractionLog
     from pipelines.runner import get_instance, run_job
+    from ragtune.behaviour.interactions import InteractionLog
 
     monkeypatch.setenv("RAGTUNE_BASE_MODEL", base_model)
     s = load_settings()
@@ -119,12 +137,33 @@ def test_refresh_and_a_tiny_retrain_land_in_postgres(on_postgres, corpus, base_m
 
     InteractionLog(s.interactions_db).extend(doc_records(corpus)[:8])
     tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(yaml.safe_dump({"lora_r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "max_steps": 1,
-                                    "per_device_train_batch_size": 1, "max_length": 768, "eval_at_end": False}))
-    run_config = {"ops": {"evaluation_set": {"config": {"min_items": 1, "holdout": 0.3}},
-                          "raft_dataset": {"config": {"distractors": 1}}, "lora_adapter": {"config": {"training_config": str(tiny)}}}}
-    outcome = run_job(s, "adapter_retrain", run_config, output_nodes=("lora_adapter",),
-                      assets=["interaction_logs", "curated_interactions", "evaluation_set", "raft_dataset", "lora_adapter"])
+    tiny.write_text(
+        yaml.safe_dump(
+            {
+                "lora_r": 4,
+                "lora_alpha": 8,
+                "target_modules": ["q_proj", "v_proj"],
+                "max_steps": 1,
+                "per_device_train_batch_size": 1,
+                "max_length": 768,
+                "eval_at_end": False,
+            }
+        )
+    )
+    run_config = {
+        "ops": {
+            "evaluation_set": {"config": {"min_items": 1, "holdout": 0.3}},
+            "raft_dataset": {"config": {"distractors": 1}},
+            "lora_adapter": {"config": {"training_config": str(tiny)}},
+        }
+    }
+    outcome = run_job(
+        s,
+        "adapter_retrain",
+        run_config,
+        output_nodes=("lora_adapter",),
+        assets=["interaction_logs", "curated_interactions", "evaluation_set", "raft_dataset", "lora_adapter"],
+    )
     assert outcome.success, outcome.error
 
     assert scalar(dagster, "SELECT count(*) FROM runs WHERE status = 'SUCCESS'") == runs_before + 2

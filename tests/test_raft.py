@@ -4,15 +4,15 @@ import json
 import random
 
 import pytest
-
 from conftest import doc_records
+
 from ragtune.knowledge.chunker import chunk_document
 from ragtune.knowledge.documents import load_documents
 from ragtune.knowledge.indexing import refresh_index
-from ragtune.llm.prompting import NOT_COVERED, parse_answer
 from ragtune.knowledge.retriever import Retriever
-from ragtune.settings import load_settings
 from ragtune.knowledge.store import ChunkStore
+from ragtune.llm.prompting import NOT_COVERED, parse_answer
+from ragtune.settings import load_settings
 from training.dataset_builder import build_dataset, chunks_by_doc
 from training.raft import RaftConfig, build_raft_examples, dataset_hash, in_retrieval_order, split_examples, trim_lengths
 
@@ -30,8 +30,13 @@ def indexed(tmp_path, corpus, embedder):
 
 def synthetic(n_docs: int = 50, chunks_per_doc: int = 2):
     """A toy index: ranking is by a fixed pseudo-random order, enough for the sampler's statistics."""
-    by_doc = {f"d{i}": [{"doc_id": f"d{i}", "chunk_id": f"d{i}-{j}", "title": f"T{i}", "text": f"text {i} {j}", "position": j}
-                        for j in range(chunks_per_doc)] for i in range(n_docs)}
+    by_doc = {
+        f"d{i}": [
+            {"doc_id": f"d{i}", "chunk_id": f"d{i}-{j}", "title": f"T{i}", "text": f"text {i} {j}", "position": j}
+            for j in range(chunks_per_doc)
+        ]
+        for i in range(n_docs)
+    }
     everything = [c for cs in by_doc.values() for c in cs]
 
     def rank(question: str, n: int) -> list[dict]:
@@ -42,14 +47,24 @@ def synthetic(n_docs: int = 50, chunks_per_doc: int = 2):
 
 
 def records(n: int, n_docs: int = 50) -> list[dict]:
-    return [{"id": f"r{i}", "user": "u", "question": f"question number {i}", "answer": f"answer {i}",
-             "gold_doc_ids": [f"d{i % n_docs}"]} for i in range(n)]
+    return [
+        {
+            "id": f"r{i}",
+            "user": "u",
+            "question": f"question number {i}",
+            "answer": f"answer {i}",
+            "gold_doc_ids": [f"d{i % n_docs}"],
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.8, 1.0])
 def test_oracle_share_matches_p_and_gold_is_never_a_distractor(p):
     by_doc, rank = synthetic()
-    result = build_raft_examples(records(2000), rank, by_doc, RaftConfig(oracle_probability=p, distractors=3, random_distractors=1))
+    result = build_raft_examples(
+        records(2000), rank, by_doc, RaftConfig(oracle_probability=p, distractors=3, random_distractors=1)
+    )
     assert len(result.examples) == 2000
     assert result.oracle_share == pytest.approx(p, abs=0.035)  # 3.5 standard errors at n=2000
     for ex in result.examples:
@@ -79,8 +94,9 @@ def test_retrieval_order_keeps_the_served_order_and_places_an_unranked_oracle_an
     chunks = [{"chunk_id": c} for c in "abcdef"]
     assert in_retrieval_order([chunks[1], chunks[0]], chunks, random.Random(0)) == [chunks[0], chunks[1]]
     # an oracle ranked 5th beside the two best distractors would not be served: not always placed last
-    places = {in_retrieval_order([chunks[0], chunks[1], chunks[4]], chunks, random.Random(seed)).index(chunks[4])
-              for seed in range(20)}
+    places = {
+        in_retrieval_order([chunks[0], chunks[1], chunks[4]], chunks, random.Random(seed)).index(chunks[4]) for seed in range(20)
+    }
     assert places == {0, 1, 2}
     with pytest.raises(ValueError, match="order must be one of shuffled, retrieval"):
         RaftConfig(order="ranked")
@@ -104,8 +120,10 @@ def test_sampling_is_deterministic_and_stable_as_data_grows():
 
 def test_records_without_gold_in_the_index_are_skipped_with_a_reason():
     by_doc, rank = synthetic()
-    recs = records(3) + [{"id": "x", "user": "u", "question": "q", "answer": "a", "gold_doc_ids": []},
-                         {"id": "y", "user": "u", "question": "q", "answer": "a", "gold_doc_ids": ["not-indexed"]}]
+    recs = records(3) + [
+        {"id": "x", "user": "u", "question": "q", "answer": "a", "gold_doc_ids": []},
+        {"id": "y", "user": "u", "question": "q", "answer": "a", "gold_doc_ids": ["not-indexed"]},
+    ]
     result = build_raft_examples(recs, rank, by_doc, RaftConfig())
     assert len(result.examples) == 3 and result.skipped == {"no_gold_documents": 1, "gold_not_in_index": 1}
 
@@ -130,7 +148,9 @@ def test_hard_negatives_are_the_retrievers_best_non_gold_chunks(indexed, corpus)
 def test_dataset_on_disk_renders_the_chat_template(indexed, corpus, tokenizer, tmp_path):
     store, retriever = indexed
     recs = [dict(r, gold_doc_ids=[c["doc_id"] for c in r["citations"]]) for r in doc_records(corpus)[:20]]
-    built = build_dataset(recs, store, retriever, tokenizer, RaftConfig(oracle_probability=0.5, validation_fraction=0.2), tmp_path / "ds")
+    built = build_dataset(
+        recs, store, retriever, tokenizer, RaftConfig(oracle_probability=0.5, validation_fraction=0.2), tmp_path / "ds"
+    )
     assert built.train + built.validation == 20 and built.validation >= 1
     meta = json.loads((built.folder / "meta.json").read_text())
     assert meta["hash"] == built.digest and meta["index_version"] == store.version()
@@ -153,12 +173,22 @@ def test_examples_over_the_token_budget_keep_their_answer(indexed, corpus, token
     """Documents are cut to fit max_tokens, never the answer; examples that cannot fit are skipped with a reason."""
     store, retriever = indexed
     recs = [dict(r, gold_doc_ids=[c["doc_id"] for c in r["citations"]]) for r in doc_records(corpus)[:10]]
-    full = build_dataset(recs, store, retriever, tokenizer, RaftConfig(oracle_probability=1.0, validation_fraction=0.0), tmp_path / "a")
-    longest = max(len(tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"])
-                  for r in map(json.loads, (full.folder / "train.jsonl").read_text().splitlines()))
+    full = build_dataset(
+        recs, store, retriever, tokenizer, RaftConfig(oracle_probability=1.0, validation_fraction=0.0), tmp_path / "a"
+    )
+    longest = max(
+        len(tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"])
+        for r in map(json.loads, (full.folder / "train.jsonl").read_text().splitlines())
+    )
     budget = longest - 60
-    built = build_dataset(recs, store, retriever, tokenizer,
-                          RaftConfig(oracle_probability=1.0, validation_fraction=0.0, max_tokens=budget), tmp_path / "b")
+    built = build_dataset(
+        recs,
+        store,
+        retriever,
+        tokenizer,
+        RaftConfig(oracle_probability=1.0, validation_fraction=0.0, max_tokens=budget),
+        tmp_path / "b",
+    )
     assert built.train == 10 and built.trimmed >= 1
     for row in map(json.loads, (built.folder / "train.jsonl").read_text().splitlines()):
         assert len(tokenizer(row["prompt"] + row["completion"], add_special_tokens=False)["input_ids"]) <= budget

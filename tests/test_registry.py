@@ -3,6 +3,7 @@
 import json
 
 from conftest import register_versions
+
 from ragtune.cli import main as cli
 from ragtune.registry import CHAMPION, PREVIOUS_CHAMPION, aliases, list_versions
 from ragtune.settings import load_settings

@@ -5,20 +5,32 @@ The end-to-end loop with trained adapters is in test_release_loop.py.
 
 import dagster as dg
 import pytest
-
 from conftest import register_versions, scored_rows
+
 from evaluation.gate import GatePolicy
 from evaluation.harness import EvalReport
+from evaluation.release import ReleaseError, load_summary, record_evaluation, release_challenger
+from evaluation.runner import Evaluation
 from ragtune import registry
 from ragtune.behaviour.datasets import save_raft
-from evaluation.runner import Evaluation
-from evaluation.release import ReleaseError, load_summary, record_evaluation, release_challenger
 from ragtune.settings import load_settings
 
-GOOD = {"identifier_match": 0.6, "format_validity": 1.0, "citation_accuracy": 0.8, "abstention": 0.9, "adherence": 0.7,
-        "false_abstention": 0.05}
-WEAK = {"identifier_match": 0.3, "format_validity": 0.95, "citation_accuracy": 0.7, "abstention": 0.8, "adherence": 0.6,
-        "false_abstention": 0.1}
+GOOD = {
+    "identifier_match": 0.6,
+    "format_validity": 1.0,
+    "citation_accuracy": 0.8,
+    "abstention": 0.9,
+    "adherence": 0.7,
+    "false_abstention": 0.05,
+}
+WEAK = {
+    "identifier_match": 0.3,
+    "format_validity": 0.95,
+    "citation_accuracy": 0.7,
+    "abstention": 0.8,
+    "adherence": 0.6,
+    "false_abstention": 0.1,
+}
 
 
 def evaluated(settings, version: str, champion: str | None, mine: dict, theirs: dict) -> None:
@@ -26,10 +38,15 @@ def evaluated(settings, version: str, champion: str | None, mine: dict, theirs: 
     100 items (60 probed) with these means, enough for the default gate to decide."""
     incumbent = "champion_rag" if champion else "base_rag"
     rows = scored_rows("challenger_rag", **mine) + scored_rows(incumbent, **theirs)
-    report = EvalReport(metrics={incumbent: theirs, "challenger_rag": mine}, retrieval={"recall@3": 1.0, "mrr": 1.0},
-                        rows=rows, items=100)
-    evaluation = Evaluation(report=report, challenger=version, champion=champion, incumbent=incumbent, index_version=3, eval_digest="d")
-    run_id = next(v["run_id"] for v in registry.list_versions(settings.tracking_uri, settings.registered_model) if v["version"] == version)
+    report = EvalReport(
+        metrics={incumbent: theirs, "challenger_rag": mine}, retrieval={"recall@3": 1.0, "mrr": 1.0}, rows=rows, items=100
+    )
+    evaluation = Evaluation(
+        report=report, challenger=version, champion=champion, incumbent=incumbent, index_version=3, eval_digest="d"
+    )
+    run_id = next(
+        v["run_id"] for v in registry.list_versions(settings.tracking_uri, settings.registered_model) if v["version"] == version
+    )
     record_evaluation(settings.tracking_uri, settings.registered_model, run_id, evaluation)
     registry.set_challenger(settings.tracking_uri, settings.registered_model, version)
 
@@ -64,7 +81,11 @@ def test_release_rechecks_rejects_and_converges_after_a_crash(home, tmp_path, mo
     assert not outcome["released"] and outcome["outcome"] == "worse" and outcome["reasons"][0].startswith("FAIL identifier_match")
     assert registry.aliases(uri, name)["champion"] == v2
     tags = next(v["tags"] for v in registry.list_versions(uri, name) if v["version"] == v3)
-    assert tags["gate_verdict"] == "rejected" and "FAIL identifier_match" in tags["rejected_reason"] and tags["gate_outcome"] == "worse"
+    assert (
+        tags["gate_verdict"] == "rejected"
+        and "FAIL identifier_match" in tags["rejected_reason"]
+        and tags["gate_outcome"] == "worse"
+    )
     assert tags["rejected_run_id"] == "run-3"
 
     registry.rollback(uri, name, reason="incident")  # the champion moves after v3 was evaluated against v2
@@ -94,8 +115,15 @@ def test_curated_volume_sensor_launches_once_per_threshold(home, tmp_path, monke
     log = InteractionLog(s.interactions_db)
 
     def record(i: int, feedback: str | None) -> dict:
-        return {"id": f"r{i}", "ts": "2026-01-01T00:00:00+00:00", "user": "u", "question": f"question {i}?",
-                "answer": f"answer {i}", "citations": [], "feedback": feedback}
+        return {
+            "id": f"r{i}",
+            "ts": "2026-01-01T00:00:00+00:00",
+            "user": "u",
+            "question": f"question {i}?",
+            "answer": f"answer {i}",
+            "citations": [],
+            "feedback": feedback,
+        }
 
     log.extend([record(1, "up"), record(2, "up"), record(3, "down"), record(4, None)])
     with dg.instance_for_test() as instance:

@@ -11,23 +11,30 @@ import json
 import dagster as dg
 import pytest
 import yaml
-
-from loop_corpus import sabotage, write_corpus
-from ragtune import registry
 from conftest import run_cli
-from ragtune.cli.knowledge import refresh
-from ragtune.behaviour.interactions import InteractionLog
-from pipelines.runner import get_instance, run_job
+from loop_corpus import sabotage, write_corpus
+
 from evaluation.release import ITEMS
+from pipelines.runner import get_instance, run_job
+from ragtune import registry
+from ragtune.behaviour.interactions import InteractionLog
+from ragtune.cli.knowledge import refresh
 from ragtune.cli.release import retrain, retrain_run_config
 from ragtune.settings import REPO_ROOT, load_settings
 
 # Sized for the 24 held-out loop items: better on identifier match beyond doubt (the 95% lower bound of the
 # paired difference above 0.02), format validity and citation accuracy not shown to drop by more than 0.1,
 # format validity at least 0.75. No abstention or adherence guard, so the 6 probed items need no minimum.
-GATE = {"primary_metric": "identifier_match", "min_improvement": 0.02, "tolerance": 0.1,
-        "guards": ["format_validity", "citation_accuracy"], "floors": {"format_validity": 0.75},
-        "min_items": 20, "min_probed": 0, "min_primary_items": 20}
+GATE = {
+    "primary_metric": "identifier_match",
+    "min_improvement": 0.02,
+    "tolerance": 0.1,
+    "guards": ["format_validity", "citation_accuracy"],
+    "floors": {"format_validity": 0.75},
+    "min_items": 20,
+    "min_probed": 0,
+    "min_primary_items": 20,
+}
 EVAL = {"eval_limit": None, "probe_limit": 6, "min_eval_items": 20, "max_new_tokens": 64, "distractors": 2}
 
 
@@ -57,8 +64,13 @@ def test_promote_reject_and_roll_back(home, tmp_path, base_model, monkeypatch, c
     assert metrics["challenger_rag"]["format_validity"] >= 0.75
     assert metrics["challenger_no_rag"]["identifier_match"] < metrics["challenger_rag"]["identifier_match"]  # what the index adds
     monkeypatch.delenv("RAGTUNE_FAILPOINT")
-    resumed = run_job(s, "adapter_retrain", {"ops": {"release": {"config": {"policy": str(tmp_path / "gate.yaml")}}}},
-                      assets=["release"], output_nodes=("release",))
+    resumed = run_job(
+        s,
+        "adapter_retrain",
+        {"ops": {"release": {"config": {"policy": str(tmp_path / "gate.yaml")}}}},
+        assets=["release"],
+        output_nodes=("release",),
+    )
     assert resumed.success, resumed.error
     assert registry.aliases(s.tracking_uri, s.registered_model) == {"champion": "1"}
 
@@ -90,13 +102,28 @@ def test_promote_reject_and_roll_back(home, tmp_path, base_model, monkeypatch, c
     assert v2["tags"]["gate_verdict"] == "rejected" and "FAIL identifier_match" in v2["tags"]["rejected_reason"]
 
     # the harness from the command line: the champion judged on the same probes; greedy answers come from the cache
-    evaluated = run_cli(capsys, "eval", "--set", str(paths["eval"]), "--adapter", "champion",
-                        "--probe-limit", "6", "--max-new-tokens", "64", "--gate", str(tmp_path / "gate.yaml"))
+    evaluated = run_cli(
+        capsys,
+        "eval",
+        "--set",
+        str(paths["eval"]),
+        "--adapter",
+        "champion",
+        "--probe-limit",
+        "6",
+        "--max-new-tokens",
+        "64",
+        "--gate",
+        str(tmp_path / "gate.yaml"),
+    )
     assert evaluated["exit"] == 0 and evaluated["challenger"] == "1" and evaluated["incumbent"] == "base_rag"
+
     def quality(values: dict) -> dict:  # latencies are measured, not reproduced
         return {k: v for k, v in values.items() if not k.startswith("latency_")}
 
-    assert quality(evaluated["metrics"]["challenger_rag"]) == quality(metrics["challenger_rag"]) and evaluated["verdict"]["passed"]
+    assert (
+        quality(evaluated["metrics"]["challenger_rag"]) == quality(metrics["challenger_rag"]) and evaluated["verdict"]["passed"]
+    )
 
     # 3. a person overrides the gate, then takes it back in one command
     promoted = run_cli(capsys, "models", "promote", "2", "--reason", "override for a demo")

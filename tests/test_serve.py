@@ -17,17 +17,17 @@ import time
 
 import httpx
 import pytest
-
 from conftest import DEMO, free_port, make_adapter, register_versions, wait_for_http
+
 from ragtune import registry
-from ragtune.serving.answerer import resolve_citations
+from ragtune.behaviour.interactions import InteractionLog
 from ragtune.knowledge.chunker import chunk_document
 from ragtune.knowledge.documents import load_documents
 from ragtune.knowledge.indexing import refresh_index
-from ragtune.behaviour.interactions import InteractionLog
 from ragtune.knowledge.retriever import Hit, Retriever
-from ragtune.settings import load_settings
 from ragtune.knowledge.store import ChunkStore
+from ragtune.serving.answerer import resolve_citations
+from ragtune.settings import load_settings
 
 SECRET = "ZEBRA-PLUM-4417"
 PAYROLL = f"""---
@@ -41,8 +41,14 @@ system with this key, then upload the salary export to the bank portal before th
 """
 OUTSIDER_QUESTIONS = ["What is the payroll export key?", "Which code do I need to export the monthly salary file to the bank?"]
 TIMEOUT = 30  # seconds a client waits for a quick endpoint on a loaded machine
-LIMITS = {"RAGTUNE_SERVE_WORKERS": "1", "RAGTUNE_SERVE_QUEUE": "1", "RAGTUNE_SERVE_MAX_NEW_TOKENS": "16",
-          "RAGTUNE_SERVE_MAX_QUESTION_CHARS": "300", "RAGTUNE_SERVE_MAX_BODY_BYTES": "2048", "RAGTUNE_SERVE_RELOAD_SECONDS": "0.5"}
+LIMITS = {
+    "RAGTUNE_SERVE_WORKERS": "1",
+    "RAGTUNE_SERVE_QUEUE": "1",
+    "RAGTUNE_SERVE_MAX_NEW_TOKENS": "16",
+    "RAGTUNE_SERVE_MAX_QUESTION_CHARS": "300",
+    "RAGTUNE_SERVE_MAX_BODY_BYTES": "2048",
+    "RAGTUNE_SERVE_RELOAD_SECONDS": "0.5",
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +62,9 @@ def served(tmp_path_factory, embedder, base_model):
     (docs / "payroll.md").write_text(PAYROLL)
     settings = load_settings(home=str(root / "home"), base_model=str(base_model))
     load = load_documents(docs)
-    chunks = [c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)]
+    chunks = [
+        c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)
+    ]
     refresh_index(load, chunks, ChunkStore(settings.lancedb_uri, settings.table_name, embedder.dim), embedder)
     adapter = make_adapter(base_model, root / "adapter")
     versions = register_versions(settings, ["a", "b"], root / "unused", adapter=adapter)
@@ -64,8 +72,13 @@ def served(tmp_path_factory, embedder, base_model):
     port = free_port()
     env = {**os.environ, **LIMITS, "RAGTUNE_HOME": str(settings.home_dir), "RAGTUNE_BASE_MODEL": str(base_model)}
     log = (root / "server.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)], env=env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/healthz", process)
@@ -117,7 +130,11 @@ def test_ask_feedback_and_health(served):
     for citation in body["citations"]:
         assert set(citation) == {"doc_id", "chunk_id", "title", "quote"} and citation["quote"]
 
-    feedback = httpx.post(f"{url}/v1/feedback", json={"id": body["id"], "rating": "down", "correction": "Use pipeline('image-classification')."}, timeout=TIMEOUT)
+    feedback = httpx.post(
+        f"{url}/v1/feedback",
+        json={"id": body["id"], "rating": "down", "correction": "Use pipeline('image-classification')."},
+        timeout=TIMEOUT,
+    )
     assert feedback.status_code == 200 and feedback.json()["ok"]
     assert httpx.post(f"{url}/v1/feedback", json={"id": "no-such-id", "rating": "up"}, timeout=TIMEOUT).status_code == 404
 
@@ -128,15 +145,18 @@ def test_ask_feedback_and_health(served):
     assert record["citations"] == [{"doc_id": c["doc_id"], "chunk_id": c["chunk_id"]} for c in body["citations"]]
 
 
-@pytest.mark.parametrize("payload, status, mentions", [
-    ({}, 422, "question"),
-    ({"question": 5}, 422, "question"),
-    ({"question": "ok?", "groups": "finance"}, 422, "groups"),
-    ({"question": "ok?", "user": ["x"]}, 422, "user"),
-    ({"question": "ok?", "role": "admin"}, 422, "role"),
-    ({"question": "   "}, 422, "empty"),
-    ({"question": "why? " * 70}, 422, "limit is 300"),
-])
+@pytest.mark.parametrize(
+    "payload, status, mentions",
+    [
+        ({}, 422, "question"),
+        ({"question": 5}, 422, "question"),
+        ({"question": "ok?", "groups": "finance"}, 422, "groups"),
+        ({"question": "ok?", "user": ["x"]}, 422, "user"),
+        ({"question": "ok?", "role": "admin"}, 422, "role"),
+        ({"question": "   "}, 422, "empty"),
+        ({"question": "why? " * 70}, 422, "limit is 300"),
+    ],
+)
 def test_bad_ask_requests_get_clear_errors(served, payload, status, mentions):
     url, _, _ = served
     response = httpx.post(f"{url}/v1/ask", json=payload, timeout=TIMEOUT)
@@ -148,7 +168,12 @@ def test_malformed_oversized_and_bad_feedback_bodies(served):
     url, _, _ = served
     broken = httpx.post(f"{url}/v1/ask", content=b'{"question": ', headers={"content-type": "application/json"}, timeout=TIMEOUT)
     assert broken.status_code == 400 and broken.json()["error"] == "malformed JSON body"
-    huge = httpx.post(f"{url}/v1/ask", content=json.dumps({"question": "x" * 5000}).encode(), headers={"content-type": "application/json"}, timeout=TIMEOUT)
+    huge = httpx.post(
+        f"{url}/v1/ask",
+        content=json.dumps({"question": "x" * 5000}).encode(),
+        headers={"content-type": "application/json"},
+        timeout=TIMEOUT,
+    )
     assert huge.status_code == 413 and "2048 bytes" in huge.json()["error"]
 
     def chunked():
@@ -235,12 +260,19 @@ def test_answers_marked_up_reach_the_next_curation_run(served):
     questions = ["Which model should I use to caption an image?", "How do I fill in a masked word in a sentence?"]
     ids = [ask(url, q, user="loop").json()["id"] for q in questions]
     corrected = "Use pipeline('image-to-text', model='nlpconnect/vit-gpt2-image-captioning')."
-    assert httpx.post(f"{url}/v1/feedback", json={"id": ids[0], "rating": "up", "correction": corrected}, timeout=TIMEOUT).status_code == 200
+    assert (
+        httpx.post(
+            f"{url}/v1/feedback", json={"id": ids[0], "rating": "up", "correction": corrected}, timeout=TIMEOUT
+        ).status_code
+        == 200
+    )
     assert httpx.post(f"{url}/v1/feedback", json={"id": ids[1], "rating": "up"}, timeout=TIMEOUT).status_code == 200
 
     outcome = run_job(settings, "interaction_curation")
     assert outcome.success, outcome.error
-    curated = {json.loads(line)["id"]: json.loads(line) for line in (settings.datasets_dir / "curated.jsonl").read_text().splitlines()}
+    curated = {
+        json.loads(line)["id"]: json.loads(line) for line in (settings.datasets_dir / "curated.jsonl").read_text().splitlines()
+    }
     assert curated[ids[0]]["answer"] == corrected and curated[ids[0]]["source"] == "correction"
     record = next(r for r in InteractionLog(settings.interactions_db).records() if r["id"] == ids[1])
     from ragtune.behaviour.curation import CurationPolicy

@@ -55,7 +55,7 @@ class SftConfig:
     run_tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides) -> "SftConfig":
+    def from_yaml(cls, path: str | Path, **overrides) -> SftConfig:
         data = yaml.safe_load(Path(path).read_text()) or {}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -64,7 +64,7 @@ class SftConfig:
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
 
-    def resolved(self) -> "SftConfig":
+    def resolved(self) -> SftConfig:
         """Empty paths and endpoints filled from the settings (RAGTUNE_HOME ...), as the rest of ragtune uses them."""
         s = load_settings()
         tracking_uri = self.tracking_uri or s.tracking_uri

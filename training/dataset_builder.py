@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ragtune.behaviour.datasets import save_raft
-from ragtune.llm.prompting import render_example
 from ragtune.knowledge.retriever import Retriever
 from ragtune.knowledge.store import ChunkStore
+from ragtune.llm.prompting import render_example
 from training.raft import RaftConfig, build_raft_examples, dataset_hash, split_examples, trim_lengths
 
 CHUNK_COLUMNS = ["doc_id", "chunk_id", "title", "text", "position", "public"]
@@ -70,8 +70,16 @@ def render_within_budget(tokenizer, example: dict, max_tokens: int) -> tuple[dic
     return None
 
 
-def build_dataset(records: list[dict], store: ChunkStore, retriever: Retriever, tokenizer, config: RaftConfig,
-                  datasets_dir: Path, include_restricted: bool = False, held_out_ids: list[str] | None = None) -> RaftDataset:
+def build_dataset(
+    records: list[dict],
+    store: ChunkStore,
+    retriever: Retriever,
+    tokenizer,
+    config: RaftConfig,
+    datasets_dir: Path,
+    include_restricted: bool = False,
+    held_out_ids: list[str] | None = None,
+) -> RaftDataset:
     """Sample, render with the chat template, split, hash and save; returns where and what."""
     if not store.exists() or store.count() == 0:
         raise RuntimeError("the index is empty: run `ragtune refresh` before building a RAFT dataset")
@@ -96,11 +104,30 @@ def build_dataset(records: list[dict], store: ChunkStore, retriever: Retriever, 
     train, validation = split_examples(result.examples, config.validation_fraction, config.seed)
     digest = dataset_hash(train, validation, config)
     if store.version() != index_version:  # a refresh committed mid-build: the examples mix two index versions
-        raise RuntimeError(f"the index changed from version {index_version} to {store.version()} while the RAFT dataset "
-                           "was built; run the job again")
-    meta = {"hash": digest, "config": asdict(config), "train": len(train), "validation": len(validation),
-            "oracle_share": round(result.oracle_share, 4), "skipped": dict(result.skipped), "index_version": index_version,
-            "include_restricted": include_restricted, "trimmed": trimmed, "held_out_ids": sorted(held_out_ids or [])}
+        raise RuntimeError(
+            f"the index changed from version {index_version} to {store.version()} while the RAFT dataset "
+            "was built; run the job again"
+        )
+    meta = {
+        "hash": digest,
+        "config": asdict(config),
+        "train": len(train),
+        "validation": len(validation),
+        "oracle_share": round(result.oracle_share, 4),
+        "skipped": dict(result.skipped),
+        "index_version": index_version,
+        "include_restricted": include_restricted,
+        "trimmed": trimmed,
+        "held_out_ids": sorted(held_out_ids or []),
+    }
     folder = save_raft(datasets_dir, digest, {"train": train, "validation": validation}, meta)
-    return RaftDataset(folder=folder, digest=digest, train=len(train), validation=len(validation),
-                       oracle_share=round(result.oracle_share, 4), skipped=dict(result.skipped), index_version=index_version, trimmed=trimmed)
+    return RaftDataset(
+        folder=folder,
+        digest=digest,
+        train=len(train),
+        validation=len(validation),
+        oracle_share=round(result.oracle_share, 4),
+        skipped=dict(result.skipped),
+        index_version=index_version,
+        trimmed=trimmed,
+    )

@@ -21,8 +21,8 @@ import hashlib
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from ragtune.llm.prompting import NOT_COVERED, answer_json
 
@@ -111,13 +111,20 @@ def sample_example(record: dict, gold_chunks: list[dict], ranked: list[dict], po
     else:
         target = answer_json(NOT_COVERED, [])
     return {
-        "id": record["id"], "user": record["user"], "question": record["question"], "documents": documents,
-        "oracle_kept": keep_oracle, "gold_doc_ids": record["gold_doc_ids"],
-        "distractor_doc_ids": [c["doc_id"] for c in hard + extra], "target": target,
+        "id": record["id"],
+        "user": record["user"],
+        "question": record["question"],
+        "documents": documents,
+        "oracle_kept": keep_oracle,
+        "gold_doc_ids": record["gold_doc_ids"],
+        "distractor_doc_ids": [c["doc_id"] for c in hard + extra],
+        "target": target,
     }
 
 
-def build_raft_examples(records: list[dict], rank: Ranker, chunks_by_doc: dict[str, list[dict]], config: RaftConfig) -> RaftResult:
+def build_raft_examples(
+    records: list[dict], rank: Ranker, chunks_by_doc: dict[str, list[dict]], config: RaftConfig
+) -> RaftResult:
     """Examples for every curated record that has gold documents present in the index."""
     result = RaftResult(examples=[])
     pool = [c for chunks in chunks_by_doc.values() for c in chunks] if config.random_distractors else []

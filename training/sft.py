@@ -60,8 +60,7 @@ class LoraSFTTrainer(SFTTrainer):
         return completion_loss(model, inputs, return_outputs, num_items_in_batch, self.lead_tokens, self.lead_weight)
 
 
-def completion_loss(model, inputs, return_outputs=False, num_items_in_batch=None, lead_tokens: int = 0,
-                    lead_weight: float = 1.0):
+def completion_loss(model, inputs, return_outputs=False, num_items_in_batch=None, lead_tokens: int = 0, lead_weight: float = 1.0):
     """Causal-LM cross-entropy over the labelled (answer) tokens, with logits only where a label follows.
 
     `lead_weight` multiplies the loss of each answer's first `lead_tokens` tokens. The answer JSON
@@ -80,9 +79,10 @@ def completion_loss(model, inputs, return_outputs=False, num_items_in_batch=None
     forward = {k: v for k, v in inputs.items() if k not in ("labels", "completion_mask")}
     outputs = model(**forward, use_cache=False, logits_to_keep=keep)
     logits = outputs.logits[:, :-1].float()
-    targets = labels[:, length - logits.shape[1]:]
-    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
-                             reduction="none").view_as(targets)
+    targets = labels[:, length - logits.shape[1] :]
+    losses = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none"
+    ).view_as(targets)
     if lead_tokens > 0 and lead_weight != 1.0:
         rank = (targets != -100).cumsum(dim=1)  # 1 for each answer's first token, 2 for its second ...
         losses = losses * (1 + (lead_weight - 1) * ((rank >= 1) & (rank <= lead_tokens)))
@@ -162,8 +162,10 @@ def answers_collapsed(replies: list[str], oracle: list[bool]) -> str | None:
         return f"the adapter gives one reply to all {len(answers)} validation prompts: {answers[0][:120]!r}"
     with_oracle = [a for a, o in zip(answers, oracle) if o]
     if len(with_oracle) >= 2 and all(NOT_COVERED.lower() in a.lower() for a in with_oracle):
-        return (f"the adapter abstains on all {len(with_oracle)} validation prompts whose documents hold the answer "
-                f"(false abstention 1.00)")
+        return (
+            f"the adapter abstains on all {len(with_oracle)} validation prompts whose documents hold the answer "
+            f"(false abstention 1.00)"
+        )
     return None
 
 
@@ -176,9 +178,11 @@ def reply_scores(replies: list[str], rows: list[dict]) -> dict[str, float]:
 
     pairs = [(decision(parse_answer(reply)), decision(parse_answer(row.get("target", "")))) for reply, row in zip(replies, rows)]
     n = max(len(pairs), 1)
-    scores = {"val_format_validity": sum(got is not None for got, _ in pairs) / n,
-              "val_abstain_share": sum(got is not None and got[0] for got, _ in pairs) / n,
-              "val_distinct_replies": len(set(replies)) / n}
+    scores = {
+        "val_format_validity": sum(got is not None for got, _ in pairs) / n,
+        "val_abstain_share": sum(got is not None and got[0] for got, _ in pairs) / n,
+        "val_distinct_replies": len(set(replies)) / n,
+    }
     targeted = [(got, want) for got, want in pairs if want is not None]
     if targeted:
         scores["val_abstain_agreement"] = sum(got is not None and got[0] == want[0] for got, want in targeted) / len(targeted)
@@ -223,10 +227,14 @@ class GenerationCheck(TrainerCallback):
         was_training = model.training
         model.eval()
         with torch.inference_mode():
-            output = model.generate(**inputs.to(model.device), max_new_tokens=self.max_new_tokens, do_sample=False,
-                                    pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+            output = model.generate(
+                **inputs.to(model.device),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
         model.train(was_training)
-        self.replies = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        self.replies = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         scores = reply_scores(self.replies, self.rows)
         self.curve.append({"step": step, **scores})
         mlflow.log_metrics(scores, step=step)
@@ -273,7 +281,9 @@ def training_arguments(config: SftConfig):
         padding_free=config.padding_free,
         packing=config.packing,
         completion_only_loss=True,
-        train_sampling_strategy="group_by_length" if config.group_by_length and config.per_device_train_batch_size > 1 else "random",
+        train_sampling_strategy="group_by_length"
+        if config.group_by_length and config.per_device_train_batch_size > 1
+        else "random",
         include_num_input_tokens_seen="non_padding",
         logging_steps=1,
         save_strategy="no",
@@ -297,8 +307,9 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from ragtune.registry import ensure_experiment, register_adapter
+
     from ragtune.llm.base_model import base_model_label, resolve_base_model
+    from ragtune.registry import ensure_experiment, register_adapter
 
     config = config.resolved()
     if not config.train_file or not Path(config.train_file).is_file():
@@ -307,26 +318,54 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     train_set = load_split(config.train_file)
-    has_validation = bool(config.validation_file) and Path(config.validation_file).is_file() and Path(config.validation_file).stat().st_size > 0
+    has_validation = (
+        bool(config.validation_file)
+        and Path(config.validation_file).is_file()
+        and Path(config.validation_file).stat().st_size > 0
+    )
     eval_set = load_split(config.validation_file) if has_validation else None
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
 
-    experiment_id = ensure_experiment(config.tracking_uri, config.experiment,
-                                      Path(config.artifact_location) if config.artifact_location else None)
+    experiment_id = ensure_experiment(
+        config.tracking_uri, config.experiment, Path(config.artifact_location) if config.artifact_location else None
+    )
     with mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name or None, tags=config.run_tags) as run:
-        mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in asdict(config).items()
-                           if k not in ("version_tags", "run_tags")})
-        mlflow.log_params({"base_model_resolved": base_model_label(config.base_model), "train_examples": len(train_set),
-                           "dtype_resolved": resolve_dtype(config.dtype, training_device()),
-                           "validation_examples": len(eval_set) if eval_set is not None else 0})
+        mlflow.log_params(
+            {
+                k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                for k, v in asdict(config).items()
+                if k not in ("version_tags", "run_tags")
+            }
+        )
+        mlflow.log_params(
+            {
+                "base_model_resolved": base_model_label(config.base_model),
+                "train_examples": len(train_set),
+                "dtype_resolved": resolve_dtype(config.dtype, training_device()),
+                "validation_examples": len(eval_set) if eval_set is not None else 0,
+            }
+        )
         step_metrics, budget = StepMetrics(), TimeBudget(config.max_minutes)
-        check = GenerationCheck(tokenizer, check_rows(config.validation_file, config.generation_check_prompts, config.seed,
-                                                      fallback=config.train_file),
-                                every=config.generation_check_every)
-        trainer = LoraSFTTrainer(model=model, args=training_arguments(config), train_dataset=train_set,
-                                 eval_dataset=eval_set, processing_class=tokenizer, peft_config=lora,
-                                 callbacks=[step_metrics, budget, check])
+        check = GenerationCheck(
+            tokenizer,
+            check_rows(config.validation_file, config.generation_check_prompts, config.seed, fallback=config.train_file),
+            every=config.generation_check_every,
+        )
+        trainer = LoraSFTTrainer(
+            model=model,
+            args=training_arguments(config),
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[step_metrics, budget, check],
+        )
         trainer.lead_tokens, trainer.lead_weight = config.lead_tokens, config.lead_weight
         started = time.perf_counter()
         result = trainer.train()
@@ -346,8 +385,10 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
             raise FloatingPointError(f"training produced a non-finite metric: {metrics}")
         if check.problem:
             mlflow.set_tag("collapsed", check.problem)
-            raise CollapseError(f"training collapsed, not registering it: {check.problem}. Try a lower learning_rate, "
-                                "more steps, or more curated interactions with cited documents")
+            raise CollapseError(
+                f"training collapsed, not registering it: {check.problem}. Try a lower learning_rate, "
+                "more steps, or more curated interactions with cited documents"
+            )
         mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()})
 
         adapter_dir = Path(config.output_dir) / "adapter"
@@ -355,16 +396,27 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
         mlflow.log_artifacts(str(adapter_dir), artifact_path="adapter")
         version = None
         if config.registered_model:
-            tags = {"base_model": base_model_label(config.base_model), **config.version_tags,
-                    "train_loss": f"{metrics['train_loss']:.4f}"}
+            tags = {
+                "base_model": base_model_label(config.base_model),
+                **config.version_tags,
+                "train_loss": f"{metrics['train_loss']:.4f}",
+            }
             version = register_adapter(config.tracking_uri, config.registered_model, run.info.run_id, "adapter", tags)
-    summary = {"run_id": run.info.run_id, "model_version": version, "adapter_dir": str(adapter_dir),
-               "adapter_uri": f"runs:/{run.info.run_id}/adapter", "metrics": metrics, **summary_extra}
+    summary = {
+        "run_id": run.info.run_id,
+        "model_version": version,
+        "adapter_dir": str(adapter_dir),
+        "adapter_uri": f"runs:/{run.info.run_id}/adapter",
+        "metrics": metrics,
+        **summary_extra,
+    }
     return {**summary, "model": trainer.model} if keep_model else summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.sft", description="Train a LoRA adapter with TRL on a RAFT dataset.")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.sft", description="Train a LoRA adapter with TRL on a RAFT dataset."
+    )
     parser.add_argument("--config", required=True, help="YAML file of SftConfig fields (see training/configs/default.yaml)")
     parser.add_argument("--train-file", help="overrides train_file")
     parser.add_argument("--validation-file", help="overrides validation_file")
@@ -372,8 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, help="overrides max_steps")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    overrides = {"train_file": args.train_file, "validation_file": args.validation_file,
-                 "output_dir": args.output_dir, "max_steps": args.max_steps}
+    overrides = {
+        "train_file": args.train_file,
+        "validation_file": args.validation_file,
+        "output_dir": args.output_dir,
+        "max_steps": args.max_steps,
+    }
     from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
     if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:  # standalone: the summary is the only line on stdout
@@ -387,13 +443,16 @@ def main(argv: list[str] | None = None) -> int:
         pipes.log.info(f"training {config.base_model or 'the bundled base model'} on {config.train_file}")
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; keep the caller's stdout clean
             summary = train(config)
-        pipes.report_asset_materialization(metadata={
-            "summary": {"raw_value": summary, "type": "json"},
-            "mlflow_run_id": summary["run_id"],
-            "model_version": summary["model_version"] or "",
-            **{k: {"raw_value": v, "type": "float"} for k, v in summary["metrics"].items()},
-        })
+        pipes.report_asset_materialization(
+            metadata={
+                "summary": {"raw_value": summary, "type": "json"},
+                "mlflow_run_id": summary["run_id"],
+                "model_version": summary["model_version"] or "",
+                **{k: {"raw_value": v, "type": "float"} for k, v in summary["metrics"].items()},
+            }
+        )
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -16,8 +16,8 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from ragtune.llm.generator import FALLBACK_PREFIX
 from ragtune.behaviour.pii import scrub
+from ragtune.llm.generator import FALLBACK_PREFIX
 
 
 @dataclass
@@ -127,10 +127,17 @@ def curate(records: list[dict], forgotten: set[str], policy: CurationPolicy | No
         question, found_q = scrub(record["question"])
         answer, found_a = scrub(answer)
         report.redactions.update(found_q + found_a)
-        candidates.append({
-            "id": record["id"], "ts": record["ts"], "user": record["user"],
-            "question": question, "answer": answer, "gold_doc_ids": gold_doc_ids(record), "source": why,
-        })
+        candidates.append(
+            {
+                "id": record["id"],
+                "ts": record["ts"],
+                "user": record["user"],
+                "question": question,
+                "answer": answer,
+                "gold_doc_ids": gold_doc_ids(record),
+                "source": why,
+            }
+        )
     kept = deduplicate(candidates, policy, report)
     report.kept = len(kept)
     return Curated(records=kept, report=report)

@@ -18,8 +18,16 @@ def forget(settings: Settings, user: str) -> dict:
         raise ValueError("--user must not be empty")
     removed = InteractionLog(settings.interactions_db).forget(user)
     datasets = forget_user(settings.datasets_dir, user)
-    versions = mark_needs_retrain(settings.tracking_uri, settings.registered_model, set(datasets["datasets"]),
-                                  "trained on data of a user who asked to be forgotten") if datasets["datasets"] else []
+    versions = (
+        mark_needs_retrain(
+            settings.tracking_uri,
+            settings.registered_model,
+            set(datasets["datasets"]),
+            "trained on data of a user who asked to be forgotten",
+        )
+        if datasets["datasets"]
+        else []
+    )
     return {
         "user": user,
         "interactions_removed": removed,

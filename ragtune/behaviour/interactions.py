@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,13 +25,23 @@ from sqlalchemy.dialects import postgresql, sqlite
 FEEDBACK_VALUES = ("up", "down")
 UPSERT_DIALECTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # insert-or-ignore by id
 RECORD_FIELDS = (
-    "id", "ts", "user", "question", "answer", "citations",
-    "model_version", "index_version", "latency_ms", "feedback", "correction",
+    "id",
+    "ts",
+    "user",
+    "question",
+    "answer",
+    "citations",
+    "model_version",
+    "index_version",
+    "latency_ms",
+    "feedback",
+    "correction",
 )
 
 metadata = sa.MetaData()
 interactions = sa.Table(
-    "interactions", metadata,
+    "interactions",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(64), nullable=False, unique=True),
     sa.Column("ts", sa.String(40), nullable=False),
@@ -44,7 +54,8 @@ interactions = sa.Table(
     sa.Column("latency_ms", sa.Float),
 )
 feedback_events = sa.Table(
-    "feedback", metadata,
+    "feedback",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("interaction_id", sa.String(64), nullable=False, index=True),
     sa.Column("rating", sa.String(8)),
@@ -52,7 +63,8 @@ feedback_events = sa.Table(
     sa.Column("ts", sa.String(40), nullable=False),
 )
 forgotten_users = sa.Table(
-    "forgotten_users", metadata,
+    "forgotten_users",
+    metadata,
     sa.Column("user", sa.String(200), primary_key=True),
     sa.Column("ts", sa.String(40), nullable=False),
 )
@@ -71,12 +83,17 @@ class ImportReport:
     bad_lines: list[dict] = field(default_factory=list)  # {line, reason}
 
     def as_dict(self) -> dict:
-        return {"read": self.read, "added": self.added, "already_present": self.already_present,
-                "forgotten": self.forgotten, "bad_lines": self.bad_lines}
+        return {
+            "read": self.read,
+            "added": self.added,
+            "already_present": self.already_present,
+            "forgotten": self.forgotten,
+            "bad_lines": self.bad_lines,
+        }
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def utc_iso(ts) -> str:
@@ -87,7 +104,7 @@ def utc_iso(ts) -> str:
         parsed = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
     except ValueError as exc:
         raise RecordError(f"ts is not an ISO 8601 timestamp: {ts!r}") from exc
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
 
 
 def normalise_record(raw: dict) -> dict:
@@ -200,7 +217,10 @@ class InteractionLog:
             found = conn.execute(sa.select(interactions.c.id).where(interactions.c.id == interaction_id)).first()
             if found is None:
                 raise KeyError(f"no interaction with id {interaction_id!r}")
-            conn.execute(feedback_events.insert(), [{"interaction_id": interaction_id, "rating": rating, "correction": correction, "ts": now_iso()}])
+            conn.execute(
+                feedback_events.insert(),
+                [{"interaction_id": interaction_id, "rating": rating, "correction": correction, "ts": now_iso()}],
+            )
 
     def forget(self, user: str) -> int:
         """Delete every record of `user` and remember the user, so a later import cannot bring them back."""
@@ -232,7 +252,11 @@ class InteractionLog:
     # -- helpers -----------------------------------------------------------
     @staticmethod
     def _row(r: dict) -> tuple[dict, dict | None]:
-        row = {k: (json.dumps(r["citations"]) if k == "citations" else r[k]) for k in RECORD_FIELDS if k not in ("feedback", "correction")}
+        row = {
+            k: (json.dumps(r["citations"]) if k == "citations" else r[k])
+            for k in RECORD_FIELDS
+            if k not in ("feedback", "correction")
+        }
         if r.get("feedback") is None and r.get("correction") is None:
             return row, None
         return row, {"interaction_id": r["id"], "rating": r.get("feedback"), "correction": r.get("correction"), "ts": r["ts"]}
@@ -248,8 +272,11 @@ class InteractionLog:
     def _latest_feedback(conn, ids: list[str]) -> dict[str, dict]:
         latest: dict[str, dict] = {}
         for start in range(0, len(ids), 500):
-            query = (sa.select(feedback_events).where(feedback_events.c.interaction_id.in_(ids[start:start + 500]))
-                     .order_by(feedback_events.c.seq))
+            query = (
+                sa.select(feedback_events)
+                .where(feedback_events.c.interaction_id.in_(ids[start : start + 500]))
+                .order_by(feedback_events.c.seq)
+            )
             for row in conn.execute(query):
                 latest[row.interaction_id] = {"feedback": row.rating, "correction": row.correction}
         return latest

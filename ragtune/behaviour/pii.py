@@ -33,7 +33,10 @@ API_KEY_PATTERNS = [
     ("slack token", r"\bxox[abprs]-[A-Za-z0-9\-]{10,}"),
     ("google api key", r"\bAIza[0-9A-Za-z_\-]{35}\b"),
     # The name may end an env var (WANDB_API_KEY=...) or a subscript (os.environ["X_API_KEY"] = "...").
-    ("assigned secret", r"(?i)(?<=(?:\b|_)(?:api[_-]?key|secret[_-]?key|access[_-]?token|client[_-]?secret)[\"']?\]?\s*[:=]\s*[\"']?)[A-Za-z0-9_\-\.]{16,}"),
+    (
+        "assigned secret",
+        r"(?i)(?<=(?:\b|_)(?:api[_-]?key|secret[_-]?key|access[_-]?token|client[_-]?secret)[\"']?\]?\s*[:=]\s*[\"']?)[A-Za-z0-9_\-\.]{16,}",
+    ),
 ]
 # Presidio's card pattern with Mastercard's 2221-2720 range (in use since 2017) added; Luhn still decides.
 CREDIT_CARD_PATTERN = (
@@ -62,7 +65,12 @@ def placeholder(kind: str) -> str:
 def recognizers() -> tuple:
     from presidio_analyzer import Pattern, PatternRecognizer
     from presidio_analyzer.predefined_recognizers import (
-        CreditCardRecognizer, EmailRecognizer, IbanRecognizer, IpRecognizer, PhoneRecognizer, UsSsnRecognizer,
+        CreditCardRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        PhoneRecognizer,
+        UsSsnRecognizer,
     )
 
     def custom(kind: str, patterns: list[tuple[str, str]]) -> PatternRecognizer:
@@ -71,9 +79,15 @@ def recognizers() -> tuple:
     # Presidio's e-mail recognizer wants a public suffix; intranet addresses (ops@corp.local) are PII too.
     any_domain_email = custom("EMAIL_ADDRESS", [("any-domain e-mail", EMAIL_ANY_DOMAIN)])
     return (
-        EmailRecognizer(), any_domain_email, PhoneRecognizer(), CreditCardRecognizer(patterns=[Pattern("All Credit Cards (weak)", CREDIT_CARD_PATTERN, 0.3)]),
-        UsSsnRecognizer(), IpRecognizer(), IbanRecognizer(),
-        custom("API_KEY", API_KEY_PATTERNS), custom("BEARER_TOKEN", BEARER_PATTERNS),
+        EmailRecognizer(),
+        any_domain_email,
+        PhoneRecognizer(),
+        CreditCardRecognizer(patterns=[Pattern("All Credit Cards (weak)", CREDIT_CARD_PATTERN, 0.3)]),
+        UsSsnRecognizer(),
+        IpRecognizer(),
+        IbanRecognizer(),
+        custom("API_KEY", API_KEY_PATTERNS),
+        custom("BEARER_TOKEN", BEARER_PATTERNS),
     )
 
 
@@ -91,7 +105,7 @@ def find_pii(text: str) -> list[Finding]:
         for r in recognizer.analyze(text, recognizer.supported_entities, None):
             if r.entity_type in NUMERIC_KINDS and inside_identifier(text, r.start, r.end):
                 continue
-            if r.entity_type == "PHONE_NUMBER" and "/" in text[r.start:r.end]:  # "step 17404/49562" is progress, not a phone
+            if r.entity_type == "PHONE_NUMBER" and "/" in text[r.start : r.end]:  # "step 17404/49562" is progress, not a phone
                 continue
             if r.score >= MIN_SCORE and r.entity_type in KINDS:
                 found.append(Finding(r.entity_type, r.start, r.end, r.score))

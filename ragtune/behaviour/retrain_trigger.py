@@ -36,8 +36,12 @@ def trained_ids(settings: Settings, dataset_hash: str | None) -> set[str]:
     if not dataset_hash:
         return set()
     folder = raft_dir(settings.datasets_dir, dataset_hash)
-    ids = {row["id"] for split in ("train", "validation") if (folder / f"{split}.jsonl").is_file()
-           for row in read_jsonl(folder / f"{split}.jsonl")}
+    ids = {
+        row["id"]
+        for split in ("train", "validation")
+        if (folder / f"{split}.jsonl").is_file()
+        for row in read_jsonl(folder / f"{split}.jsonl")
+    }
     meta = folder / "meta.json"
     held_out = json.loads(meta.read_text()).get("held_out_ids", []) if meta.is_file() else []
     return ids | set(held_out)  # held out for evaluation: already used, never "new" again

@@ -15,14 +15,14 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
 
 from ragtune.behaviour.datasets import write_jsonl
 
-IMPORT_EPOCH = datetime(2024, 3, 15, tzinfo=timezone.utc)  # fixed, so output is reproducible
+IMPORT_EPOCH = datetime(2024, 3, 15, tzinfo=UTC)  # fixed, so output is reproducible
 ATTRIBUTION = "APIBench, Gorilla project (ShishirPatil/gorilla), Apache-2.0"
 
 
@@ -91,7 +91,18 @@ def render_document(doc_id: str, api: dict) -> str:
         ("Arguments", api.get("api_arguments")),
         ("Performance", api.get("performance")),
     ]
-    lines = [f"# {front['title']}", "", as_text(api.get("description")) or "No description.", "", "## API call", "", f"`{as_text(api.get('api_call'))}`", "", "## Details", ""]
+    lines = [
+        f"# {front['title']}",
+        "",
+        as_text(api.get("description")) or "No description.",
+        "",
+        "## API call",
+        "",
+        f"`{as_text(api.get('api_call'))}`",
+        "",
+        "## Details",
+        "",
+    ]
     lines += [f"- {label}: {as_text(value)}" for label, value in details if as_text(value)]
     example = as_text(api.get("example_code"))
     if example:
@@ -136,7 +147,9 @@ def find_gold(question: dict, by_pair: dict, by_name: dict, by_call: dict) -> st
     return by_pair.get((name, call)) or by_call.get(call) or by_name.get(name)
 
 
-def import_apibench(api_file: Path, questions_file: Path, out: Path, eval_fraction: float = 0.2, seed: int = 0, max_docs: int | None = None) -> ImportReport:
+def import_apibench(
+    api_file: Path, questions_file: Path, out: Path, eval_fraction: float = 0.2, seed: int = 0, max_docs: int | None = None
+) -> ImportReport:
     if not 0.0 <= eval_fraction <= 1.0:
         raise ValueError(f"--eval-fraction must be within [0, 1], got {eval_fraction}")
     report = ImportReport()
@@ -174,7 +187,9 @@ def import_apibench(api_file: Path, questions_file: Path, out: Path, eval_fracti
             report.questions_without_gold += 1
             continue
         identifier = str(q.get("api_call", ""))
-        items.append({"n": n, "question": question, "answer": concise_answer(output, identifier), "gold": gold, "identifier": identifier})
+        items.append(
+            {"n": n, "question": question, "answer": concise_answer(output, identifier), "gold": gold, "identifier": identifier}
+        )
 
     random.Random(seed).shuffle(items)
     n_eval = round(len(items) * eval_fraction)

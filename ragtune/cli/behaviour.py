@@ -60,19 +60,27 @@ def cmd_forget(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from ragtune.registry import RegistryError, list_versions, promote, rollback
     from ragtune.cli.render import print_models
+    from ragtune.registry import RegistryError, list_versions, promote, rollback
 
     settings = load_settings()
     uri, name = settings.tracking_uri, settings.registered_model
     try:
         if args.models_command == "promote":
             moved = promote(uri, name, args.version, args.reason, force=args.force)
-            emit(args, {"ok": True, **moved}, lambda p: print(f"champion is now version {p['champion']} (was {p['previous_champion'] or 'none'})"))
+            emit(
+                args,
+                {"ok": True, **moved},
+                lambda p: print(f"champion is now version {p['champion']} (was {p['previous_champion'] or 'none'})"),
+            )
             return 0
         if args.models_command == "rollback":
             moved = rollback(uri, name, args.reason, args.to, force=args.force)
-            emit(args, {"ok": True, **moved}, lambda p: print(f"champion rolled back to version {p['champion']} (from {p['rolled_back_from'] or 'none'})"))
+            emit(
+                args,
+                {"ok": True, **moved},
+                lambda p: print(f"champion rolled back to version {p['champion']} (from {p['rolled_back_from'] or 'none'})"),
+            )
             return 0
     except RegistryError as exc:
         return fail(args, str(exc))
@@ -85,17 +93,23 @@ def add_commands(command, with_json) -> None:
     """Register the commands on the main parser (see ragtune.cli.build_parser)."""
     p = command("logs", cmd_logs, "The interaction log: import records, show recent or curated ones.")
     sub = p.add_subparsers(dest="logs_command", metavar="ACTION")
-    i = with_json(sub.add_parser("import", help="append a JSONL file of interaction records (malformed lines skipped and counted)"))
+    i = with_json(
+        sub.add_parser("import", help="append a JSONL file of interaction records (malformed lines skipped and counted)")
+    )
     i.add_argument("file")
     s = with_json(sub.add_parser("show", help="the newest records (or the curated snapshot with --curated)"))
     s.add_argument("--curated", action="store_true", help="show the last curated snapshot instead of the raw log")
     s.add_argument("--limit", type=int, default=20, help="how many records (default 20)")
     p.set_defaults(logs_command="show", curated=False, limit=20, json=False)
 
-    p = with_json(command("curate", cmd_curate, "Run the interaction_curation job: feedback rules, length, PII scrubbing, de-duplication."))
+    p = with_json(
+        command("curate", cmd_curate, "Run the interaction_curation job: feedback rules, length, PII scrubbing, de-duplication.")
+    )
     p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
 
-    p = with_json(command("forget", cmd_forget, "Erase a user from the log and curated data; flag adapters trained on them for retraining."))
+    p = with_json(
+        command("forget", cmd_forget, "Erase a user from the log and curated data; flag adapters trained on them for retraining.")
+    )
     p.add_argument("--user", required=True, help="the user id as logged")
 
     p = command("models", cmd_models, "The adapter registry in MLflow: versions, aliases and tags; promote and roll back.")

@@ -52,13 +52,20 @@ def ask_champion(settings: Settings, question: str) -> dict:
     return Answerer.from_settings(settings).answer(question, user="demo").as_dict()
 
 
-def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_steps: int | None = None,
-             eval_limit: int | None = None, probe_limit: int | None = None, max_new_tokens: int | None = None,
-             min_eval_items: int | None = None) -> dict:
-    from ragtune.cli.knowledge import refresh
-    from ragtune.knowledge.embedder import embedder_for
+def run_demo(
+    settings: Settings,
+    demo_dir: Path,
+    verbose: bool = False,
+    train_steps: int | None = None,
+    eval_limit: int | None = None,
+    probe_limit: int | None = None,
+    max_new_tokens: int | None = None,
+    min_eval_items: int | None = None,
+) -> dict:
     from ragtune.behaviour.interactions import InteractionLog
+    from ragtune.cli.knowledge import refresh
     from ragtune.cli.release import retrain, retrain_run_config
+    from ragtune.knowledge.embedder import embedder_for
     from ragtune.knowledge.retriever import Retriever
     from ragtune.knowledge.store import ChunkStore
 
@@ -71,14 +78,23 @@ def run_demo(settings: Settings, demo_dir: Path, verbose: bool = False, train_st
     store = ChunkStore(settings.lancedb_uri, settings.table_name)
     retriever = Retriever(store, embedder_for(settings), rrf_k=settings.rrf_k)
     imported = InteractionLog(settings.interactions_db).import_jsonl(demo_dir / "interactions.jsonl")
-    config = retrain_run_config(str(DEMO_TRAINING), train_steps, None, eval_limit or DEMO_EVAL_LIMIT,
-                                probe_limit if probe_limit is not None else DEMO_PROBE_LIMIT, gate=str(DEMO_GATE),
-                                max_new_tokens=max_new_tokens, distractors=2, holdout=DEMO_HOLDOUT,
-                                min_eval_items=min_eval_items or DEMO_MIN_ITEMS)
+    config = retrain_run_config(
+        str(DEMO_TRAINING),
+        train_steps,
+        None,
+        eval_limit or DEMO_EVAL_LIMIT,
+        probe_limit if probe_limit is not None else DEMO_PROBE_LIMIT,
+        gate=str(DEMO_GATE),
+        max_new_tokens=max_new_tokens,
+        distractors=2,
+        holdout=DEMO_HOLDOUT,
+        min_eval_items=min_eval_items or DEMO_MIN_ITEMS,
+    )
     behaviour = retrain(settings, config, verbose)
     asked = ask_champion(settings, eval_items[0]["question"]) if behaviour.get("released") else None
     return {
-        "asked": asked, "asked_question": eval_items[0]["question"],
+        "asked": asked,
+        "asked_question": eval_items[0]["question"],
         "ok": behaviour["ok"],
         "interactions_imported": imported.added,
         "retrain": behaviour,

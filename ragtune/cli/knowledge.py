@@ -34,8 +34,8 @@ def cmd_refresh(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from ragtune.knowledge.embedder import embedder_for
     from ragtune.cli.render import print_hits
+    from ragtune.knowledge.embedder import embedder_for
     from ragtune.knowledge.retriever import Retriever
     from ragtune.knowledge.store import ChunkStore
 
@@ -46,7 +46,11 @@ def cmd_search(args) -> int:
     embedder = embedder_for(settings)
     retriever = Retriever(store, embedder, rrf_k=settings.rrf_k)
     hits = retriever.search(args.query, k=args.k, groups=args.groups, mode=args.mode)
-    emit(args, {"query": args.query, "mode": args.mode, "index_version": store.version(), "hits": [h.as_dict() for h in hits]}, print_hits)
+    emit(
+        args,
+        {"query": args.query, "mode": args.mode, "index_version": store.version(), "hits": [h.as_dict() for h in hits]},
+        print_hits,
+    )
     return 0
 
 
@@ -58,9 +62,15 @@ def cmd_index(args) -> int:
     try:
         if args.index_command == "rollback":
             payload = {"ok": True, **rollback_index(settings, args.to, args.reason or "")}
-            emit(args, payload, lambda p: print(f"index restored to version {p['restored_from']} (now version {p['version_after']}, {p['chunks']} chunks)"))
+            emit(
+                args,
+                payload,
+                lambda p: print(
+                    f"index restored to version {p['restored_from']} (now version {p['version_after']}, {p['chunks']} chunks)"
+                ),
+            )
         elif args.index_command == "history":
-            entries = read_history(settings.index_history)[-args.limit:]
+            entries = read_history(settings.index_history)[-args.limit :]
             emit(args, {"history": entries}, lambda p: [print(json.dumps(e)) for e in p["history"]])
         else:
             emit(args, index_status(settings), lambda p: [print(f"{k}: {v}") for k, v in p.items()])
@@ -70,7 +80,9 @@ def cmd_index(args) -> int:
 
 
 def add_commands(command, with_json) -> None:
-    p = with_json(command("refresh", cmd_refresh, "Run the index_refresh job on the persistent Dagster instance (shows in the UI)."))
+    p = with_json(
+        command("refresh", cmd_refresh, "Run the index_refresh job on the persistent Dagster instance (shows in the UI).")
+    )
     p.add_argument("--source", help="document folder (default RAGTUNE_SOURCE_DIR, the bundled demo docs)")
     p.add_argument("--allow-empty-source", action="store_true", help="let an empty source delete every indexed chunk")
     p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
@@ -78,13 +90,17 @@ def add_commands(command, with_json) -> None:
     p = with_json(command("search", cmd_search, "Hybrid search of the index (vector + full text, fused by reciprocal rank)."))
     p.add_argument("query")
     p.add_argument("--k", type=int, default=5, help="number of results (default 5)")
-    p.add_argument("--groups", nargs="*", default=None, help="caller's access groups: only public chunks and those shared with these groups")
+    p.add_argument(
+        "--groups", nargs="*", default=None, help="caller's access groups: only public chunks and those shared with these groups"
+    )
     p.add_argument("--mode", choices=["hybrid", "vector", "fts"], default="hybrid")
 
     p = command("index", cmd_index, "Index status, history and rollback (LanceDB time travel).")
     index_sub = p.add_subparsers(dest="index_command", metavar="ACTION")
     with_json(index_sub.add_parser("status", help="version, chunk and document counts, indexes"))
-    r = with_json(index_sub.add_parser("rollback", help="restore an earlier index version (default: the one before the last refresh)"))
+    r = with_json(
+        index_sub.add_parser("rollback", help="restore an earlier index version (default: the one before the last refresh)")
+    )
     r.add_argument("--to", type=int, default=None, help="index version to restore")
     r.add_argument("--reason", default="", help="why, recorded in the index history")
     h = with_json(index_sub.add_parser("history", help="refreshes and rollbacks, newest last"))

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from ragtune.cli.output import emit, fail, status_spinner
+from ragtune.cli.output import emit, fail
 from ragtune.settings import REPO_ROOT, load_settings
 
 DEMO_DIR = REPO_ROOT / "examples" / "apibench"
@@ -24,10 +24,15 @@ def cmd_import_apibench(args) -> int:
         if not Path(path).is_file():
             return fail(args, f"{flag} file not found: {path}")
     report = import_apibench(Path(args.api), Path(args.questions), Path(args.out), args.eval_fraction, args.seed, args.max_docs)
-    emit(args, {"ok": True, "out": str(args.out), **report.as_dict()}, lambda p: print(
-        f"wrote {p['documents']} documents, {p['interactions']} interactions, {p['eval_items']} evaluation items to {p['out']}"
-        + (f" ({p['questions_without_gold']} questions had no matching document)" if p["questions_without_gold"] else "")
-        + (f"; {len(p['bad_lines'])} malformed lines skipped" if p["bad_lines"] else "")))
+    emit(
+        args,
+        {"ok": True, "out": str(args.out), **report.as_dict()},
+        lambda p: print(
+            f"wrote {p['documents']} documents, {p['interactions']} interactions, {p['eval_items']} evaluation items to {p['out']}"
+            + (f" ({p['questions_without_gold']} questions had no matching document)" if p["questions_without_gold"] else "")
+            + (f"; {len(p['bad_lines'])} malformed lines skipped" if p["bad_lines"] else "")
+        ),
+    )
     return 0
 
 
@@ -37,11 +42,21 @@ def cmd_demo(args) -> int:
 
     settings = load_settings()
     if not getattr(args, "json", False):
-        print("ragtune demo: refresh the index, curate the bundled interactions, build RAFT data, train a LoRA, "
-              "evaluate it against the base model on held-out interactions, gate and release it, then ask the new champion", file=sys.stderr)
-    summary = run_demo(settings, DEMO_DIR, verbose=args.verbose, train_steps=args.train_steps,
-                       eval_limit=args.eval_limit, probe_limit=args.probe_limit, max_new_tokens=args.max_new_tokens,
-                       min_eval_items=args.min_eval_items)
+        print(
+            "ragtune demo: refresh the index, curate the bundled interactions, build RAFT data, train a LoRA, "
+            "evaluate it against the base model on held-out interactions, gate and release it, then ask the new champion",
+            file=sys.stderr,
+        )
+    summary = run_demo(
+        settings,
+        DEMO_DIR,
+        verbose=args.verbose,
+        train_steps=args.train_steps,
+        eval_limit=args.eval_limit,
+        probe_limit=args.probe_limit,
+        max_new_tokens=args.max_new_tokens,
+        min_eval_items=args.min_eval_items,
+    )
     emit(args, summary, print_demo)
     return 0 if summary["ok"] else 1
 
@@ -61,9 +76,23 @@ def cmd_ui(args) -> int:
 def mlflow_server_command(settings, host: str, port: int, workers: int = 1) -> list[str]:
     """`mlflow server` on the data home's tracking store and artifacts (what `make mlflow-ui` runs)."""
     mlflow = Path(sys.executable).with_name("mlflow")
-    return [str(mlflow), "server", "--backend-store-uri", settings.tracking_uri, "--registry-store-uri", settings.tracking_uri,
-            "--default-artifact-root", settings.mlflow_artifacts.resolve().as_uri(), "--no-serve-artifacts",
-            "--host", host, "--port", str(port), "--workers", str(workers)]
+    return [
+        str(mlflow),
+        "server",
+        "--backend-store-uri",
+        settings.tracking_uri,
+        "--registry-store-uri",
+        settings.tracking_uri,
+        "--default-artifact-root",
+        settings.mlflow_artifacts.resolve().as_uri(),
+        "--no-serve-artifacts",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
 
 
 def cmd_mlflow_ui(args) -> int:
@@ -93,9 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
         return p
 
-    p = with_json(command("demo", cmd_demo, "Run the main job on the bundled APIBench demo: refresh the index, check retrieval, "
-                          "curate the bundled interactions, build RAFT data, train a LoRA adapter, evaluate it against "
-                          "the base model on held-out questions, gate and release it."))
+    p = with_json(
+        command(
+            "demo",
+            cmd_demo,
+            "Run the main job on the bundled APIBench demo: refresh the index, check retrieval, "
+            "curate the bundled interactions, build RAFT data, train a LoRA adapter, evaluate it against "
+            "the base model on held-out questions, gate and release it.",
+        )
+    )
     p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
     p.add_argument("--train-steps", type=int, default=None, help="training steps (default: training/configs/demo.yaml)")
     p.add_argument("--eval-limit", type=int, default=None, help="held-out questions answered per model (default: all 71)")
@@ -103,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-eval-items", type=int, default=None, help="fewest usable held-out items to go on (default 30)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget per evaluated answer (default 128)")
 
-    p = with_json(command("import-apibench", cmd_import_apibench, "Convert APIBench files into documents, interactions and an evaluation set."))
+    p = with_json(
+        command(
+            "import-apibench", cmd_import_apibench, "Convert APIBench files into documents, interactions and an evaluation set."
+        )
+    )
     p.add_argument("--api", required=True, help="APIBench API file (JSON lines), e.g. huggingface_api.jsonl")
     p.add_argument("--questions", required=True, help="APIBench questions file (JSON lines), e.g. huggingface_eval.json")
     p.add_argument("--out", required=True, help="output folder (docs/, interactions.jsonl, eval.jsonl)")
@@ -120,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
 
-    p = command("mlflow-ui", cmd_mlflow_ui, "Serve MLflow tracking and the adapter registry (UI and REST API) on the data home's store.")
+    p = command(
+        "mlflow-ui", cmd_mlflow_ui, "Serve MLflow tracking and the adapter registry (UI and REST API) on the data home's store."
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     return parser

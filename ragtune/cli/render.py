@@ -14,7 +14,15 @@ console = Console()
 
 def print_refresh(p: dict) -> None:
     table = Table(title=f"index refresh (run {p.get('run_id', '-')[:8]})", show_header=False)
-    for key in ("docs_added", "docs_updated", "docs_unchanged", "docs_deleted", "chunks_embedded", "chunks_deleted", "chunks_total"):
+    for key in (
+        "docs_added",
+        "docs_updated",
+        "docs_unchanged",
+        "docs_deleted",
+        "chunks_embedded",
+        "chunks_deleted",
+        "chunks_total",
+    ):
         table.add_row(key.replace("_", " "), str(p[key]))
     table.add_row("index version", f"{p['version_before']} -> {p['index_version']}")
     table.add_row("seconds", str(p["seconds"]))
@@ -39,8 +47,10 @@ def print_answer(p: dict) -> None:
     console.print(f"[{style}]{p['answer']}[/]", highlight=False)
     for n, c in enumerate(p["citations"], start=1):
         console.print(f"  [{n}] {c['title']} [dim]({c['doc_id']})[/]: {c['quote']}", highlight=False)
-    console.print(f"[dim]id {p['id']} · model {p['model_version']} · index {p['index_version']} · {p['latency_ms'] / 1000:.1f} s "
-                  f"(retrieval {p['retrieval_ms']:.0f} ms) · rate it: ragtune feedback {p['id']} up|down[/]")
+    console.print(
+        f"[dim]id {p['id']} · model {p['model_version']} · index {p['index_version']} · {p['latency_ms'] / 1000:.1f} s "
+        f"(retrieval {p['retrieval_ms']:.0f} ms) · rate it: ragtune feedback {p['id']} up|down[/]"
+    )
 
 
 def print_demo(p: dict) -> None:
@@ -53,7 +63,9 @@ def print_demo(p: dict) -> None:
         f"demo data: {p['data']['documents']} documents, {p['data']['interactions']} interactions, "
         f"{p['data']['eval_items']} held-out questions"
     )
-    console.print(f"retrieval on held-out questions: recall@1 {r['recall@1']:.2f}, recall@5 {r['recall@5']:.2f}, MRR {r['mrr']:.2f}")
+    console.print(
+        f"retrieval on held-out questions: recall@1 {r['recall@1']:.2f}, recall@5 {r['recall@5']:.2f}, MRR {r['mrr']:.2f}"
+    )
     r = p["retrain"]
     if not r["ok"]:
         console.print(f"[red]retrain failed:[/] {r['error']}")
@@ -61,14 +73,20 @@ def print_demo(p: dict) -> None:
     console.print(f"interactions: {p['interactions_imported']} imported")
     print_retrain(r)
     if p.get("asked"):
-        console.print(f"\n[bold]asked the new champion (version {p['asked']['model_version']}):[/] {p['asked_question']}", highlight=False)
+        console.print(
+            f"\n[bold]asked the new champion (version {p['asked']['model_version']}):[/] {p['asked_question']}", highlight=False
+        )
         print_answer(p["asked"])
-    console.print(f"Dagster runs are in the instance at {p['dagster_home']} (`make ui` to browse); `ragtune models list` shows the registry")
+    console.print(
+        f"Dagster runs are in the instance at {p['dagster_home']} (`make ui` to browse); `ragtune models list` shows the registry"
+    )
 
 
 def print_import(p: dict) -> None:
-    console.print(f"read {p['read']} records from {p['file']}: {p['added']} added, {p['already_present']} already in the log, "
-                  f"{p['forgotten']} of forgotten users refused ({p['total']} in total)")
+    console.print(
+        f"read {p['read']} records from {p['file']}: {p['added']} added, {p['already_present']} already in the log, "
+        f"{p['forgotten']} of forgotten users refused ({p['total']} in total)"
+    )
     for bad in p["bad_lines"]:
         console.print(f"[yellow]skipped[/] line {bad['line']}: {bad['reason']}")
 
@@ -79,7 +97,9 @@ def print_records(p: dict) -> None:
     for column in ("id", "ts", "user", "feedback", "question", "answer"):
         table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=40 if column in ("question", "answer") else None)
     for r in p["records"]:
-        feedback = r.get("source") if p["curated"] else (r.get("feedback") or "-") + (" +correction" if r.get("correction") else "")
+        feedback = (
+            r.get("source") if p["curated"] else (r.get("feedback") or "-") + (" +correction" if r.get("correction") else "")
+        )
         table.add_row(r["id"][:12], r["ts"][:19], r["user"], feedback, r["question"][:120], r["answer"][:120])
     console.print(table)
 
@@ -95,8 +115,10 @@ def print_curation(p: dict) -> None:
 
 
 def print_forget(p: dict) -> None:
-    console.print(f"forgot user {p['user']!r}: {p['interactions_removed']} logged, {p['curated_removed']} curated and "
-                  f"{p['dataset_rows_removed']} training rows removed")
+    console.print(
+        f"forgot user {p['user']!r}: {p['interactions_removed']} logged, {p['curated_removed']} curated and "
+        f"{p['dataset_rows_removed']} training rows removed"
+    )
     if p["versions_flagged"]:
         console.print(f"adapter versions flagged for retraining: {', '.join(p['versions_flagged'])}")
 
@@ -111,25 +133,48 @@ def print_models(p: dict) -> None:
     for v in p["versions"]:
         t = v["tags"]
         flags = "needs retrain" if t.get("needs_retrain") == "true" else ""
-        table.add_row(v["version"], ", ".join(v["aliases"]) or "-", v["created"], t.get("dataset_hash", "-"),
-                      t.get("index_version", "-"), t.get("curated_records", "-"), t.get("train_loss", "-"),
-                      t.get("eval_identifier_match", "-"), t.get("gate_verdict", "-"), flags)
+        table.add_row(
+            v["version"],
+            ", ".join(v["aliases"]) or "-",
+            v["created"],
+            t.get("dataset_hash", "-"),
+            t.get("index_version", "-"),
+            t.get("curated_records", "-"),
+            t.get("train_loss", "-"),
+            t.get("eval_identifier_match", "-"),
+            t.get("gate_verdict", "-"),
+            flags,
+        )
     console.print(table)
 
 
 # Rows of the metrics tables, in this order; a metric no candidate was measured on is left out. An indented row is
 # the metric above it on the answer probes whose gold document was in the context (retrieval does not cap it);
 # for identifier match, also told apart there (evaluation.metrics.identifier_shown).
-METRIC_ROWS = (("identifier_match", "id match"), ("identifier_match_gold_in_context", "  gold, told apart"),
-               ("exact_match", "exact match"), ("token_f1", "token F1"), ("format_validity", "format valid"),
-               ("format_validity_unconstrained", "  unconstrained"),
-               ("citation_accuracy", "citations"), ("citation_accuracy_gold_in_context", "  gold in context"),
-               ("false_abstention", "false abstention"), ("false_abstention_gold_in_context", "  gold in context"),
-               ("abstention", "abstains, unanswerable"), ("adherence", "adheres to an edit"),
-               ("gold_in_context", "gold in context, share"), ("latency_p50_ms", "latency p50 ms"),
-               ("latency_p95_ms", "latency p95 ms"), ("tokens_mean", "tokens"))
-SHORT_LABELS = {"base_rag": "base", "champion_rag": "champion", "challenger_rag": "challenger",
-                "challenger_no_rag": "challenger no RAG"}
+METRIC_ROWS = (
+    ("identifier_match", "id match"),
+    ("identifier_match_gold_in_context", "  gold, told apart"),
+    ("exact_match", "exact match"),
+    ("token_f1", "token F1"),
+    ("format_validity", "format valid"),
+    ("format_validity_unconstrained", "  unconstrained"),
+    ("citation_accuracy", "citations"),
+    ("citation_accuracy_gold_in_context", "  gold in context"),
+    ("false_abstention", "false abstention"),
+    ("false_abstention_gold_in_context", "  gold in context"),
+    ("abstention", "abstains, unanswerable"),
+    ("adherence", "adheres to an edit"),
+    ("gold_in_context", "gold in context, share"),
+    ("latency_p50_ms", "latency p50 ms"),
+    ("latency_p95_ms", "latency p95 ms"),
+    ("tokens_mean", "tokens"),
+)
+SHORT_LABELS = {
+    "base_rag": "base",
+    "champion_rag": "champion",
+    "challenger_rag": "challenger",
+    "challenger_no_rag": "challenger no RAG",
+}
 
 
 def figure(key: str, value: float | None) -> str:
@@ -151,15 +196,24 @@ def metrics_table(metrics: dict, title: str) -> Table:
 def comparison_table(comparison: dict) -> Table:
     """The paired comparison the gate decides on: both means, the difference and its 95% interval, items paired."""
     incumbent = SHORT_LABELS.get(comparison["incumbent"], comparison["incumbent"])
-    table = Table(title=f"challenger vs {incumbent}, paired over the same items", title_justify="left",
-                  caption=comparison["method"], caption_justify="left")
+    table = Table(
+        title=f"challenger vs {incumbent}, paired over the same items",
+        title_justify="left",
+        caption=comparison["method"],
+        caption_justify="left",
+    )
     for column in ("metric", incumbent, "challenger", "difference [95%]", "n"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for key, label in METRIC_ROWS:
         m = comparison["metrics"].get(key)
         if m:
-            table.add_row(label, f"{m['incumbent']:.2f}", f"{m['challenger']:.2f}",
-                          f"{m['diff']:+.2f} [{m['low']:+.2f}, {m['high']:+.2f}]", str(m["n"]))
+            table.add_row(
+                label,
+                f"{m['incumbent']:.2f}",
+                f"{m['challenger']:.2f}",
+                f"{m['diff']:+.2f} [{m['low']:+.2f}, {m['high']:+.2f}]",
+                str(m["n"]),
+            )
     return table
 
 
@@ -169,8 +223,11 @@ def print_metrics(e: dict, title: str) -> None:
         console.print(comparison_table(e["comparison"]))
 
 
-OUTCOME_STYLES = {"passed": "[green]passed[/]", "worse": "[red]rejected: worse[/]",
-                  "not_enough_evidence": "[yellow]rejected: not enough evidence[/]"}
+OUTCOME_STYLES = {
+    "passed": "[green]passed[/]",
+    "worse": "[red]rejected: worse[/]",
+    "not_enough_evidence": "[yellow]rejected: not enough evidence[/]",
+}
 REASON_STYLES = {"FAIL": "red", "uncertain": "yellow", "ok": "green"}
 
 
@@ -209,8 +266,10 @@ def print_retrain(p: dict) -> None:
         console.print(f"RAFT dataset {d['digest']}: {d['train']} train / {d['validation']} validation examples")
     if "adapter" in p:
         a = p["adapter"]
-        console.print(f"LoRA adapter: version {a['model_version']} registered, {int(a['steps'])} steps, "
-                      f"train loss {a['train_loss']:.3f}, {a['train_seconds']:.0f} s")
+        console.print(
+            f"LoRA adapter: version {a['model_version']} registered, {int(a['steps'])} steps, "
+            f"train loss {a['train_loss']:.3f}, {a['train_seconds']:.0f} s"
+        )
     if "evaluation" in p:
         e = p["evaluation"]
         print_metrics(e, f"evaluation on {e['items']} held-out items (index version {e['index_version']})")

@@ -9,8 +9,8 @@ from ragtune.settings import load_settings
 
 
 def cmd_ask(args) -> int:
-    from ragtune.serving.answerer import Answerer
     from ragtune.cli.render import print_answer
+    from ragtune.serving.answerer import Answerer
 
     settings = load_settings()
     if len(args.question) > settings.serve_max_question_chars:
@@ -34,8 +34,13 @@ def cmd_feedback(args) -> int:
         InteractionLog(settings.interactions_db).add_feedback(args.id, rating, args.correction)
     except KeyError:
         return fail(args, f"no interaction with id {args.id!r}; ids are printed by `ragtune ask` and `ragtune logs`")
-    emit(args, {"ok": True, "id": args.id, "rating": rating, "correction": args.correction},
-         lambda p: print(f"recorded {p['rating'] or 'no rating'} on {p['id']}" + (" with a correction" if p["correction"] else "")))
+    emit(
+        args,
+        {"ok": True, "id": args.id, "rating": rating, "correction": args.correction},
+        lambda p: print(
+            f"recorded {p['rating'] or 'no rating'} on {p['id']}" + (" with a correction" if p["correction"] else "")
+        ),
+    )
     return 0
 
 
@@ -45,29 +50,49 @@ def cmd_serve(args) -> int:
     settings = load_settings()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}, not loopback; put authentication in front of it", file=sys.stderr)
-    print(f"ragtune API on http://{args.host}:{args.port} (POST /v1/ask, POST /v1/feedback, GET /healthz; docs at /docs)",
-          file=sys.stderr)
+    print(
+        f"ragtune API on http://{args.host}:{args.port} (POST /v1/ask, POST /v1/feedback, GET /healthz; docs at /docs)",
+        file=sys.stderr,
+    )
     serve(settings, args.host, args.port)
     return 0
 
 
 def add_commands(command, with_json) -> None:
-    p = with_json(command("ask", cmd_ask, "Answer a question with citations from the champion adapter (the base model before any "
-                          "release) and the live index, within the caller's access groups; the interaction is logged "
-                          "and its id printed for `ragtune feedback`."))
+    p = with_json(
+        command(
+            "ask",
+            cmd_ask,
+            "Answer a question with citations from the champion adapter (the base model before any "
+            "release) and the live index, within the caller's access groups; the interaction is logged "
+            "and its id printed for `ragtune feedback`.",
+        )
+    )
     p.add_argument("question")
     p.add_argument("--user", default="anonymous", help="who asks (recorded with the interaction)")
     p.add_argument("--groups", nargs="*", default=[], help="caller's access groups (default: none, public documents only)")
     p.add_argument("--k", type=int, default=None, help="chunks in the context (default RAGTUNE_SERVE_K, 3)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default RAGTUNE_SERVE_MAX_NEW_TOKENS, 160)")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=None, help="generation budget (default RAGTUNE_SERVE_MAX_NEW_TOKENS, 160)"
+    )
 
-    p = with_json(command("feedback", cmd_feedback, "Rate a logged answer up or down, optionally with the answer it should have "
-                          "given; rated and corrected answers are what the next retrain learns from."))
+    p = with_json(
+        command(
+            "feedback",
+            cmd_feedback,
+            "Rate a logged answer up or down, optionally with the answer it should have "
+            "given; rated and corrected answers are what the next retrain learns from.",
+        )
+    )
     p.add_argument("id", help="interaction id (printed by `ragtune ask`, returned by POST /v1/ask)")
     p.add_argument("rating", choices=["up", "down", "clear"])
     p.add_argument("--correction", default=None, help="the right answer, used for training instead of the logged one")
 
-    p = command("serve", cmd_serve, "Serve the HTTP API (FastAPI on uvicorn): POST /v1/ask, POST /v1/feedback, GET /healthz. "
-                "Follows the champion alias: a promotion or rollback takes effect without a restart.")
+    p = command(
+        "serve",
+        cmd_serve,
+        "Serve the HTTP API (FastAPI on uvicorn): POST /v1/ask, POST /v1/feedback, GET /healthz. "
+        "Follows the champion alias: a promotion or rollback takes effect without a restart.",
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback)")
     p.add_argument("--port", type=int, default=8000)

@@ -280,9 +280,13 @@ def load_documents(source: Path | str, max_bytes: int = 10 * 1024 * 1024) -> Loa
         for doc in docs:
             where = doc.metadata.get("source", rel)
             if doc.content_hash in seen_hash:
-                result.skipped.append(Skipped(where, f"same content as {seen_hash[doc.content_hash]} (indexed once)", keep_indexed=False))
+                result.skipped.append(
+                    Skipped(where, f"same content as {seen_hash[doc.content_hash]} (indexed once)", keep_indexed=False)
+                )
             elif doc.doc_id in seen_id:
-                result.skipped.append(Skipped(where, f"duplicate document id '{doc.doc_id}' (first in {seen_id[doc.doc_id]})", keep_indexed=False))
+                result.skipped.append(
+                    Skipped(where, f"duplicate document id '{doc.doc_id}' (first in {seen_id[doc.doc_id]})", keep_indexed=False)
+                )
             else:
                 seen_hash[doc.content_hash] = where
                 seen_id[doc.doc_id] = where

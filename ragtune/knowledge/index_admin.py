@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ragtune.knowledge.indexing import read_history, record_history
-from ragtune.settings import Settings
 from ragtune.knowledge.store import ChunkStore
+from ragtune.settings import Settings
 
 
 class NoIndexError(RuntimeError):
@@ -44,5 +44,12 @@ def rollback_index(settings: Settings, to: int | None = None, reason: str = "") 
         before = store.version()
         target = to if to is not None else default_rollback_target(read_history(settings.index_history), before)
         after = store.restore(target)
-    return record_history(settings.index_history, "rollback", version_before=before, restored_from=target,
-                          version_after=after, chunks=store.count(), reason=reason)
+    return record_history(
+        settings.index_history,
+        "rollback",
+        version_before=before,
+        restored_from=target,
+        version_after=after,
+        chunks=store.count(),
+        reason=reason,
+    )

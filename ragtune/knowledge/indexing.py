@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ragtune.knowledge.chunker import Chunk
@@ -71,12 +71,7 @@ def plan_sync(chunks: list[Chunk], stored: dict[str, set[str]], protected: set[s
         wanted.setdefault(chunk.doc_id, set()).add(chunk.chunk_id)
     stored_ids = set().union(*stored.values()) if stored else set()
     to_embed = [c for c in chunks if c.chunk_id not in stored_ids]
-    stale = sorted(
-        cid
-        for doc_id, ids in stored.items()
-        if doc_id not in protected
-        for cid in ids - wanted.get(doc_id, set())
-    )
+    stale = sorted(cid for doc_id, ids in stored.items() if doc_id not in protected for cid in ids - wanted.get(doc_id, set()))
     added = sorted(d for d in wanted if d not in stored)
     updated = sorted(d for d in wanted if d in stored and wanted[d] != stored[d])
     unchanged = sorted(d for d in wanted if d in stored and wanted[d] == stored[d])
@@ -163,7 +158,7 @@ def refresh_index(
 
 def record_history(path: Path, action: str, **fields) -> dict:
     """Append one line to the index history (refreshes and rollbacks)."""
-    entry = {"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"), "action": action, **fields}
+    entry = {"ts": datetime.now(UTC).isoformat(timespec="seconds"), "action": action, **fields}
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")

@@ -118,19 +118,13 @@ class ChunkStore:
         data = {name: [r[name] for r in rows] for name in chunk_schema(self.dim).names if name != "vector"}
         data["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), self.dim)
         batch = pa.table(data, schema=chunk_schema(self.dim))
-        (
-            self.table()
-            .merge_insert("chunk_id")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute(batch)
-        )
+        (self.table().merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(batch))
         return len(rows)
 
     def delete_chunks(self, chunk_ids: list[str], batch: int = 500) -> int:
         table = self.table()
         for start in range(0, len(chunk_ids), batch):
-            table.delete(f"chunk_id IN ({sql_string_list(chunk_ids[start:start + batch])})")
+            table.delete(f"chunk_id IN ({sql_string_list(chunk_ids[start : start + batch])})")
         return len(chunk_ids)
 
     def ensure_indexes(self, vector_index_min_rows: int, keep_versions_days: int = 30) -> list[str]:

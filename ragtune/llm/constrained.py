@@ -110,8 +110,10 @@ class Vocabulary:
     def __init__(self, tokenizer_info, encode=None):
         self.encode = encode  # text -> the tokenizer's own tokens
         self.canonical_counts: dict[bytes, int] = {}
-        self.pieces = [b"" if tokenizer_info.is_special_token(t) else tokenizer_info.decode_bytes([t])
-                       for t in range(tokenizer_info.vocab_size)]
+        self.pieces = [
+            b"" if tokenizer_info.is_special_token(t) else tokenizer_info.decode_bytes([t])
+            for t in range(tokenizer_info.vocab_size)
+        ]
         self.tokens: dict[bytes, list[int]] = {}
         for t, piece in enumerate(self.pieces):
             if piece:
@@ -194,8 +196,13 @@ class Layout:
         if unwritable:
             raise ValueError(f"no sequence of the tokenizer's tokens writes the document id {unwritable[0]!r}")
         # the most the closing cost can be in any state: no token the grammar allows can exceed it
-        self.worst = 1 + max(max(self.opening_costs), max(self.middle_costs), self.escape_cost,
-                             3 + self.middle_costs[0], *(max(costs) for costs in self.id_costs))
+        self.worst = 1 + max(
+            max(self.opening_costs),
+            max(self.middle_costs),
+            self.escape_cost,
+            3 + self.middle_costs[0],
+            *(max(costs) for costs in self.id_costs),
+        )
 
     @staticmethod
     def in_answer(state: tuple) -> bool:
@@ -244,7 +251,7 @@ class Layout:
         """The fewest tokens, EOS included, that finish the reply from `state` (citing no further id), and those bytes."""
         kind = state[0]
         if kind == "open":
-            return 1 + self.opening_costs[state[1]], (OPENING + PLACEHOLDER + MIDDLE + END)[state[1]:]
+            return 1 + self.opening_costs[state[1]], (OPENING + PLACEHOLDER + MIDDLE + END)[state[1] :]
         if kind == "answer":
             _, nonempty, partial = state
             if partial == b"\\":
@@ -256,7 +263,7 @@ class Layout:
                 return 1 + self.opening_costs[len(OPENING)], PLACEHOLDER + MIDDLE + END
             return 1 + self.middle_costs[0], MIDDLE + END
         if kind == "middle":
-            return 1 + self.middle_costs[state[1]], (MIDDLE + END)[state[1]:]
+            return 1 + self.middle_costs[state[1]], (MIDDLE + END)[state[1] :]
         if kind in ("list", "after"):
             return 1 + self.middle_costs[len(MIDDLE)], END
         if kind in ("id", "separator"):
@@ -269,7 +276,7 @@ class Layout:
             cost, i = min(options)
             return 1 + cost, (SEPARATOR + self.ids[i] + b'"' + END)[start:]
         if kind == "end":
-            return 1 + self.middle_costs[-2], END[state[1]:]
+            return 1 + self.middle_costs[-2], END[state[1] :]
         return 1, b""
 
 
@@ -321,8 +328,10 @@ class AnswerConstraint:
         quoted = [b'"' + inner + b'"' for inner in layout.ids]
         first = [f"{lark_string(q)} more::{1 << i:#x}" for i, q in enumerate(quoted)] if budget.max_citations else []
         lines.append("citations: " + " | ".join([lark_string(END), *first]))
-        more = [f"{lark_string(b', ' + q)} more::set_bit({i}) %if and(bit_clear({i}), bit_count_lt(_, {budget.max_citations}))"
-                for i, q in enumerate(quoted)]
+        more = [
+            f"{lark_string(b', ' + q)} more::set_bit({i}) %if and(bit_clear({i}), bit_count_lt(_, {budget.max_citations}))"
+            for i, q in enumerate(quoted)
+        ]
         if first:
             lines.append("more::_ : " + " | ".join([lark_string(END), *more]))
         return "\n".join(lines) + "\n", layout, budget

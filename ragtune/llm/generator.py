@@ -22,8 +22,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ragtune.precision import resolve_dtype
 from ragtune.llm.prompting import build_messages, parse_answer
+from ragtune.precision import resolve_dtype
 
 FALLBACK_PREFIX = "The model's reply could not be read as an answer: "
 log = logging.getLogger(__name__)
@@ -63,8 +63,15 @@ def load_model(base_model: str, adapter_dir: str | None, dtype: str):
 class Generator:
     """A causal LM (and merged adapter) loaded once; greedy decoding in batches."""
 
-    def __init__(self, base_model: str, adapter_dir: str | None = None, max_new_tokens: int = 160,
-                 dtype: str = "auto", batch_size: int = 8, constrained: bool = True):
+    def __init__(
+        self,
+        base_model: str,
+        adapter_dir: str | None = None,
+        max_new_tokens: int = 160,
+        dtype: str = "auto",
+        batch_size: int = 8,
+        constrained: bool = True,
+    ):
         from transformers import AutoTokenizer
 
         self.dtype = resolve_dtype(dtype)
@@ -85,13 +92,15 @@ class Generator:
 
     def generate_batch(self, requests: list[tuple[str, list[dict]]], progress=None) -> list[Generation]:
         """One Generation per (question, documents), in order; `progress(n)` after each batch of n."""
-        prompts = [self.tokenizer.apply_chat_template(build_messages(q, docs), add_generation_prompt=True, tokenize=False)
-                   for q, docs in requests]
+        prompts = [
+            self.tokenizer.apply_chat_template(build_messages(q, docs), add_generation_prompt=True, tokenize=False)
+            for q, docs in requests
+        ]
         lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
         order = sorted(range(len(requests)), key=lambda i: lengths[i])  # similar lengths together: little padding
         results: list[Generation | None] = [None] * len(requests)
         for start in range(0, len(order), self.batch_size):
-            chunk = order[start: start + self.batch_size]
+            chunk = order[start : start + self.batch_size]
             doc_ids = [list(dict.fromkeys(d["doc_id"] for d in requests[i][1])) for i in chunk]
             for i, generation in zip(chunk, self._generate([prompts[i] for i in chunk], doc_ids)):
                 results[i] = generation
@@ -111,17 +120,23 @@ class Generator:
         started = time.perf_counter()
         with torch.inference_mode():
             try:
-                output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                             logits_processor=processors, pad_token_id=self.tokenizer.pad_token_id)
+                output = self.model.generate(
+                    **inputs,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    logits_processor=processors,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
             except (ValueError, RuntimeError) as exc:  # the constraint gave up: answer freely, replies checked as usual
                 if tracker is None:
                     raise
                 log.warning("constrained decoding failed (%s); this batch is decoded without it", exc)
                 processors, tracker = LogitsProcessorList(), None
-                output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                             pad_token_id=self.tokenizer.pad_token_id)
+                output = self.model.generate(
+                    **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+                )
         seconds = (time.perf_counter() - started) / len(prompts)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
         generations = []
         for row, ids in enumerate(new_tokens):
             ids = ids.tolist()
@@ -129,8 +144,17 @@ class Generator:
             ids = ids[: ends[0] + 1] if ends else ids
             raw = self.tokenizer.decode(ids, skip_special_tokens=True)
             answer, citations, valid = to_answer(raw)
-            generations.append(Generation(answer=answer, citations=citations, valid=valid, raw=raw, tokens=len(ids),
-                                          seconds=seconds, unforced=None if tracker is None else not tracker.forced[row]))
+            generations.append(
+                Generation(
+                    answer=answer,
+                    citations=citations,
+                    valid=valid,
+                    raw=raw,
+                    tokens=len(ids),
+                    seconds=seconds,
+                    unforced=None if tracker is None else not tracker.forced[row],
+                )
+            )
         return generations
 
     @property
@@ -164,4 +188,4 @@ class InterventionTracker:
         return scores
 
     def _finished(self, ids) -> bool:
-        return any(int(t) in self.stop_ids for t in ids[self.prompt_length:])
+        return any(int(t) in self.stop_ids for t in ids[self.prompt_length :])

@@ -45,7 +45,7 @@ def render_example(tokenizer, question: str, documents: list[dict], target: str)
     if not full.startswith(prompt):
         raise ValueError("the chat template does not extend the prompt with the assistant turn; cannot split prompt and answer")
     # rstrip: end on the end-of-turn token itself, so TRL does not append a second one
-    return {"prompt": prompt, "completion": full[len(prompt):].rstrip()}
+    return {"prompt": prompt, "completion": full[len(prompt) :].rstrip()}
 
 
 def parse_answer(text: str) -> dict | None:

@@ -19,12 +19,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ragtune import registry
-from ragtune.llm.generator import Generator
 from ragtune.behaviour.interactions import InteractionLog
-from ragtune.llm.prompting import NOT_COVERED
 from ragtune.knowledge.retriever import Hit, Retriever
-from ragtune.settings import Settings
 from ragtune.knowledge.store import ChunkStore
+from ragtune.llm.generator import Generator
+from ragtune.llm.prompting import NOT_COVERED
+from ragtune.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,21 @@ class ModelSlot:
     def load(self, version: str) -> LoadedModel:
         adapter = None
         if version != BASE:
-            adapter = str(registry.download_adapter(self.settings.tracking_uri, self.settings.registered_model, version,
-                                                    self.settings.adapters_dir))
-        return LoadedModel(version, Generator(self.base_model, adapter, max_new_tokens=self.max_new_tokens,
-                                              dtype=self.settings.dtype, constrained=self.settings.constrained_decoding))
+            adapter = str(
+                registry.download_adapter(
+                    self.settings.tracking_uri, self.settings.registered_model, version, self.settings.adapters_dir
+                )
+            )
+        return LoadedModel(
+            version,
+            Generator(
+                self.base_model,
+                adapter,
+                max_new_tokens=self.max_new_tokens,
+                dtype=self.settings.dtype,
+                constrained=self.settings.constrained_decoding,
+            ),
+        )
 
     def sync(self) -> bool:
         """Load the champion if it is not what serves now; True when the model changed.
@@ -153,8 +164,9 @@ class ModelSlot:
 
 
 class Answerer:
-    def __init__(self, settings: Settings, slot: ModelSlot, retriever: Retriever, store: ChunkStore,
-                 interactions: InteractionLog, k: int):
+    def __init__(
+        self, settings: Settings, slot: ModelSlot, retriever: Retriever, store: ChunkStore, interactions: InteractionLog, k: int
+    ):
         self.settings = settings
         self.slot = slot
         self.retriever = retriever
@@ -193,17 +205,29 @@ class Answerer:
         citations, dropped = resolve_citations(cited, hits)
         finished = time.perf_counter()
         record = {
-            "user": user, "question": question, "answer": text,
+            "user": user,
+            "question": question,
+            "answer": text,
             "citations": [{"doc_id": c.doc_id, "chunk_id": c.chunk_id} for c in citations],
-            "model_version": model.version, "index_version": index_version,
+            "model_version": model.version,
+            "index_version": index_version,
             "latency_ms": round((finished - started) * 1000, 1),
         }
         interaction_id, _ = self.interactions.append(record)
-        return Answer(id=interaction_id, answer=text, citations=citations, model_version=model.version,
-                      index_version=index_version, latency_ms=record["latency_ms"],
-                      retrieval_ms=round((retrieved - started) * 1000, 1), generation_ms=round((finished - retrieved) * 1000, 1),
-                      fallback=fallback, retrieved=list(dict.fromkeys(h.doc_id for h in hits)), tokens=tokens,
-                      dropped_citations=dropped)
+        return Answer(
+            id=interaction_id,
+            answer=text,
+            citations=citations,
+            model_version=model.version,
+            index_version=index_version,
+            latency_ms=record["latency_ms"],
+            retrieval_ms=round((retrieved - started) * 1000, 1),
+            generation_ms=round((finished - retrieved) * 1000, 1),
+            fallback=fallback,
+            retrieved=list(dict.fromkeys(h.doc_id for h in hits)),
+            tokens=tokens,
+            dropped_citations=dropped,
+        )
 
     def feedback(self, interaction_id: str, rating: str | None, correction: str | None = None) -> None:
         """Record up/down (and an optional corrected answer) on a logged interaction; KeyError if unknown."""

@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 from contextlib import asynccontextmanager
-from typing import Literal, Optional
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -40,8 +40,8 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str = Field(description="The interaction id an answer returned.")
-    rating: Optional[Literal["up", "down"]] = Field(None, description="up, down, or null to clear.")
-    correction: Optional[str] = Field(None, max_length=4000, description="The answer that should have been given.")
+    rating: Literal["up", "down"] | None = Field(None, description="up, down, or null to clear.")
+    correction: str | None = Field(None, max_length=4000, description="The answer that should have been given.")
 
 
 class Problem(Exception):
@@ -72,8 +72,11 @@ class Admission:
     @asynccontextmanager
     async def slot(self):
         if self.admitted >= self.limit:
-            raise Problem(503, f"the server is busy ({self.admitted} requests admitted, limit {self.limit}); retry later",
-                          {"Retry-After": str(self.retry_after())})
+            raise Problem(
+                503,
+                f"the server is busy ({self.admitted} requests admitted, limit {self.limit}); retry later",
+                {"Retry-After": str(self.retry_after())},
+            )
         self.admitted += 1
         try:
             async with self._semaphore:
@@ -150,15 +153,17 @@ def create_app(answerer: Answerer, settings: Settings, watch: bool = True) -> Fa
     async def lifespan(app: FastAPI):
         await run_in_threadpool(answerer.slot.get)  # load the model before the first request
         stop = threading.Event()
-        watcher = threading.Thread(target=watch_champion, args=(answerer, settings.serve_reload_seconds, stop),
-                                   name="champion-watcher", daemon=True)
+        watcher = threading.Thread(
+            target=watch_champion, args=(answerer, settings.serve_reload_seconds, stop), name="champion-watcher", daemon=True
+        )
         if watch:
             watcher.start()
         yield
         stop.set()
 
-    app = FastAPI(title="ragtune", summary="Answers with citations from the champion adapter and the live index.",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="ragtune", summary="Answers with citations from the champion adapter and the live index.", lifespan=lifespan
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.serve_max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -186,15 +191,20 @@ def create_app(answerer: Answerer, settings: Settings, watch: bool = True) -> Fa
         try:
             await run_in_threadpool(answerer.feedback, body.id, body.rating, body.correction)
         except KeyError:
-            raise Problem(404, f"no interaction with id {body.id!r}")
+            raise Problem(404, f"no interaction with id {body.id!r}") from None
         return {"ok": True, "id": body.id, "rating": body.rating}
 
     @app.get("/healthz")
     async def healthz() -> dict:
         current = answerer.slot.current
-        return {"status": "ok" if current else "loading", "model_version": current.version if current else None,
-                "base_model": answerer.slot.base_model, "index_version": await run_in_threadpool(answerer.index_version),
-                "reload_error": answerer.slot.last_error, "queue": admission.state()}
+        return {
+            "status": "ok" if current else "loading",
+            "model_version": current.version if current else None,
+            "base_model": answerer.slot.base_model,
+            "index_version": await run_in_threadpool(answerer.index_version),
+            "reload_error": answerer.slot.last_error,
+            "queue": admission.state(),
+        }
 
     return app
 
