@@ -8,7 +8,7 @@ APIBENCH ?= ../shared/data/apibench
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser run test ui mlflow-ui bench demo-data clean
+.PHONY: setup browser run lint test test-fast ui mlflow-ui bench demo-data clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,18 @@ browser:
 # Two workers: much of the suite waits on servers and subprocesses, so both cores stay busy.
 # One test handed out at a time, so the worker running the release loop (about 10 min) is not
 # also holding a queue of long tests the other worker could be running.
-test: setup browser
+test: setup browser lint
 	$(BIN)/python -m pytest -q -n 2 --maxschedchunk=1
+
+# Lint, format and the import layers (pyproject.toml: [tool.ruff], [tool.importlinter]).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# Unit tests and assets run directly on tiny fixtures: no base model, no jobs, no servers (under 2 minutes).
+test-fast: setup lint
+	$(BIN)/python -m pytest -q -n 2 -m "not integration and not slow"
 
 ui: setup
 	$(BIN)/ragtune ui --host 127.0.0.1 --port 3000
