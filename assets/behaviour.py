@@ -11,7 +11,7 @@ from assets.launchers import launch_training
 from assets.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
 from evaluation.eval_set import build_evaluation_set, indexed_doc_ids, too_few_message
 from evaluation.gate import DEFAULT_GATE, GatePolicy
-from ragtune.behaviour.datasets import read_jsonl
+from ragtune.jsonl import read_jsonl
 from ragtune.knowledge.retriever import Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.quality import raft_frame, validate_no_pii, validate_raft

@@ -88,7 +88,7 @@ def main() -> None:
     from evaluation.eval_set import build_evaluation_set, indexed_doc_ids
     from evaluation.harness import HarnessConfig, build_probes
     from ragtune import registry
-    from ragtune.behaviour.datasets import read_jsonl
+    from ragtune.jsonl import read_jsonl
     from ragtune.knowledge.embedder import embedder_for
     from ragtune.knowledge.retriever import Retriever
     from ragtune.knowledge.store import ChunkStore

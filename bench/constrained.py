@@ -42,6 +42,8 @@ from pathlib import Path
 
 from common import ROOT, write_result
 
+from ragtune.jsonl import read_jsonl
+
 DEMO = ROOT / "examples" / "apibench"
 CHUNK_CHARS = 800
 MODULES = {"llguidance": "llguidance", "xgrammar": "xgrammar", "outlines-core": "outlines_core"}  # those installed are compared
@@ -58,7 +60,7 @@ def demo_prompts(n: int) -> list[tuple[str, list[dict]]]:
         post = frontmatter.load(path)
         docs[str(post["id"])] = {"doc_id": str(post["id"]), "title": post.get("title"), "text": post.content[:CHUNK_CHARS]}
     order = list(docs)
-    items = [json.loads(line) for line in (DEMO / "eval.jsonl").read_text().splitlines()]
+    items = read_jsonl(DEMO / "eval.jsonl")
     prompts = []
     for item in items:
         gold = [d for d in item["gold_doc_ids"] if d in docs]

@@ -16,11 +16,12 @@ Target: >= 4x answers/s.
 """
 
 import argparse
-import json
 import random
 import time
 
 from common import ROOT, timer, write_result
+
+from ragtune.jsonl import read_jsonl
 
 TARGET_SPEEDUP = 4.0
 
@@ -32,7 +33,7 @@ def demo_prompts(n: int) -> list[tuple[str, list[dict]]]:
     for path in sorted((ROOT / "examples" / "apibench" / "docs").glob("*.md")):
         post = frontmatter.load(path)
         docs[post["id"]] = {"doc_id": post["id"], "title": post.get("title", post["id"]), "text": post.content[:900]}
-    items = [json.loads(line) for line in (ROOT / "examples" / "apibench" / "eval.jsonl").read_text().splitlines()]
+    items = read_jsonl(ROOT / "examples" / "apibench" / "eval.jsonl")
     rng, ids = random.Random(0), sorted(docs)
     prompts = []
     for item in items[:n]:

@@ -21,7 +21,6 @@ by always citing the first served document (issue 13: the baseline an adapter mu
 """
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -58,11 +57,12 @@ def main() -> None:
 
     from evaluation.eval_set import build_evaluation_set, indexed_doc_ids
     from evaluation.gate import GatePolicy, compare, decide
-    from evaluation.harness import answer_metrics, documents_of, unique_doc_ids
+    from evaluation.harness import answer_metrics, documents_of
     from evaluation.metrics import identifier_shown
     from evaluation.release import ITEMS
+    from evaluation.retrieval import ranked_documents
     from ragtune import registry
-    from ragtune.behaviour.datasets import read_jsonl
+    from ragtune.jsonl import read_jsonl
     from ragtune.knowledge.embedder import embedder_for
     from ragtune.knowledge.retriever import Retriever
     from ragtune.knowledge.store import ChunkStore
@@ -80,7 +80,7 @@ def main() -> None:
         raise SystemExit(f"no evaluated adapter behind {args.version!r} in {args.home}")
     with tempfile.TemporaryDirectory() as tmp:
         path = registry.client(settings.tracking_uri).download_artifacts(run_id, ITEMS, tmp)
-        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        rows = read_jsonl(path)
     store = ChunkStore(settings.lancedb_uri, settings.table_name)
     holdout = settings.eval_holdout if args.holdout is None else args.holdout
     per_document = settings.eval_per_document if args.per_document is None else args.per_document
@@ -113,7 +113,7 @@ def main() -> None:
             if row["question"] not in contexts:
                 contexts[row["question"]] = documents_of([h.as_dict() for h in retriever.search(row["question"], k=args.k)])
             served = contexts[row["question"]]
-            if unique_doc_ids(served) == row["retrieved"]:
+            if ranked_documents(served) == row["retrieved"]:
                 row["identifier_shown"] = float(identifier_shown(row["identifier"], served, row["gold_doc_ids"]))
             else:
                 changed += 1

@@ -8,14 +8,15 @@ hybrid p50 <= 50 ms on 2 cores.
 """
 
 import argparse
-import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from common import import_corpus, write_result
 
+from evaluation.metrics import percentile
+from evaluation.retrieval import depth_for, ranked_documents, retrieval_scores
+from ragtune.jsonl import read_jsonl
 from ragtune.knowledge.chunker import chunk_document
 from ragtune.knowledge.documents import load_documents
 from ragtune.knowledge.embedder import embedder_for
@@ -26,26 +27,17 @@ from ragtune.settings import load_settings
 
 
 def score(retriever: Retriever, items: list[dict], mode: str, k: int = 5) -> dict:
-    hits1 = hits5 = rr = 0.0
-    latencies = []
+    rankings, latencies = [], []
     for item in items:
         start = time.perf_counter()
-        hits = retriever.search(item["question"], k=k * 3, mode=mode)  # chunks; several may share a doc
+        hits = retriever.search(item["question"], k=depth_for(k), mode=mode)  # chunks; several may share a document
         latencies.append((time.perf_counter() - start) * 1000)
-        ranked = list(dict.fromkeys(h.doc_id for h in hits))[:k]
-        gold = set(item["gold_doc_ids"])
-        rank = next((i for i, d in enumerate(ranked, start=1) if d in gold), None)
-        hits1 += rank == 1
-        hits5 += rank is not None
-        rr += 1 / rank if rank else 0
-    n = len(items)
-    q = statistics.quantiles(latencies, n=20)
+        rankings.append(ranked_documents(hits))
+    scores = retrieval_scores(rankings, [item["gold_doc_ids"] for item in items], ks=(1, k))
     return {
-        "recall@1": round(hits1 / n, 4),
-        "recall@5": round(hits5 / n, 4),
-        "mrr": round(rr / n, 4),
-        "p50_ms": round(statistics.median(latencies), 1),
-        "p95_ms": round(q[18], 1),
+        **{name: round(value, 4) for name, value in scores.items() if name != "questions"},
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p95_ms": round(percentile(latencies, 95), 1),
     }
 
 
@@ -56,7 +48,7 @@ def main() -> None:
     settings = load_settings()
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-search-"))
     import_corpus(work / "corpus")
-    items = [json.loads(line) for line in (work / "corpus" / "eval.jsonl").read_text().splitlines()][: args.limit]
+    items = read_jsonl(work / "corpus" / "eval.jsonl")[: args.limit]
     embedder = embedder_for(settings)
     store = ChunkStore(work / "lancedb", "chunks", embedder.dim)
     load = load_documents(work / "corpus" / "docs")

@@ -15,7 +15,6 @@ in-process baseline, requests lost (non-200 or no response; target 0), peak serv
 """
 
 import argparse
-import json
 import os
 import random
 import socket
@@ -29,10 +28,8 @@ from pathlib import Path
 
 from common import APIBENCH, timer, write_result
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 1)
+from evaluation.metrics import percentile
+from ragtune.jsonl import read_jsonl
 
 
 def free_port() -> int:
@@ -151,7 +148,7 @@ def main() -> None:
             raise SystemExit("refresh failed")
         base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
         version = promote_adapter(settings, default_shape_adapter(base_model, Path(tmp) / "adapter"))
-        items = [json.loads(line) for line in (data / "eval.jsonl").read_text().splitlines()]
+        items = read_jsonl(data / "eval.jsonl")
         random.Random(0).shuffle(items)
         questions = [item["question"] for item in items][: args.requests]
 
@@ -211,18 +208,18 @@ def main() -> None:
             "server_startup_s": round(startup.seconds, 1),
         },
         "client_latency_ms": {
-            "p50": percentile([r["client_ms"] for r in rows], 0.5),
-            "p95": percentile([r["client_ms"] for r in rows], 0.95),
+            "p50": round(percentile([r["client_ms"] for r in rows], 50), 1),
+            "p95": round(percentile([r["client_ms"] for r in rows], 95), 1),
         },
-        "server_latency_ms": {"p50": percentile(server_ms, 0.5), "p95": percentile(server_ms, 0.95)},
+        "server_latency_ms": {"p50": round(percentile(server_ms, 50), 1), "p95": round(percentile(server_ms, 95), 1)},
         "retrieval_share": round(sum(b["retrieval_ms"] for b in answered) / max(sum(server_ms), 1e-9), 4),
         "tokens_mean": round(statistics.mean(b["tokens"] for b in answered), 1) if answered else None,
         "throughput_answers_per_s": round(throughput, 4),
         "baseline_in_process_answers_per_s": round(baseline_throughput, 4),
         "throughput_ratio_vs_in_process": round(throughput / baseline_throughput, 3),
         "baseline_latency_ms": {
-            "p50": percentile([a.latency_ms for a in direct], 0.5),
-            "p95": percentile([a.latency_ms for a in direct], 0.95),
+            "p50": round(percentile([a.latency_ms for a in direct], 50), 1),
+            "p95": round(percentile([a.latency_ms for a in direct], 95), 1),
         },
         "requests_lost": lost,
         "statuses": {str(s): sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},

@@ -38,6 +38,7 @@ import frontmatter
 import torch
 from common import ROOT, machine, write_result
 
+from ragtune.jsonl import read_jsonl
 from ragtune.llm.base_model import resolve_base_model
 from ragtune.llm.prompting import answer_json, render_example
 from ragtune.settings import load_settings
@@ -60,7 +61,7 @@ def build_examples(tokenizer, n: int, doc_words: int) -> list[dict]:
     for path in sorted((DEMO / "docs").glob("*.md")):
         post = frontmatter.load(path)
         docs[str(post["id"])] = {"title": str(post.get("title") or post["id"]), "text": truncate_words(post.content, doc_words)}
-    rows = [json.loads(line) for line in (DEMO / "interactions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(DEMO / "interactions.jsonl")
     rows = [r for r in rows if r.get("citations") and r["citations"][0].get("doc_id") in docs]
     if not rows:
         raise SystemExit(f"no demo interaction cites a document in {DEMO / 'docs'}")

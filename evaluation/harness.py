@@ -37,10 +37,10 @@ from evaluation.metrics import (
     identifier_match,
     identifier_shown,
     percentile,
-    recall_at_k,
-    reciprocal_rank,
     token_f1,
 )
+from evaluation.retrieval import ranked_documents, recall_at_k, reciprocal_rank
+from ragtune.jsonl import iter_jsonl, read_jsonl, write_jsonl
 from ragtune.llm.prompting import SYSTEM_PROMPT
 from ragtune.precision import resolve_dtype
 
@@ -104,13 +104,9 @@ def load_eval_set(path: Path) -> tuple[list[dict], list[str]]:
     if not Path(path).is_file():
         raise FileNotFoundError(f"evaluation set {path} does not exist")
     items, skipped = [], []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            skipped.append(f"line {number}: not JSON ({e.msg})")
+    for number, item, problem in iter_jsonl(path):
+        if problem:
+            skipped.append(f"line {number}: {problem}")
             continue
         problems = [
             f"{key} missing or not {kind.__name__}"
@@ -151,10 +147,6 @@ def documents_of(chunks: list[dict]) -> list[dict]:
     return [{k: c[k] for k in DOC_FIELDS} for c in chunks]
 
 
-def unique_doc_ids(chunks: list[dict]) -> list[str]:
-    return list(dict.fromkeys(c["doc_id"] for c in chunks))
-
-
 def build_probes(items: list[dict], search: Search, config: HarnessConfig) -> tuple[list[Probe], dict[str, float]]:
     """Probes for every item (retrieval timed once per question), and the retrieval metrics over answerable items."""
     chosen = items[: config.limit] if config.limit is not None else items
@@ -171,8 +163,8 @@ def build_probes(items: list[dict], search: Search, config: HarnessConfig) -> tu
             probes.append(Probe(kind="unanswerable", documents=documents_of(ranked[: config.k]), **common))
             continue
         answerable += 1
-        recall += recall_at_k(unique_doc_ids(ranked), gold, config.k)
-        rr += reciprocal_rank(unique_doc_ids(ranked), gold)
+        recall += recall_at_k(ranked_documents(ranked), gold, config.k)
+        rr += reciprocal_rank(ranked_documents(ranked), gold)
         identifier = item.get("identifier") or item["reference_answer"]
         probes.append(
             Probe(
@@ -214,7 +206,7 @@ def counterfactual_context(item: dict, ranked: list[dict], others: list[dict], i
 
 def score(probe: Probe, generation, candidate: Candidate) -> dict:
     """One row of per-item results: what was asked, what came back, and the metrics that apply to this probe."""
-    retrieved = unique_doc_ids(probe.documents)
+    retrieved = ranked_documents(probe.documents)
     row = {
         "candidate": candidate.name,
         "version": candidate.version,
@@ -394,9 +386,7 @@ def run_harness(
         cacheable = cache_dir is not None and (candidate.adapter_dir is None or candidate.version is not None)
         cached = Path(cache_dir) / f"{cache_key(candidate, mine, base_model, config)}.jsonl" if cacheable else None
         if cached is not None and cached.is_file():
-            produced = [
-                {**json.loads(line), "candidate": candidate.name, "cached": True} for line in cached.read_text().splitlines()
-            ]
+            produced = [{**row, "candidate": candidate.name, "cached": True} for row in read_jsonl(cached)]
         else:
             generator = generator_for(candidate)
             done = 0
@@ -411,10 +401,7 @@ def run_harness(
             produced = [score(probe, generation, candidate) for probe, generation in zip(mine, generations)]
             del generator
             if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                partial = cached.with_suffix(".partial")
-                partial.write_text("".join(json.dumps(r) + "\n" for r in produced))
-                partial.replace(cached)
+                write_jsonl(cached, produced)
         rows.extend(produced)
         metrics[candidate.name] = summarise(produced)
     items = len({p.item_id for p in probes})

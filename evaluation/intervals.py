@@ -50,6 +50,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from evaluation.metrics import percentile
+
 SEED = 0
 RESAMPLES = 2000
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
@@ -89,8 +91,8 @@ def bootstrap_mean(values: np.ndarray) -> tuple[float, float]:
     if np.all(values == values[0]):  # nothing varies: every resample has the same mean
         return float(values[0]), float(values[0])
     picks = np.random.default_rng(SEED).integers(0, len(values), size=(RESAMPLES, len(values)))
-    low, high = np.percentile(values[picks].mean(axis=1), [2.5, 97.5])
-    return float(low), float(high)
+    means = values[picks].mean(axis=1).tolist()
+    return percentile(means, 2.5), percentile(means, 97.5)
 
 
 def newcombe_paired(a: int, b: int, c: int, d: int) -> tuple[float, float]:

@@ -114,17 +114,6 @@ def adheres(answer: str, counterfactual: str, original: str) -> float:
     return float(counterfactual.lower() in text and original.lower() not in text)
 
 
-def recall_at_k(ranked_doc_ids: list[str], gold: list[str], k: int) -> float:
-    return float(bool(set(ranked_doc_ids[:k]) & set(gold)))
-
-
-def reciprocal_rank(ranked_doc_ids: list[str], gold: list[str]) -> float:
-    for rank, doc_id in enumerate(ranked_doc_ids, start=1):
-        if doc_id in gold:
-            return 1.0 / rank
-    return 0.0
-
-
 def percentile(values: list[float], q: float) -> float:
     """Linear-interpolated percentile (q in [0, 100]), as numpy's default; NaN for no values."""
     if not values:

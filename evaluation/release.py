@@ -17,6 +17,7 @@ from pathlib import Path
 from evaluation.gate import GatePolicy, Verdict
 from evaluation.runner import Evaluation, verdict_of
 from ragtune import registry
+from ragtune.jsonl import write_jsonl
 
 SUMMARY = "evaluation/summary.json"
 ITEMS = "evaluation/items.jsonl"
@@ -56,7 +57,7 @@ def record_evaluation(tracking_uri: str, name: str, run_id: str, evaluation: Eva
         folder = Path(tmp) / "evaluation"
         folder.mkdir()
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-        (folder / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evaluation.report.rows))
+        write_jsonl(folder / "items.jsonl", evaluation.report.rows)
         c.log_artifacts(run_id, str(folder), "evaluation")
     mine = evaluation.report.metrics.get("challenger_rag", {})
     registry.tag_version(

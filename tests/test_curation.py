@@ -116,9 +116,10 @@ def test_checks_fail_on_leftover_pii_and_on_empty_data():
 def test_forget_erases_log_curated_and_datasets_and_flags_versions(home, tmp_path):
     from conftest import register_versions
 
-    from ragtune.behaviour.datasets import load_curated, read_jsonl, save_curated, save_raft
+    from ragtune.behaviour.datasets import load_curated, save_curated, save_raft
     from ragtune.behaviour.erasure import forget
     from ragtune.behaviour.interactions import InteractionLog
+    from ragtune.jsonl import read_jsonl
     from ragtune.registry import list_versions
     from ragtune.settings import load_settings
 

@@ -109,7 +109,7 @@ def test_non_utf8_text_is_decoded_with_the_stated_fallback(messy):
         ("escape.md", "symlink leads outside the source folder"),
         ("dangling.md", "unreadable"),
         ("z_copy.md", "same content as good.md"),
-        ("docs.jsonl:2", "malformed JSON line"),
+        ("docs.jsonl:2", "malformed JSON ("),
         ("docs.jsonl:3", "missing or empty field(s): text"),
         ("notes.docx", "unsupported file type"),
     ],

@@ -15,10 +15,9 @@ from evaluation.metrics import (
     identifier_shown,
     normalise,
     percentile,
-    recall_at_k,
-    reciprocal_rank,
     token_f1,
 )
+from evaluation.retrieval import depth_for, ranked_documents, recall_at_k, reciprocal_rank, retrieval_scores
 from ragtune.llm.prompting import NOT_COVERED
 
 
@@ -86,6 +85,19 @@ def test_retrieval_metrics_and_percentiles():
     assert reciprocal_rank(ranked, ["b", "c"]) == 0.5 and reciprocal_rank(ranked, ["z"]) == 0.0
     assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([10], 95) == 10 and math.isnan(percentile([], 50))
     assert percentile(list(range(101)), 95) == 95
+
+
+def test_recall_counts_documents_not_chunks():
+    # five chunks, three of them from one document: the gold document is the second *document*
+    hits = [{"doc_id": "a"}, {"doc_id": "a"}, {"doc_id": "a"}, {"doc_id": "gold"}, {"doc_id": "b"}]
+    ranked = ranked_documents(hits)
+    assert ranked == ["a", "gold", "b"] and ranked_documents(["x", "x", "y"]) == ["x", "y"]
+    assert recall_at_k(ranked, ["gold"], 2) == 1.0 and recall_at_k(ranked, ["gold"], 1) == 0.0
+    scores = retrieval_scores([ranked, ["c"]], [["gold"], ["gold"]], ks=(1, 2))
+    assert scores == {"recall@1": 0.0, "recall@2": 0.5, "mrr": 0.25, "questions": 2}
+    assert depth_for(5) == 15  # chunks retrieved to find 5 distinct documents
+    with pytest.raises(ValueError, match="2 rankings for 1 gold"):
+        retrieval_scores([ranked, ranked], [["gold"]])
 
 
 def test_an_identifier_is_shown_only_when_it_tells_the_gold_document_apart():

@@ -93,7 +93,7 @@ def test_eval_set_skips_bad_lines_with_reasons(tmp_path):
     path.write_text(json.dumps(ITEMS[0]) + "\n{broken\n" + json.dumps({"id": "x", "question": "q"}) + "\n\n")
     items, skipped = load_eval_set(path)
     assert [i["id"] for i in items] == ["q1"]
-    assert skipped[0].startswith("line 2: not JSON")
+    assert skipped[0].startswith("line 2: malformed JSON (")
     assert skipped[1].startswith("line 3:") and "reference_answer missing" in skipped[1] and "answerable missing" in skipped[1]
     (tmp_path / "bad.jsonl").write_text("{broken\n")
     with pytest.raises(ValueError, match="no usable item"):

@@ -245,7 +245,7 @@ def check_rows(path: str, n: int, seed: int, fallback: str = "") -> list[dict]:
     """Up to n validation rows (a fixed random draw; the training file when there is no validation split)."""
     import random
 
-    from ragtune.behaviour.datasets import read_jsonl
+    from ragtune.jsonl import read_jsonl
 
     rows = read_jsonl(Path(path)) if path and Path(path).is_file() else []
     if not rows and fallback and Path(fallback).is_file():  # no validation split: the training prompts still show collapse

@@ -14,26 +14,11 @@ import json
 import os
 from pathlib import Path
 
+from ragtune.jsonl import read_jsonl, write_jsonl
+
 CURATED_FILE = "curated.jsonl"
 RAFT_PREFIX = "raft-"
 SPLITS = ("train", "validation")
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + f".{os.getpid()}.partial")
-    with partial.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    partial.replace(path)
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def save_curated(datasets_dir: Path, records: list[dict]) -> Path:

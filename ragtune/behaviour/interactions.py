@@ -22,6 +22,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ragtune.jsonl import iter_jsonl
+
 FEEDBACK_VALUES = ("up", "down")
 UPSERT_DIALECTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # insert-or-ignore by id
 RECORD_FIELDS = (
@@ -195,15 +197,14 @@ class InteractionLog:
     def import_jsonl(self, path: Path) -> ImportReport:
         """Import a JSONL file; malformed lines are skipped and reported with their reason."""
         report, good = ImportReport(), []
-        with Path(path).open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                report.read += 1
-                try:
-                    good.append(normalise_record(json.loads(line)))
-                except (json.JSONDecodeError, RecordError) as e:
-                    report.bad_lines.append({"line": n, "reason": str(e)})
+        for n, row, problem in iter_jsonl(path):
+            report.read += 1
+            try:
+                if problem:
+                    raise RecordError(problem)
+                good.append(normalise_record(row))
+            except RecordError as e:
+                report.bad_lines.append({"line": n, "reason": str(e)})
         forgotten = self.forgotten()
         report.forgotten = sum(r["user"] in forgotten for r in good)
         report.added = self.extend(good)

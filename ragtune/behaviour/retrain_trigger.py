@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 
 from ragtune import registry
 from ragtune.behaviour.curation import accepted_answer
-from ragtune.behaviour.datasets import raft_dir, read_jsonl
+from ragtune.behaviour.datasets import raft_dir
+from ragtune.jsonl import read_jsonl
 from ragtune.settings import Settings
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from ragtune.behaviour.datasets import write_jsonl
+from ragtune.jsonl import iter_jsonl, write_jsonl
 
 IMPORT_EPOCH = datetime(2024, 3, 15, tzinfo=UTC)  # fixed, so output is reproducible
 ATTRIBUTION = "APIBench, Gorilla project (ShishirPatil/gorilla), Apache-2.0"
@@ -44,18 +44,11 @@ def short_hash(text: str, n: int = 8) -> str:
 
 def read_json_lines(path: Path, report: ImportReport) -> list[dict]:
     rows = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            report.bad_lines.append(f"{Path(path).name}:{lineno}: {exc.msg}")
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
+    for lineno, row, problem in iter_jsonl(path):
+        if problem:
+            report.bad_lines.append(f"{Path(path).name}:{lineno}: {problem}")
         else:
-            report.bad_lines.append(f"{Path(path).name}:{lineno}: not an object")
+            rows.append(row)
     return rows
 
 

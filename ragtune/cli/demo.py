@@ -12,26 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragtune.behaviour.datasets import read_jsonl
+from ragtune.jsonl import read_jsonl
 from ragtune.settings import REPO_ROOT, Settings
-
-
-def retrieval_scores(retriever, items: list[dict], k: int = 5) -> dict:
-    """recall@1, recall@k and MRR of the gold documents over evaluation items."""
-    hits1 = hitsk = rr = 0.0
-    for item in items:
-        ranked = []
-        for hit in retriever.search(item["question"], k=k):
-            if hit.doc_id not in ranked:
-                ranked.append(hit.doc_id)
-        gold = set(item["gold_doc_ids"])
-        rank = next((i for i, d in enumerate(ranked, start=1) if d in gold), None)
-        hits1 += rank == 1
-        hitsk += rank is not None
-        rr += 1.0 / rank if rank else 0.0
-    n = max(len(items), 1)
-    return {"recall@1": hits1 / n, f"recall@{k}": hitsk / n, "mrr": rr / n, "questions": len(items)}
-
 
 DEMO_TRAINING = REPO_ROOT / "training" / "configs" / "demo.yaml"
 DEMO_GATE = REPO_ROOT / "evaluation" / "gate-demo.yaml"
@@ -62,6 +44,7 @@ def run_demo(
     max_new_tokens: int | None = None,
     min_eval_items: int | None = None,
 ) -> dict:
+    from evaluation.retrieval import depth_for, ranked_documents, retrieval_scores
     from ragtune.behaviour.interactions import InteractionLog
     from ragtune.cli.knowledge import refresh
     from ragtune.cli.release import retrain, retrain_run_config
@@ -100,6 +83,10 @@ def run_demo(
         "retrain": behaviour,
         "data": {"documents": len(list(docs.glob("*.md"))), "interactions": len(interactions), "eval_items": len(eval_items)},
         "refresh": {"run_id": outcome.run_id, **outcome.outputs["chunk_index"]},
-        "retrieval": retrieval_scores(retriever, eval_items),
+        "retrieval": retrieval_scores(
+            [ranked_documents(retriever.search(item["question"], k=depth_for(5))) for item in eval_items],
+            [item["gold_doc_ids"] for item in eval_items],
+            ks=(1, 5),
+        ),
         "dagster_home": str(settings.dagster_home),
     }

@@ -8,7 +8,6 @@ folder is an error, because an empty result would delete the whole index.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import frontmatter
 from bs4 import BeautifulSoup
+
+from ragtune.jsonl import parse_lines
 
 SUPPORTED_SUFFIXES = (".md", ".txt", ".html", ".htm", ".pdf", ".jsonl")
 TEXT_FALLBACK_ENCODINGS = ("cp1252", "latin-1")  # tried in order when a file is not UTF-8
@@ -191,17 +192,11 @@ def load_jsonl(raw: bytes, rel: str, notes: list[str], skipped: list[Skipped]) -
     """One document a line: id, title, text, optional metadata. Bad lines are skipped alone."""
     text = decode_text(raw, rel, notes)
     docs = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, row, problem in parse_lines(text):
         where = f"{rel}:{lineno}"
         try:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SkipFile(f"malformed JSON line: {exc.msg}") from exc
-            if not isinstance(row, dict):
-                raise SkipFile("line is not a JSON object")
+            if problem:
+                raise SkipFile(problem)
             missing = [k for k in ("id", "text") if not isinstance(row.get(k), str) or not row.get(k).strip()]
             if missing:
                 raise SkipFile(f"missing or empty field(s): {', '.join(missing)}")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ragtune.jsonl import read_jsonl
 from ragtune.knowledge.chunker import Chunk
 from ragtune.knowledge.documents import LoadResult
 from ragtune.knowledge.embedder import Embedder
@@ -166,6 +167,4 @@ def record_history(path: Path, action: str, **fields) -> dict:
 
 
 def read_history(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path)
