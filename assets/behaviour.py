@@ -16,7 +16,7 @@ from ragtune.knowledge.retriever import Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.quality import raft_frame, validate_no_pii, validate_raft
 from ragtune.registry import EXPERIMENT, code_version
-from ragtune.settings import REPO_ROOT, is_tracking_server
+from ragtune.settings import REPO_ROOT
 from training.config import SftConfig
 from training.raft import RaftConfig
 
@@ -201,7 +201,7 @@ def lora_adapter(
     sft.validation_file = f"{raft_dataset['folder']}/validation.jsonl"
     sft.output_dir, sft.base_model, sft.models_dir, sft.dtype = str(run_dir), s.base_model, str(s.models_dir), s.dtype
     sft.experiment, sft.tracking_uri = EXPERIMENT, mlflow.uri()
-    sft.artifact_location = "" if is_tracking_server(sft.tracking_uri) else str(s.mlflow_artifacts)
+    sft.artifact_location = str(s.artifact_root(sft.tracking_uri) or "")
     sft.registered_model, sft.run_name = mlflow.model_name(), f"lora-{raft_dataset['digest']}"
     sft.version_tags = {
         "dataset_hash": raft_dataset["digest"],

@@ -57,7 +57,7 @@ def promote_adapter(settings, folder: Path) -> str:
 
     from ragtune import registry
 
-    experiment = registry.ensure_experiment(settings.tracking_uri, "bench", settings.artifact_root)
+    experiment = registry.ensure_experiment(settings.tracking_uri, "bench", settings.artifact_root())
     with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_artifacts(str(folder), "adapter")
     version = registry.register_adapter(

@@ -146,10 +146,10 @@ class Settings(BaseSettings):
     def mlflow_artifacts(self) -> Path:
         return self.home_dir / "mlartifacts"
 
-    @property
-    def artifact_root(self) -> Path | None:
-        """Where new experiments keep artifacts: the data home, or (None) wherever a tracking server says."""
-        return None if is_tracking_server(self.tracking_uri) else self.mlflow_artifacts
+    def artifact_root(self, tracking_uri: str | None = None) -> Path | None:
+        """Where new experiments keep artifacts (the one place this is decided): the data home's mlartifacts
+        for a local store, None for a tracking server, which keeps them in its own store."""
+        return None if is_tracking_server(tracking_uri or self.tracking_uri) else self.mlflow_artifacts
 
     @property
     def adapters_dir(self) -> Path:

@@ -190,7 +190,7 @@ def register_versions(settings, digests: list[str], folder: Path, adapter: Path 
 
     from ragtune.registry import ensure_experiment, register_adapter
 
-    experiment = ensure_experiment(settings.tracking_uri, "test", settings.artifact_root)
+    experiment = ensure_experiment(settings.tracking_uri, "test", settings.artifact_root())
     if adapter is not None:
         folder = adapter
     else:

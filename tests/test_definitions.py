@@ -71,3 +71,27 @@ def test_lazy_entry_point_is_what_workspace_yaml_loads(home):
     loaded = defs()
     assert isinstance(loaded, dg.Definitions)
     loaded.validate_loadable(loaded)
+
+
+def test_run_configs_are_keyed_by_definitions_and_validate_against_the_jobs():
+    from assets.behaviour import raft_dataset
+    from assets.release import release_gate
+    from pipelines.definitions import build_definitions
+    from pipelines.jobs import ADAPTER_RETRAIN, INDEX_REFRESH
+    from pipelines.run_config import node_name, ops_config
+    from ragtune.cli.release import retrain_run_config
+    from ragtune.settings import load_settings
+
+    assert node_name(release_gate) == "adapter_evaluation_release_gate" and node_name("x") == "x"
+    assert ops_config({raft_dataset: {"order": "retrieval"}, release_gate: {}}) == {
+        "ops": {"raft_dataset": {"config": {"order": "retrieval"}}}
+    }
+    definitions = build_definitions(load_settings())
+    config = retrain_run_config(max_steps=2, gate="evaluation/gate-demo.yaml", raft_order="retrieval", holdout=0.4)
+    assert set(config["ops"]) == {"raft_dataset", "lora_adapter", "evaluation_set", "adapter_evaluation_release_gate", "release"}
+    # every op the config names exists in the job, with every field it sets (Dagster validates without running)
+    for job_name, run_config in (
+        (ADAPTER_RETRAIN, config),
+        (INDEX_REFRESH, ops_config({"chunk_index": {"allow_empty_source": True}})),
+    ):
+        assert dg.validate_run_config(definitions.resolve_job_def(job_name), run_config)["ops"]

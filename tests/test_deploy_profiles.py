@@ -232,7 +232,7 @@ def test_k8s_manifests_parse_strictly_and_agree(monkeypatch):
         monkeypatch.setenv(key, value)
     s = load_settings()
     assert (s.index_uri, s.training_launcher, s.tracking_uri) == ("s3://ragtune/lancedb", "k8s", "http://mlflow:5000")
-    assert s.artifact_root is None  # artifacts go through the tracking server
+    assert s.artifact_root() is None  # artifacts go through the tracking server
 
 
 def test_k8s_step_executor_and_gpu_training_pod(tmp_path, monkeypatch):
@@ -402,7 +402,7 @@ def test_registry_through_an_mlflow_tracking_server(home, tmp_path, base_model, 
         wait_for_http(f"http://127.0.0.1:{port}/health", server)
         monkeypatch.setenv("RAGTUNE_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
         s = load_settings()
-        assert s.artifact_root is None
+        assert s.artifact_root() is None
         adapter = make_adapter(Path(base_model), tmp_path / "adapter")
         v1, v2 = register_versions(s, ["hash-1", "hash-2"], tmp_path / "unused", adapter=adapter)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from ragtune.registry import EXPERIMENT
-from ragtune.settings import is_tracking_server, load_settings
+from ragtune.settings import load_settings
 
 
 @dataclass
@@ -73,7 +73,7 @@ class SftConfig:
             output_dir=self.output_dir or str(s.home_dir / "runs" / "standalone"),
             models_dir=self.models_dir or str(s.models_dir),
             tracking_uri=tracking_uri,
-            artifact_location=self.artifact_location or ("" if is_tracking_server(tracking_uri) else str(s.mlflow_artifacts)),
+            artifact_location=self.artifact_location or str(s.artifact_root(tracking_uri) or ""),
             base_model=self.base_model or s.base_model,
         )
 

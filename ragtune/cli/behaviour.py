@@ -31,12 +31,13 @@ def cmd_logs(args) -> int:
 
 
 def cmd_curate(args) -> int:
+    from pipelines.jobs import INTERACTION_CURATION
     from pipelines.runner import run_job
     from ragtune.cli.render import print_curation
 
     settings = load_settings()
     with status_spinner(args, "curating the interaction log"):
-        outcome = run_job(settings, "interaction_curation", verbose=args.verbose)
+        outcome = run_job(settings, INTERACTION_CURATION, verbose=args.verbose)
     report = outcome.metadata.get("curated_interactions")
     if report is None:
         return fail(args, outcome.error or "curation failed", run_id=outcome.run_id)

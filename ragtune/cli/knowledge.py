@@ -10,12 +10,18 @@ from ragtune.settings import load_settings
 
 
 def refresh(settings, source: str | None, allow_empty: bool, verbose: bool):
+    from assets.knowledge import chunk_index, raw_documents
+    from pipelines.jobs import INDEX_REFRESH
+    from pipelines.run_config import node_name, ops_config
     from pipelines.runner import run_job
 
-    ops = {"chunk_index": {"config": {"allow_empty_source": allow_empty}}}
-    if source:
-        ops["raw_documents"] = {"config": {"source_dir": str(Path(source).resolve())}}
-    return run_job(settings, "index_refresh", {"ops": ops}, verbose=verbose, output_nodes=("chunk_index",))
+    config = ops_config(
+        {
+            chunk_index: {"allow_empty_source": allow_empty},
+            raw_documents: {"source_dir": str(Path(source).resolve())} if source else {},
+        }
+    )
+    return run_job(settings, INDEX_REFRESH, config, verbose=verbose, output_nodes=(node_name(chunk_index),))
 
 
 def cmd_refresh(args) -> int:

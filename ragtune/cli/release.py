@@ -27,19 +27,23 @@ def retrain_run_config(
     raft_order: str | None = None,
 ) -> dict:
     """Dagster run config of adapter_retrain; only what is given overrides the assets' defaults."""
+    from assets.behaviour import evaluation_set, lora_adapter, raft_dataset
+    from assets.release import adapter_evaluation, release, release_gate
+    from pipelines.run_config import ops_config
 
     def given(**values) -> dict:
         return {k: v for k, v in values.items() if v is not None}
 
-    ops = {
-        "raft_dataset": given(distractors=distractors, oracle_probability=oracle_probability, order=raft_order),
-        "lora_adapter": given(training_config=training_config, max_steps=max_steps, max_minutes=max_minutes),
-        "evaluation_set": given(eval_set=eval_set, min_items=min_eval_items, holdout=holdout, policy=gate),
-        "adapter_evaluation": given(limit=eval_limit, probe_limit=probe_limit, max_new_tokens=max_new_tokens),
-        "adapter_evaluation_release_gate": given(policy=gate),
-        "release": given(policy=gate),
-    }
-    return {"ops": {op: {"config": config} for op, config in ops.items() if config}}
+    return ops_config(
+        {
+            raft_dataset: given(distractors=distractors, oracle_probability=oracle_probability, order=raft_order),
+            lora_adapter: given(training_config=training_config, max_steps=max_steps, max_minutes=max_minutes),
+            evaluation_set: given(eval_set=eval_set, min_items=min_eval_items, holdout=holdout, policy=gate),
+            adapter_evaluation: given(limit=eval_limit, probe_limit=probe_limit, max_new_tokens=max_new_tokens),
+            release_gate: given(policy=gate),
+            release: given(policy=gate),
+        }
+    )
 
 
 def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict:
@@ -47,12 +51,13 @@ def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict
 
     `ok` is true when the run reached a decision: released, or rejected by the gate (the champion stays).
     """
+    from pipelines.jobs import ADAPTER_RETRAIN
     from pipelines.runner import run_job
     from ragtune import registry
 
     outcome = run_job(
         settings,
-        "adapter_retrain",
+        ADAPTER_RETRAIN,
         run_config,
         verbose=verbose,
         output_nodes=("evaluation_set", "raft_dataset", "lora_adapter", "adapter_evaluation", "release"),
