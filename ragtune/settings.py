@@ -8,6 +8,9 @@ code location can point one process at many data homes.
 
 from __future__ import annotations
 
+import argparse
+import re
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +29,7 @@ class Settings(BaseSettings):
         description="Folder of documents the nightly refresh reads (the bundled demo by default).",
     )
     embedder: str = Field("", description="Sentence-transformers model id or path; empty = bundled all-MiniLM-L6-v2.")
-    embed_batch_size: int = Field(64, ge=1)
+    embed_batch_size: int = Field(64, ge=1, description="Chunks encoded together by the embedder.")
     write_batch: int = Field(256, ge=1, description="Chunks embedded and upserted per LanceDB write.")
     chunk_tokens: int = Field(200, ge=16, description="Chunk size in embedder tokens.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens carried over between neighbouring chunks.")
@@ -35,7 +38,7 @@ class Settings(BaseSettings):
         100_000, ge=256, description="Build an ANN vector index once the table has this many rows."
     )
     keep_index_versions_days: int = Field(30, ge=1, description="Index versions kept for rollback.")
-    table_name: str = Field("chunks")
+    table_name: str = Field("chunks", description="LanceDB table that holds the chunks and their vectors.")
     timezone: str = Field("UTC", description="Timezone of the schedules.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
     interactions_url: str = Field("", description="SQLAlchemy URL of the interaction log; empty = sqlite in the data home.")
@@ -186,3 +189,46 @@ def is_tracking_server(uri: str) -> bool:
 def load_settings(**overrides) -> Settings:
     """Read settings from the environment now; keyword arguments win over it."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+TABLE_START, TABLE_END = "<!-- settings table: python -m ragtune.settings --write FILE -->", "<!-- end of settings table -->"
+
+
+def display_default(value) -> str:
+    if isinstance(value, Path):
+        return f"`{value.relative_to(REPO_ROOT)}`" if value.is_relative_to(REPO_ROOT) else f"`{value}`"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "empty" if value == "" else f"`{value}`"
+
+
+def settings_table() -> str:
+    """The configuration table of the docs, generated from the fields of Settings (their descriptions)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        meaning = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        rows.append(f"| `RAGTUNE_{name.upper()}` | {display_default(field.default)} | {meaning} |")
+    return "\n".join(rows)
+
+
+def write_table(path: Path) -> bool:
+    """Replace the table between the markers in `path`; True when it changed."""
+    text = path.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{path}: no settings table markers ({TABLE_START} ... {TABLE_END})")
+    updated = pattern.sub(lambda _: f"{TABLE_START}\n{settings_table()}\n{TABLE_END}", text)
+    path.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        prog="python -m ragtune.settings", description="Print the settings table, or write it into a doc."
+    )
+    parser.add_argument("--write", type=Path, help="rewrite the table between the markers in this file")
+    args = parser.parse_args()
+    if args.write:
+        print(f"{args.write}: {'updated' if write_table(args.write) else 'already current'}")
+    else:
+        sys.stdout.write(settings_table() + "\n")
