@@ -57,7 +57,7 @@ class RaftDatasetConfig(dg.Config):
 class EvaluationSetConfig(dg.Config):
     eval_set: str = Field(
         "",
-        description="Evaluation set (.jsonl, DESIGN.md format); empty = RAGTUNE_EVAL_SET, and when "
+        description="Evaluation set (.jsonl, docs/design.md format); empty = RAGTUNE_EVAL_SET, and when "
         "that is empty too, a held-out share of the curated interactions (never trained on).",
     )
     holdout: float | None = Field(None, description="Share of curated interactions held out; None = RAGTUNE_EVAL_HOLDOUT.")

@@ -53,7 +53,7 @@ def split_holdout(records: list[dict], fraction: float, seed: int = 0) -> tuple[
 
 
 def eval_items_from_curated(records: list[dict]) -> list[dict]:
-    """Curated records as evaluation items (DESIGN.md format: id, question, reference_answer, gold_doc_ids, answerable)."""
+    """Curated records as evaluation items (docs/design.md format: id, question, reference_answer, gold_doc_ids, answerable)."""
     return [
         {
             "id": r["id"],

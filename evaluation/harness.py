@@ -3,7 +3,7 @@
     probes, retrieval = build_probes(items, search, HarnessConfig(k=3))
     report = run_harness(probes, retrieval, [Candidate("base_rag", None), ...], generator_for)
 
-Every item of an evaluation set (DESIGN.md format) becomes up to three probes:
+Every item of an evaluation set (docs/design.md format) becomes up to three probes:
 - `answer`: the production retrieval (top k) as context; scores correctness,
   citations and format;
 - `unanswerable`: the same question with the gold documents removed from the

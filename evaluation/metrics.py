@@ -4,7 +4,7 @@ Answer correctness follows SQuAD's normalisation (lower case, no punctuation,
 no articles, single spaces) for exact match and token F1. Identifier match asks
 whether the reference's distinctive identifier (for APIBench: the model id in
 the API call) appears in the answer. Citation, format, abstention and adherence
-metrics read the answer JSON of DESIGN.md.
+metrics read the answer JSON of docs/design.md.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ forgotten_users = sa.Table(
 
 
 class RecordError(ValueError):
-    """An interaction record that does not fit the format in DESIGN.md."""
+    """An interaction record that does not fit the format in docs/design.md."""
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The prompt the model sees and the answer JSON it is trained to emit.
 
 Training (RAFT examples) and serving build prompts here, so the adapter is
-always asked the way it was taught. The answer contract (DESIGN.md):
+always asked the way it was taught. The answer contract (docs/design.md):
 one JSON object `{"answer": str, "citations": [doc_id, ...]}`.
 """
 
