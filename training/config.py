@@ -77,6 +77,18 @@ class SftConfig:
             base_model=self.base_model or s.base_model,
         )
 
+    def lora_config(self):
+        """The PEFT LoRA configuration these settings describe (a causal LM)."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=list(self.target_modules),
+            task_type="CAUSAL_LM",
+        )
+
     def to_yaml(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

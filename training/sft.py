@@ -305,7 +305,6 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
     """
     import mlflow
     import torch
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ragtune.llm.base_model import base_model_label, resolve_base_model
@@ -324,13 +323,7 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
         and Path(config.validation_file).stat().st_size > 0
     )
     eval_set = load_split(config.validation_file) if has_validation else None
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules),
-        task_type="CAUSAL_LM",
-    )
+    lora = config.lora_config()
 
     experiment_id = ensure_experiment(
         config.tracking_uri, config.experiment, Path(config.artifact_location) if config.artifact_location else None
