@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     serve_max_question_chars: int = Field(1000, ge=1, description="Longest question accepted.")
     serve_max_body_bytes: int = Field(16384, ge=256, description="Largest request body accepted.")
     serve_reload_seconds: float = Field(5.0, gt=0, description="How often the server checks whether the champion alias moved.")
-    # scale-out switches (deploy/README.md); the defaults run everything on this machine
+    # scale-out switches (docs/scaling.md); the defaults run everything on this machine
     index_uri: str = Field(
         "",
         description="LanceDB location: empty = the data home; s3://, gs:// or az:// for object storage "

@@ -67,7 +67,7 @@ def completion_loss(model, inputs, return_outputs=False, num_items_in_batch=None
     opens with `{"answer": "` and then one token that decides everything after it: an answer
     ("Use ...") or an abstention ("Not covered ..."). In a plain per-token mean that decision is
     1 of about 60 tokens, while the rest is easy copying from the documents; weighting the lead
-    makes the decision worth learning (see README, "A recipe that teaches what the gate checks").
+    makes the decision worth learning (docs/loop.md and docs/retraining.md, "the recipe").
     """
     import torch.nn.functional as F
 

@@ -133,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
     p.add_argument("--train-steps", type=int, default=None, help="training steps (default: training/configs/demo.yaml)")
-    p.add_argument("--eval-limit", type=int, default=None, help="held-out questions answered per model (default: all 71)")
-    p.add_argument("--probe-limit", type=int, default=None, help="of those, probed for abstention and adherence (default 20)")
+    p.add_argument(
+        "--eval-limit", type=int, default=None, help="held-out questions answered per model (default: all of them, 51)"
+    )
+    p.add_argument("--probe-limit", type=int, default=None, help="of those, probed for abstention and adherence (default 26)")
     p.add_argument("--min-eval-items", type=int, default=None, help="fewest usable held-out items to go on (default 30)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget per evaluated answer (default 128)")
 

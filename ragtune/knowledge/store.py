@@ -102,7 +102,7 @@ class ChunkStore:
         same chunks. Dagster's `lancedb_writer` pool serialises them on PostgreSQL,
         but on the embedded sqlite instance its slot claims race, so a local index
         also takes a file lock. On object storage the pool is the only guard: run
-        the PostgreSQL profile there (deploy/README.md).
+        the PostgreSQL profile there (docs/scaling.md).
         """
         if not self.local:
             yield
