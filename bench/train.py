@@ -23,7 +23,6 @@ Target: project >= 0.9 x baseline.
 import argparse
 import contextlib
 import gc
-import json
 import os
 import re
 import shutil
@@ -38,7 +37,7 @@ import frontmatter
 import torch
 from common import ROOT, machine, write_result
 
-from ragtune.jsonl import read_jsonl
+from ragtune.jsonl import read_jsonl, write_jsonl
 from ragtune.llm.base_model import resolve_base_model
 from ragtune.llm.prompting import answer_json, render_example
 from ragtune.settings import load_settings
@@ -231,7 +230,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-train-"))
     examples = build_examples(tokenizer, args.examples, args.doc_words)
     train_file = work / "train.jsonl"
-    train_file.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
+    write_jsonl(train_file, examples)
 
     config = SftConfig.from_yaml(
         DEFAULT_YAML,

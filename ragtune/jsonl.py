@@ -3,6 +3,7 @@
     rows = read_jsonl(path)                       # strict: a bad line is an error naming file and line
     for number, row, problem in iter_jsonl(path): # tolerant: a bad line is reported, the rest still read
     write_jsonl(path, rows)                       # atomic: a temporary file renamed, never half a file
+    append_jsonl(path, row)                       # one line added to a log
 
 Blank lines are skipped. A line that is not a JSON object is "bad": the tolerant readers (the
 interaction import, document and APIBench loaders, evaluation sets) skip it with its line number and
@@ -49,6 +50,14 @@ def read_jsonl(path: Path | str) -> list[dict]:
             raise ValueError(f"{path}:{number}: {problem}")
         rows.append(row)
     return rows
+
+
+def append_jsonl(path: Path | str, row: dict) -> None:
+    """Add one line to a log file (the index history): one short write, so lines never interleave."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def write_jsonl(path: Path | str, rows) -> Path:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ragtune.jsonl import iter_jsonl, read_jsonl, write_jsonl
+from ragtune.jsonl import append_jsonl, iter_jsonl, read_jsonl, write_jsonl
 
 
 def test_tolerant_reading_reports_each_bad_line_and_keeps_the_rest(tmp_path):
@@ -25,3 +25,10 @@ def test_writing_is_atomic_and_round_trips_unicode(tmp_path):
     assert "Größe" in path.read_text(encoding="utf-8")  # not escaped
     assert [p.name for p in path.parent.iterdir()] == ["rows.jsonl"]  # no partial file left behind
     assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_appending_adds_whole_lines(tmp_path):
+    path = tmp_path / "logs" / "history.jsonl"
+    append_jsonl(path, {"action": "refresh", "version": 1})
+    append_jsonl(path, {"action": "rollback", "to": 1})
+    assert read_jsonl(path) == [{"action": "refresh", "version": 1}, {"action": "rollback", "to": 1}]

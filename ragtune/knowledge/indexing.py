@@ -7,13 +7,12 @@ then deletes the stale ones, then refreshes the indexes.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ragtune.jsonl import read_jsonl
+from ragtune.jsonl import append_jsonl, read_jsonl
 from ragtune.knowledge.chunker import Chunk
 from ragtune.knowledge.documents import LoadResult
 from ragtune.knowledge.embedder import Embedder
@@ -160,9 +159,7 @@ def refresh_index(
 def record_history(path: Path, action: str, **fields) -> dict:
     """Append one line to the index history (refreshes and rollbacks)."""
     entry = {"ts": datetime.now(UTC).isoformat(timespec="seconds"), "action": action, **fields}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
+    append_jsonl(path, entry)
     return entry
 
 
