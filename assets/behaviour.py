@@ -62,7 +62,7 @@ class EvaluationSetConfig(dg.Config):
     )
     holdout: float | None = Field(None, description="Share of curated interactions held out; None = RAGTUNE_EVAL_HOLDOUT.")
     per_document: int | None = Field(
-        None, description="Most items kept per gold document; None = RAGTUNE_EVAL_PER_DOCUMENT, 0 = no cap."
+        None, ge=0, description="Most items kept per gold document; None = RAGTUNE_EVAL_PER_DOCUMENT, 0 = no cap."
     )
     min_items: int | None = Field(
         None,
@@ -102,9 +102,16 @@ def evaluation_set(curated_interactions: list[dict], config: EvaluationSetConfig
     if answerable < needed:
         raise dg.Failure(
             description=too_few_message(
-                answerable, needed, len(chosen["held_out_ids"]), len(chosen["skipped"]), bool(chosen["source"] != "held-out")
+                answerable,
+                needed,
+                len(chosen["held_out_ids"]),
+                len(chosen["skipped"]),
+                bool(chosen["source"] != "held-out"),
+                chosen["capped"],
+                chosen["per_document"],
+                chosen["documents"],
             ),
-            metadata={"skipped": dg.MetadataValue.json(chosen["skipped"][:50])},
+            metadata={"skipped": dg.MetadataValue.json(chosen["skipped"][:50]), "capped_per_document": chosen["capped"]},
         )
     return dg.Output(
         chosen,

@@ -12,7 +12,11 @@ the same answers. Rows recorded before a field existed get it here:
   recorded ones keeps the old rule (gold document served) and is counted under `contexts_changed`.
 
 Rows of items the per-document cap (RAGTUNE_EVAL_PER_DOCUMENT, `--per-document`) leaves out are dropped and
-counted under `rows_capped`, so a run recorded before the cap is judged on the items a run now would be.
+counted under `rows_capped`: a run recorded before the cap is judged on the recorded items the cap keeps.
+That is the overlap of what was recorded and what a run now would choose, not the same set when the
+recorded run had an item limit (a run now takes up to N items of every held-out document; the recorded
+one took the first items in log order). `recorded` keeps every recorded row's figures, `recorded_capped`
+the same replies on the kept rows under the old definitions, `rejudged` the kept rows under the current ones.
 
 Also reported: the "cite the top-ranked document" baseline, the citation accuracy a model would reach
 by always citing the first served document (issue 13: the baseline an adapter must beat).
@@ -89,11 +93,12 @@ def main() -> None:
     kept = {
         i["id"] for i in build_evaluation_set(curated, settings.eval_set, indexed, holdout, per_document=per_document)["items"]
     }
-    capped = sum(r["item_id"] in items and r["item_id"] not in kept for r in rows)
-    rows = [r for r in rows if r["item_id"] not in items or r["item_id"] in kept]
     challenger = "challenger_rag"
     incumbent = "champion_rag" if any(r["candidate"] == "champion_rag" for r in rows) else "base_rag"
-    before = compare(rows, challenger, incumbent)  # as recorded, on the rows kept
+    recorded = compare(rows, challenger, incumbent)  # as recorded, on every row
+    capped = sum(r["item_id"] in items and r["item_id"] not in kept for r in rows)
+    rows = [r for r in rows if r["item_id"] not in items or r["item_id"] in kept]
+    before = compare(rows, challenger, incumbent) if capped else recorded  # as recorded, on the rows the cap keeps
     if before.get("duplicates"):
         raise SystemExit(f"repeated item ids in the recorded rows ({before['duplicates']}): cannot pair them reliably")
     retriever = Retriever(store, embedder_for(settings), rrf_k=settings.rrf_k)
@@ -141,7 +146,9 @@ def main() -> None:
             "contexts_changed": changed,
             "items_not_found": missing,
             "counts": after["counts"],
-            "recorded": {k: before["metrics"].get(k) for k in keys},
+            "recorded": {k: recorded["metrics"].get(k) for k in keys},
+            "recorded_counts": recorded["counts"],
+            **({"recorded_capped": {k: before["metrics"].get(k) for k in keys}} if capped else {}),
             "rejudged": {k: after["metrics"].get(k) for k in keys},
             "baseline": rank_one_baseline(rows, challenger),
             "verdict": verdict.as_dict(),

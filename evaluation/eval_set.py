@@ -139,13 +139,28 @@ def build_evaluation_set(
     }
 
 
-def too_few_message(usable: int, needed: int, held_out_count: int, skipped: int, explicit: bool) -> str:
+def too_few_message(
+    usable: int,
+    needed: int,
+    held_out_count: int,
+    skipped: int,
+    explicit: bool,
+    capped: int = 0,
+    per_document: int | None = None,
+    documents: int = 0,
+) -> str:
     """What to tell a user whose evaluation set cannot support a decision."""
     source = (
         "the evaluation set given" if explicit else f"the held-out share of the curated interactions ({held_out_count} held out)"
     )
+    spread = (
+        f", {capped} more left out by the cap of {per_document} per gold document (questions on one document are not "
+        f"independent evidence; these {usable} cover {documents} documents; RAGTUNE_EVAL_PER_DOCUMENT)"
+        if capped
+        else ""
+    )
     return (
-        f"only {usable} usable answerable evaluation items in {source}, {skipped} skipped; the release gate needs "
+        f"only {usable} usable answerable evaluation items in {source}, {skipped} skipped{spread}; the release gate needs "
         f"at least {needed} to decide, so training now would be wasted. Provide more approved interactions that "
         "cite the documents that answer them (`ragtune logs import`, or feedback with corrections), or an "
         "evaluation set of your corpus's questions (--eval-set FILE, RAGTUNE_EVAL_SET); a gate policy with a "

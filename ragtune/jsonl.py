@@ -19,8 +19,12 @@ from pathlib import Path
 
 
 def parse_lines(text: str) -> Iterator[tuple[int, dict | None, str | None]]:
-    """(line number, the object, None) for each non-blank line, or (line number, None, why it is not one)."""
-    for number, line in enumerate(text.splitlines(), start=1):
+    """(line number, the object, None) for each non-blank line, or (line number, None, why it is not one).
+
+    Lines end at "\n" only (a "\r" before it is dropped): str.splitlines would also break at U+2028,
+    U+2029 and U+0085, which json.dumps(ensure_ascii=False) leaves unescaped inside strings."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:

@@ -32,3 +32,12 @@ def test_appending_adds_whole_lines(tmp_path):
     append_jsonl(path, {"action": "refresh", "version": 1})
     append_jsonl(path, {"action": "rollback", "to": 1})
     assert read_jsonl(path) == [{"action": "refresh", "version": 1}, {"action": "rollback", "to": 1}]
+
+
+def test_line_and_paragraph_separators_inside_strings_do_not_split_a_record(tmp_path):
+    path = tmp_path / "odd.jsonl"
+    rows = [{"q": "a\u2028b\u2029c\x85d"}, {"q": "windows"}]
+    write_jsonl(path, rows)
+    assert read_jsonl(path) == rows
+    path.write_bytes(b'{"q": 1}\r\n{"q": 2}\r\n')  # written on Windows
+    assert read_jsonl(path) == [{"q": 1}, {"q": 2}]

@@ -79,6 +79,9 @@ def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict
             "items": len(chosen["items"]),
             "held_out_from_training": len(chosen["held_out_ids"]),
             "skipped": len(chosen["skipped"]),
+            "capped_per_document": chosen.get("capped", 0),
+            "per_document": chosen.get("per_document"),
+            "gold_documents": chosen.get("documents"),
         }
     if raft:
         report["raft"] = {k: raft[k] for k in ("digest", "train", "validation", "oracle_share", "distractors", "index_version")}
@@ -163,7 +166,13 @@ def cmd_eval(args) -> int:
         )
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         return fail(args, str(e))
-    payload = {"ok": True, "set": str(args.set), **evaluation.as_dict()}
+    payload = {
+        "ok": True,
+        "set": str(args.set),
+        "capped_per_document": chosen["capped"],
+        "per_document": chosen["per_document"],
+        **evaluation.as_dict(),
+    }
     if challenger:
         payload["verdict"] = verdict_of(
             payload, GatePolicy.from_yaml(args.gate) if args.gate else GatePolicy.from_yaml()
