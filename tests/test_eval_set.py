@@ -95,6 +95,9 @@ def test_too_few_items_says_what_to_provide():
     message = too_few_message(7, 30, 9, 2, explicit=False)
     assert "only 7 usable answerable evaluation items" in message and "at least 30" in message
     assert "--eval-set" in message and "--gate" in message
+    assert "RAGTUNE_EVAL_PER_DOCUMENT" not in message  # nothing was capped
+    capped = too_few_message(7, 30, 40, 0, explicit=False, capped=33, per_document=3, documents=3)
+    assert "33 more left out by the cap of 3 per gold document" in capped and "cover 3 documents" in capped
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0])
