@@ -142,6 +142,26 @@ def tokenizer(base_model):
     return AutoTokenizer.from_pretrained(base_model)
 
 
+def tiny_training_config(path: Path) -> Path:
+    """A one-step LoRA run on two projections: exercises training through the pipeline in seconds."""
+    import yaml
+
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "lora_r": 4,
+                "lora_alpha": 8,
+                "target_modules": ["q_proj", "v_proj"],
+                "max_steps": 1,
+                "per_device_train_batch_size": 1,
+                "max_length": 768,
+                "eval_at_end": False,
+            }
+        )
+    )
+    return path
+
+
 def doc_records(docs_dir: Path, n_per_doc: int = 1, feedback: str = "up") -> list[dict]:
     """Interaction records asking about real documents: question from the description, gold = the document."""
     import frontmatter

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import yaml
-from conftest import doc_records, free_port, run_cli, wait_for_http
+from conftest import doc_records, free_port, run_cli, tiny_training_config, wait_for_http
 
 from ragtune.settings import load_settings
 
@@ -65,20 +65,7 @@ def test_retrain_job_trains_through_pipes_and_registers(home, corpus, base_model
     s = load_settings()
     assert run_job(s, "index_refresh", {"ops": {"raw_documents": {"config": {"source_dir": str(corpus)}}}}).success
     InteractionLog(s.interactions_db).extend(doc_records(corpus)[:12])
-    training = tmp_path / "tiny.yaml"
-    training.write_text(
-        yaml.safe_dump(
-            {
-                "lora_r": 4,
-                "lora_alpha": 8,
-                "target_modules": ["q_proj", "v_proj"],
-                "max_steps": 1,
-                "per_device_train_batch_size": 1,
-                "max_length": 768,
-                "eval_at_end": False,
-            }
-        )
-    )
+    training = tiny_training_config(tmp_path / "tiny.yaml")
     run_config = {
         "ops": {
             "raft_dataset": {"config": {"distractors": 1, "validation_fraction": 0.25}},

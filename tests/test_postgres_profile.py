@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
-from conftest import doc_records, free_port
+from conftest import doc_records, free_port, tiny_training_config
 
 from ragtune.locks import exclusive_lock
 from ragtune.settings import REPO_ROOT, load_settings
@@ -136,20 +135,7 @@ def test_refresh_and_a_tiny_retrain_land_in_postgres(on_postgres, corpus, base_m
     assert run_job(s, "index_refresh", {"ops": {"raw_documents": {"config": {"source_dir": str(corpus)}}}}).success
 
     InteractionLog(s.interactions_db).extend(doc_records(corpus)[:8])
-    tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(
-        yaml.safe_dump(
-            {
-                "lora_r": 4,
-                "lora_alpha": 8,
-                "target_modules": ["q_proj", "v_proj"],
-                "max_steps": 1,
-                "per_device_train_batch_size": 1,
-                "max_length": 768,
-                "eval_at_end": False,
-            }
-        )
-    )
+    tiny = tiny_training_config(tmp_path / "tiny.yaml")
     run_config = {
         "ops": {
             "evaluation_set": {"config": {"min_items": 1, "holdout": 0.3}},
