@@ -72,9 +72,8 @@ def spread_over_documents(items: list[dict], per_document: int | None) -> tuple[
     if not per_document:
         return list(items), 0
     groups: dict[str, list[dict]] = {}
-    for item in items:
-        key = "docs:" + "|".join(sorted(item["gold_doc_ids"])) if item["gold_doc_ids"] else "id:" + item["id"]
-        groups.setdefault(key, []).append(item)
+    for item in items:  # the key the holdout splits by: the same documents, the same group
+        groups.setdefault(holdout_key(item), []).append(item)
     kept = [g[:per_document] for g in groups.values()]
     spread = [g[i] for i in range(per_document) for g in kept if i < len(g)]
     return spread, len(items) - len(spread)
