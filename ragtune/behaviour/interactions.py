@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ragtune.jsonl import iter_jsonl
+from ragtune.locks import exclusive_lock
 
 FEEDBACK_VALUES = ("up", "down")
 UPSERT_DIALECTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # insert-or-ignore by id
@@ -163,16 +164,21 @@ class InteractionLog:
     """Append interactions and feedback; read them back with the newest feedback applied."""
 
     def __init__(self, url: str):
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
         self.engine = make_engine(url)
-        try:
-            metadata.create_all(self.engine)
-        except sa.exc.OperationalError as exc:  # another process created the tables a moment ago
-            if "already exists" not in str(exc):
-                raise
-            metadata.create_all(self.engine)
+        if url.startswith("sqlite:///"):
+            # Processes starting at once would race on CREATE TABLE (check, then create):
+            # a lock file beside the database makes the check-and-create one step.
+            database = Path(url.removeprefix("sqlite:///"))
+            with exclusive_lock(database.with_name(database.name + ".schema.lock")):
+                metadata.create_all(self.engine)
+        else:
+            try:
+                metadata.create_all(self.engine)
+            except sa.exc.DBAPIError as exc:  # another process created a table a moment ago
+                if "already exists" not in str(exc):
+                    raise
+                metadata.create_all(self.engine)
 
     # -- writes ------------------------------------------------------------
     def append(self, record: dict) -> tuple[str, bool]:
