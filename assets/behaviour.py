@@ -6,14 +6,15 @@ import dagster as dg
 from pydantic import Field
 
 from assets.checks import check_result
+from assets.embedder import embedder_release
 from assets.knowledge import chunk_index
 from assets.launchers import launch_training
 from assets.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
 from evaluation.eval_set import build_evaluation_set, indexed_doc_ids, too_few_message
 from evaluation.gate import DEFAULT_GATE, GatePolicy
 from ragtune.jsonl import read_jsonl
+from ragtune.knowledge.live_index import live_store
 from ragtune.knowledge.retriever import Retriever
-from ragtune.knowledge.store import ChunkStore
 from ragtune.quality import raft_frame, validate_no_pii, validate_raft
 from ragtune.registry import EXPERIMENT, code_version
 from ragtune.settings import REPO_ROOT
@@ -93,7 +94,7 @@ def evaluation_set(curated_interactions: list[dict], config: EvaluationSetConfig
     chosen = build_evaluation_set(
         curated_interactions,
         config.eval_set or s.eval_set,
-        indexed_doc_ids(ChunkStore(s.lancedb_uri, s.table_name)),
+        indexed_doc_ids(live_store(s)),
         config.holdout or s.eval_holdout,
         per_document=s.eval_per_document if config.per_document is None else config.per_document,
     )
@@ -131,7 +132,7 @@ def evaluation_set(curated_interactions: list[dict], config: EvaluationSetConfig
 
 @dg.asset(
     group_name=GROUP,
-    deps=[chunk_index],
+    deps=[chunk_index, embedder_release],  # the hard negatives come from the retriever that will serve
     description="RAFT examples: oracle chunks plus the retriever's hard negatives, rendered with the chat template.",
 )
 def raft_dataset(
@@ -270,5 +271,5 @@ def read_jsonl_split(raft_dataset: dict, split: str) -> list[dict]:
     return read_jsonl(Path(raft_dataset["folder"]) / f"{split}.jsonl")
 
 
-BEHAVIOUR_ASSETS = [evaluation_set, raft_dataset, lora_adapter]
+BEHAVIOUR_ASSETS = [evaluation_set, embedder_release, raft_dataset, lora_adapter]
 BEHAVIOUR_CHECKS = [raft_dataset_is_valid, raft_dataset_has_no_pii]

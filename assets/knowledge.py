@@ -11,6 +11,7 @@ from assets.resources import EmbedderResource, LanceDBResource
 from ragtune.knowledge.chunker import Chunk, chunk_document
 from ragtune.knowledge.documents import LoadResult, load_documents
 from ragtune.knowledge.indexing import record_history, refresh_index
+from ragtune.knowledge.live_index import record_fingerprint
 from ragtune.quality import validate_chunks, validate_vectors, vector_frame
 
 GROUP = "knowledge"
@@ -102,6 +103,7 @@ def chunk_index(
         keep_versions_days=s.keep_index_versions_days,
         progress=progress,
     )
+    record_fingerprint(s, model.fingerprint)  # the live table is now tied to the embedder that wrote it
     record_history(
         s.index_history,
         "refresh",

@@ -9,7 +9,8 @@ import dagster as dg
 from pydantic import Field
 
 from ragtune.behaviour.interactions import InteractionLog
-from ragtune.knowledge.embedder import Embedder, load_embedder
+from ragtune.knowledge.embedder import Embedder, embedder_for
+from ragtune.knowledge.live_index import live_store
 from ragtune.knowledge.store import ChunkStore
 from ragtune.settings import Settings, load_settings
 
@@ -20,8 +21,7 @@ class EmbedderResource(dg.ConfigurableResource):
     model: str | None = Field(None, description="Model id or path; empty = RAGTUNE_EMBEDDER or the bundled MiniLM.")
 
     def get(self) -> Embedder:
-        settings = load_settings()
-        return load_embedder(self.model or settings.embedder_path(), settings.embed_batch_size, settings.dtype)
+        return embedder_for(load_settings(embedder=self.model))  # the live index's, or a clear mismatch error
 
 
 class LanceDBResource(dg.ConfigurableResource):
@@ -34,7 +34,7 @@ class LanceDBResource(dg.ConfigurableResource):
 
     def store(self, dim: int) -> ChunkStore:
         s = self.settings()
-        return ChunkStore(s.lancedb_uri, s.table_name, dim)
+        return live_store(s, dim)
 
 
 class InteractionLogResource(dg.ConfigurableResource):

@@ -90,14 +90,14 @@ def main() -> None:
     from ragtune import registry
     from ragtune.jsonl import read_jsonl
     from ragtune.knowledge.embedder import embedder_for
+    from ragtune.knowledge.live_index import live_store
     from ragtune.knowledge.retriever import Retriever
-    from ragtune.knowledge.store import ChunkStore
     from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import load_model
     from ragtune.settings import load_settings
 
     settings = load_settings()
-    store = ChunkStore(settings.lancedb_uri, settings.table_name)
+    store = live_store(settings)
     holdout = settings.eval_holdout if args.holdout is None else args.holdout
     items = build_evaluation_set(
         read_jsonl(settings.home / "datasets" / "curated.jsonl"), settings.eval_set, indexed_doc_ids(store), holdout

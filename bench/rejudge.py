@@ -68,8 +68,8 @@ def main() -> None:
     from ragtune import registry
     from ragtune.jsonl import read_jsonl
     from ragtune.knowledge.embedder import embedder_for
+    from ragtune.knowledge.live_index import live_store
     from ragtune.knowledge.retriever import Retriever
-    from ragtune.knowledge.store import ChunkStore
     from ragtune.settings import load_settings
 
     settings = load_settings()
@@ -85,7 +85,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = registry.client(settings.tracking_uri).download_artifacts(run_id, ITEMS, tmp)
         rows = read_jsonl(path)
-    store = ChunkStore(settings.lancedb_uri, settings.table_name)
+    store = live_store(settings)
     holdout = settings.eval_holdout if args.holdout is None else args.holdout
     per_document = settings.eval_per_document if args.per_document is None else args.per_document
     curated, indexed = read_jsonl(settings.home / "datasets" / "curated.jsonl"), indexed_doc_ids(store)

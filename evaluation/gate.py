@@ -260,8 +260,14 @@ def decide(comparison: dict, policy: GatePolicy) -> Verdict:
     rules = [primary_rule(policy.primary_metric, primary, policy), evidence_rule(comparison, policy)]
     rules += [guard_rule(metric, measured.get(metric), policy) for metric in policy.guards]
     rules += [floor_rule(metric, floor, measured.get(metric)) for metric, floor in policy.floors.items()]
+    return verdict_of(rules, rules[1][0] == "passed", policy.primary_metric, primary)
+
+
+def verdict_of(rules: list[tuple[str, str]], enough: bool, primary_metric: str, primary: dict | None) -> Verdict:
+    """The outcome of (status, reason) rules: not enough evidence when `enough` is false (intervals that small
+    are not trusted either way), worse when a rule shows harm, passed when every rule holds."""
     statuses = {status for status, _ in rules}
-    if rules[1][0] != "passed":  # too few items: intervals that small are not trusted either way
+    if not enough:
         outcome = "not_enough_evidence"
     elif "worse" in statuses:
         outcome = "worse"
@@ -275,7 +281,7 @@ def decide(comparison: dict, policy: GatePolicy) -> Verdict:
     return Verdict(
         passed=outcome == "passed",
         reasons=reasons,
-        primary_metric=policy.primary_metric,
+        primary_metric=primary_metric,
         challenger=primary["challenger"] if primary else 0.0,
         incumbent=primary["incumbent"] if primary else 0.0,
         outcome=outcome,

@@ -133,14 +133,14 @@ def evaluate(
 ) -> Evaluation:
     """Score base, champion and challenger (if any) on the same probes against the live index."""
     from ragtune.knowledge.embedder import embedder_for
+    from ragtune.knowledge.live_index import live_store
     from ragtune.knowledge.retriever import Retriever
-    from ragtune.knowledge.store import ChunkStore
     from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import Generator
 
     if not items:
         raise ValueError("no evaluation item to score")
-    store = ChunkStore(settings.lancedb_uri, settings.table_name)
+    store = live_store(settings)
     if not store.exists():
         raise RuntimeError(f"no index at {settings.lancedb_uri}: run `ragtune refresh` first")
     retriever = Retriever(store, embedder_for(settings), settings.rrf_k)

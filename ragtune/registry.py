@@ -70,13 +70,20 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: Path | No
         return found.experiment_id
 
 
-def register_adapter(tracking_uri: str, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> str:
-    """A new version of `name` whose source is the adapter folder logged by `run_id`."""
+def register_adapter(
+    tracking_uri: str,
+    name: str,
+    run_id: str,
+    artifact_path: str,
+    tags: dict[str, str],
+    description: str = "LoRA adapters trained by ragtune (RAFT on curated interactions).",
+) -> str:
+    """A new version of `name` whose source is the model folder (an adapter, an embedder) logged by `run_id`."""
     from mlflow.exceptions import MlflowException
 
     c = client(tracking_uri)
     try:
-        c.create_registered_model(name, description="LoRA adapters trained by ragtune (RAFT on curated interactions).")
+        c.create_registered_model(name, description=description)
     except MlflowException as e:
         if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
             raise

@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     interactions_url: str = Field("", description="SQLAlchemy URL of the interaction log; empty = sqlite in the data home.")
     mlflow_tracking_uri: str = Field("", description="MLflow tracking and registry URI; empty = sqlite in the data home.")
     registered_model: str = Field("ragtune-adapter", description="Registered model that holds every adapter version.")
+    registered_embedder: str = Field(
+        "ragtune-embedder", description="Registered model that holds every fine-tuned embedder version."
+    )
+    embedder_training: bool = Field(
+        True,
+        description="The retrain job fine-tunes the embedder on curated interactions first, gates it on held-out "
+        "recall and swaps it in blue/green when it wins; false = keep the configured embedder.",
+    )
+    embedder_train_minutes: float = Field(10.0, ge=0, description="Wall-clock budget of embedder fine-tuning (0: none).")
     base_model: str = Field("", description="Hugging Face id or local path; empty = bundled SmolLM2-135M-Instruct.")
     eval_set: str = Field(
         "",

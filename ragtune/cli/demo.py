@@ -49,8 +49,8 @@ def run_demo(
     from ragtune.cli.knowledge import refresh
     from ragtune.cli.release import retrain, retrain_run_config
     from ragtune.knowledge.embedder import embedder_for
+    from ragtune.knowledge.live_index import live_store
     from ragtune.knowledge.retriever import Retriever
-    from ragtune.knowledge.store import ChunkStore
 
     docs = demo_dir / "docs"
     interactions = read_jsonl(demo_dir / "interactions.jsonl")
@@ -58,7 +58,7 @@ def run_demo(
     outcome = refresh(settings, str(docs), allow_empty=False, verbose=verbose)
     if not outcome.success:
         return {"ok": False, "error": outcome.error, "run_id": outcome.run_id}
-    store = ChunkStore(settings.lancedb_uri, settings.table_name)
+    store = live_store(settings)
     retriever = Retriever(store, embedder_for(settings), rrf_k=settings.rrf_k)
     imported = InteractionLog(settings.interactions_db).import_jsonl(demo_dir / "interactions.jsonl")
     config = retrain_run_config(

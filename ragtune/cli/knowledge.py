@@ -42,11 +42,11 @@ def cmd_refresh(args) -> int:
 def cmd_search(args) -> int:
     from ragtune.cli.render import print_hits
     from ragtune.knowledge.embedder import embedder_for
+    from ragtune.knowledge.live_index import live_store
     from ragtune.knowledge.retriever import Retriever
-    from ragtune.knowledge.store import ChunkStore
 
     settings = load_settings()
-    store = ChunkStore(settings.lancedb_uri, settings.table_name)
+    store = live_store(settings)
     if not store.exists():
         return fail(args, f"no index in {settings.lancedb_uri}; run `ragtune refresh` first")
     embedder = embedder_for(settings)

@@ -134,7 +134,7 @@ def cmd_eval(args) -> int:
     from evaluation.runner import evaluate, tqdm_progress, verdict_of
     from ragtune import registry
     from ragtune.cli.render import print_evaluation
-    from ragtune.knowledge.store import ChunkStore
+    from ragtune.knowledge.live_index import live_store
 
     settings = load_settings()
     if not Path(args.set).is_file():
@@ -157,7 +157,7 @@ def cmd_eval(args) -> int:
         chosen = build_evaluation_set(
             [],
             args.set,
-            indexed_doc_ids(ChunkStore(settings.lancedb_uri, settings.table_name)),
+            indexed_doc_ids(live_store(settings)),
             settings.eval_holdout,
             per_document=settings.eval_per_document,
         )

@@ -5,12 +5,15 @@ Loaded from a local path only: nothing is fetched from a hub at run time.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from ragtune.knowledge.chunker import TokenCounter
+from ragtune.knowledge.live_index import check_embedder, read_live
 from ragtune.precision import resolve_dtype
 
 
@@ -31,6 +34,19 @@ class Embedder:
         self.model.to(getattr(torch, self.dtype))  # vectors are stored as float32 either way
         self.dim = int(self.model.get_embedding_dimension())
         self.counter = TokenCounter(self.model.tokenizer)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A digest of the weights: two embedders with the same fingerprint give the same vectors."""
+        files = sorted(p for p in Path(self.model_path).rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
+        if not files:
+            return hashlib.sha256(self.model_path.encode()).hexdigest()[:16]  # a hub id: its name is all we know
+        digest = hashlib.sha256()
+        for path in files:
+            with open(path, "rb") as weights:
+                while block := weights.read(1 << 22):
+                    digest.update(block)
+        return digest.hexdigest()[:16]
 
     @property
     def max_tokens(self) -> int:
@@ -56,5 +72,10 @@ def load_embedder(model_path: str, batch_size: int = 64, dtype: str = "auto") ->
 
 
 def embedder_for(settings) -> Embedder:
-    """The embedder the settings name, in the settings' precision."""
-    return load_embedder(settings.embedder_path(), settings.embed_batch_size, settings.dtype)
+    """The embedder that built the live index (knowledge/live_index.py), in the settings' precision; an
+    explicit RAGTUNE_EMBEDDER that did not build it raises EmbedderMismatch."""
+    live = read_live(settings)
+    path = settings.embedder or live.embedder_path
+    embedder = load_embedder(path, settings.embed_batch_size, settings.dtype)
+    check_embedder(live, embedder.fingerprint, path)
+    return embedder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ragtune.knowledge.indexing import read_history, record_history
+from ragtune.knowledge.live_index import live_store
 from ragtune.knowledge.store import ChunkStore
 from ragtune.settings import Settings
 
@@ -12,7 +13,7 @@ class NoIndexError(RuntimeError):
 
 
 def open_store(settings: Settings) -> ChunkStore:
-    store = ChunkStore(settings.lancedb_uri, settings.table_name)
+    store = live_store(settings)
     if not store.exists():
         raise NoIndexError(f"no index in {settings.lancedb_uri}; run `ragtune refresh --source DIR` first")
     return store

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from ragtune import registry
 from ragtune.behaviour.interactions import InteractionLog
+from ragtune.knowledge.live_index import LiveIndex, live_store, read_live
 from ragtune.knowledge.retriever import Hit, Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.llm.generator import Generator
@@ -164,37 +165,48 @@ class ModelSlot:
 
 
 class Answerer:
-    def __init__(
-        self, settings: Settings, slot: ModelSlot, retriever: Retriever, store: ChunkStore, interactions: InteractionLog, k: int
-    ):
+    """Answers with the champion adapter over the live index; follows both when they change under it."""
+
+    def __init__(self, settings: Settings, slot: ModelSlot, interactions: InteractionLog, k: int):
         self.settings = settings
         self.slot = slot
-        self.retriever = retriever
-        self.store = store
         self.interactions = interactions
         self.k = k
+        self._retrieval: tuple[LiveIndex, ChunkStore, Retriever] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, max_new_tokens: int | None = None, k: int | None = None) -> Answerer:
-        from ragtune.knowledge.embedder import embedder_for
         from ragtune.llm.base_model import resolve_base_model
 
-        store = ChunkStore(settings.lancedb_uri, settings.table_name)
-        retriever = Retriever(store, embedder_for(settings), settings.rrf_k)
         base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
         slot = ModelSlot(settings, base_model, max_new_tokens or settings.serve_max_new_tokens)
-        return cls(settings, slot, retriever, store, InteractionLog(settings.interactions_db), k or settings.serve_k)
+        answerer = cls(settings, slot, InteractionLog(settings.interactions_db), k or settings.serve_k)
+        answerer.retrieval()  # load the embedder now, not on the first request
+        return answerer
+
+    def retrieval(self) -> tuple[LiveIndex, ChunkStore, Retriever]:
+        """The live table with its own embedder. After a blue/green switch the new pair is opened first and
+        then replaces the old in one assignment, so a request in flight finishes on the pair it started with."""
+        from ragtune.knowledge.embedder import embedder_for
+
+        live = read_live(self.settings)
+        if self._retrieval is None or self._retrieval[0] != live:
+            store = live_store(self.settings)
+            self._retrieval = (live, store, Retriever(store, embedder_for(self.settings), self.settings.rrf_k))
+        return self._retrieval
 
     def index_version(self) -> str:
-        return str(self.store.version()) if self.store.exists() else "none"
+        live, store, _ = self.retrieval()
+        return live.label(store.version()) if store.exists() else "none"
 
     def answer(self, question: str, user: str = "anonymous", groups: list[str] | None = None) -> Answer:
         """Retrieve within `groups` (public documents only when empty), generate, resolve citations, log."""
         if not question.strip():
             raise ValueError("the question is empty")
         started = time.perf_counter()
-        index_version = self.index_version()
-        hits = self.retriever.search(question, k=self.k, groups=list(groups or []))
+        live, store, retriever = self.retrieval()
+        index_version = live.label(store.version()) if store.exists() else "none"
+        hits = retriever.search(question, k=self.k, groups=list(groups or []))
         retrieved = time.perf_counter()
         model = self.slot.get()
         if hits:
