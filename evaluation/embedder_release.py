@@ -16,7 +16,7 @@ from evaluation.embedder_gate import EmbedderGatePolicy, compare_retrieval, deci
 from ragtune import registry
 from ragtune.knowledge.blue_green import build_green, discard_green, promote_green
 from ragtune.knowledge.embedder import embedder_for, load_embedder
-from ragtune.knowledge.live_index import live_store, read_live
+from ragtune.knowledge.live_index import BASE, live_store, read_live, rollback_live
 from ragtune.knowledge.retriever import Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.settings import Settings
@@ -81,3 +81,17 @@ def record(tracking_uri: str, run_id: str | None, comparison: dict, verdict) -> 
             c.log_metric(run_id, f"eval/{key}/{field}", float(m[field]))
     c.set_tag(run_id, "gate_verdict", verdict.outcome)
     c.set_tag(run_id, "gate_reasons", "\n".join(verdict.reasons)[:4000])
+
+
+def roll_back_embedder(settings: Settings, reason: str) -> dict:
+    """Back to the table and embedder live before the last swap, in one pointer switch: the old table was kept,
+    so nothing is embedded again. The registry follows: the earlier version is champion again, or none is
+    when the earlier table was built by the configured (base) embedder."""
+    uri, name = settings.tracking_uri, settings.registered_embedder
+    switched = rollback_live(settings, reason)
+    restored, left = switched["live"]["embedder_version"], switched["previous"]["embedder_version"]
+    if restored == BASE:
+        registry.retire_champion(uri, name, reason)
+    else:
+        registry.rollback(uri, name, reason, to=restored)
+    return {"live_table": switched["live"]["table"], "embedder_version": restored, "rolled_back_from": left, "reason": reason}

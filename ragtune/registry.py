@@ -204,6 +204,16 @@ def rollback(
     return {"champion": target, "rolled_back_from": bad, "reason": reason}
 
 
+def retire_champion(tracking_uri: str, name: str, reason: str, run_id: str | None = None) -> str | None:
+    """No version is champion any more (what serves is the base model again); the one that was is tagged."""
+    c = client(tracking_uri)
+    bad = aliases(tracking_uri, name).get(CHAMPION)
+    if bad:
+        c.delete_registered_model_alias(name, CHAMPION)
+        record_move(c, name, bad, "rolled_back", reason, run_id)
+    return bad
+
+
 def set_challenger(tracking_uri: str, name: str, version: str, run_id: str | None = None) -> None:
     """`version` is the candidate under evaluation (the alias the gate and release read)."""
     c = client(tracking_uri)

@@ -8,7 +8,7 @@ from ragtune.settings import load_settings
 GROUPS = {
     "knowledge": {"raw_documents", "document_chunks", "chunk_index"},
     "interactions": {"interaction_logs", "curated_interactions"},
-    "behaviour": {"evaluation_set", "raft_dataset", "lora_adapter"},
+    "behaviour": {"evaluation_set", "embedder_release", "raft_dataset", "lora_adapter"},
     "release": {"adapter_evaluation", "release"},
 }
 CHECKS = {
@@ -52,6 +52,8 @@ def test_definitions_load_everything(home):
     # the held-out evaluation items are never trained on: the RAFT builder reads which ones they are
     assert dg.AssetKey("evaluation_set") in graph.get(dg.AssetKey("raft_dataset")).parent_keys
     assert dg.AssetKey("evaluation_set") in graph.get(dg.AssetKey("adapter_evaluation")).parent_keys
+    # RAFT mines its hard negatives with the retriever that will serve: the embedder is released first
+    assert dg.AssetKey("embedder_release") in graph.get(dg.AssetKey("raft_dataset")).parent_keys
     schedule = d.resolve_schedule_def("nightly_index_refresh")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "index_refresh"
     assert graph.get(dg.AssetKey("chunk_index")).pools == {"lancedb_writer"}

@@ -65,6 +65,8 @@ def cmd_models(args) -> int:
     from ragtune.registry import RegistryError, list_versions, promote, rollback
 
     settings = load_settings()
+    if getattr(args, "embedder", False):
+        return embedder_models(args, settings)
     uri, name = settings.tracking_uri, settings.registered_model
     try:
         if args.models_command == "promote":
@@ -87,6 +89,46 @@ def cmd_models(args) -> int:
         return fail(args, str(exc))
     versions = list_versions(uri, name)
     emit(args, {"registered_model": settings.registered_model, "versions": versions}, print_models)
+    return 0
+
+
+def embedder_models(args, settings) -> int:
+    """`ragtune models ... --embedder`: the fine-tuned embedder's versions and the live table; roll back a swap."""
+    from evaluation.embedder_release import roll_back_embedder
+    from ragtune.cli.render import print_models
+    from ragtune.knowledge.live_index import read_live
+    from ragtune.registry import RegistryError, list_versions
+
+    if args.models_command == "promote":
+        return fail(
+            args,
+            "an embedder goes live only through its gate (ragtune retrain builds, checks and switches a new table); "
+            "use `ragtune models rollback --embedder` to switch back",
+        )
+    if args.models_command == "rollback":
+        try:
+            moved = roll_back_embedder(settings, args.reason)
+        except (ValueError, RegistryError) as exc:
+            return fail(args, str(exc))
+        emit(
+            args,
+            {"ok": True, **moved},
+            lambda p: print(
+                f"live index is table {p['live_table']} again (embedder {p['embedder_version']}); nothing re-embedded"
+            ),
+        )
+        return 0
+    live = read_live(settings)
+    payload = {
+        "registered_model": settings.registered_embedder,
+        "live": {"table": live.table, "embedder_version": live.embedder_version, "switched_at": live.switched_at},
+        "versions": list_versions(settings.tracking_uri, settings.registered_embedder),
+    }
+    emit(
+        args,
+        payload,
+        lambda p: (print(f"live table {p['live']['table']} (embedder {p['live']['embedder_version']})"), print_models(p)),
+    )
     return 0
 
 
@@ -113,9 +155,18 @@ def add_commands(command, with_json) -> None:
     )
     p.add_argument("--user", required=True, help="the user id as logged")
 
-    p = command("models", cmd_models, "The adapter registry in MLflow: versions, aliases and tags; promote and roll back.")
+    p = command(
+        "models",
+        cmd_models,
+        "The adapter registry in MLflow: versions, aliases and tags; promote and roll back. With --embedder: the "
+        "fine-tuned embedder's versions and the live index table.",
+    )
+    embedder = "--embedder"
+    embedder_help = "act on the embedder (RAGTUNE_REGISTERED_EMBEDDER and the live index table) instead of the adapter"
     sub = p.add_subparsers(dest="models_command", metavar="ACTION")
-    with_json(sub.add_parser("list", help="every version, newest first, with aliases and tags"))
+    with_json(sub.add_parser("list", help="every version, newest first, with aliases and tags")).add_argument(
+        embedder, action="store_true", help=embedder_help
+    )
     m = with_json(sub.add_parser("promote", help="make VERSION the champion; the old champion becomes previous_champion"))
     m.add_argument("version")
     m.add_argument("--reason", required=True, help="why, recorded as a tag on the versions")
@@ -124,4 +175,5 @@ def add_commands(command, with_json) -> None:
     r.add_argument("--to", default=None, help="the version to restore (default: previous_champion)")
     r.add_argument("--reason", required=True, help="why, recorded as a tag on the versions")
     r.add_argument("--force", action="store_true", help="also restore a version flagged needs_retrain")
-    p.set_defaults(models_command="list", json=False)
+    r.add_argument(embedder, action="store_true", help="switch back to the index table (and embedder) live before the last swap")
+    p.set_defaults(models_command="list", json=False, embedder=False)

@@ -25,9 +25,13 @@ def retrain_run_config(
     min_eval_items: int | None = None,
     holdout: float | None = None,
     raft_order: str | None = None,
+    embedder: bool | None = None,
+    embedder_minutes: float | None = None,
+    embedder_min_items: int | None = None,
 ) -> dict:
     """Dagster run config of adapter_retrain; only what is given overrides the assets' defaults."""
     from assets.behaviour import evaluation_set, lora_adapter, raft_dataset
+    from assets.embedder import embedder_release
     from assets.release import adapter_evaluation, release, release_gate
     from pipelines.run_config import ops_config
 
@@ -36,6 +40,7 @@ def retrain_run_config(
 
     return ops_config(
         {
+            embedder_release: given(enabled=embedder, max_minutes=embedder_minutes, min_items=embedder_min_items),
             raft_dataset: given(distractors=distractors, oracle_probability=oracle_probability, order=raft_order),
             lora_adapter: given(training_config=training_config, max_steps=max_steps, max_minutes=max_minutes),
             evaluation_set: given(eval_set=eval_set, min_items=min_eval_items, holdout=holdout, policy=gate),
@@ -60,7 +65,7 @@ def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict
         ADAPTER_RETRAIN,
         run_config,
         verbose=verbose,
-        output_nodes=("evaluation_set", "raft_dataset", "lora_adapter", "adapter_evaluation", "release"),
+        output_nodes=("evaluation_set", "embedder_release", "raft_dataset", "lora_adapter", "adapter_evaluation", "release"),
     )
     raft, adapter, evaluation, released = (
         outcome.outputs.get(k) for k in ("raft_dataset", "lora_adapter", "adapter_evaluation", "release")
@@ -83,6 +88,9 @@ def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict
             "per_document": chosen.get("per_document"),
             "gold_documents": chosen.get("documents"),
         }
+    embedder = outcome.outputs.get("embedder_release")
+    if embedder:
+        report["embedder"] = embedder_report(embedder)
     if raft:
         report["raft"] = {k: raft[k] for k in ("digest", "train", "validation", "oracle_share", "distractors", "index_version")}
     if adapter:
@@ -112,12 +120,37 @@ def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict
     return report
 
 
+def embedder_report(released: dict) -> dict:
+    """What `ragtune retrain` says about the embedder: trained or why not, the verdict, whether it was swapped in."""
+    if not released.get("trained"):
+        return {"trained": False, "reason": released.get("reason", "")}
+    verdict = released["verdict"]
+    return {
+        "trained": True,
+        "version": released["version"],
+        "outcome": verdict["outcome"],
+        "switched": released["switched"],
+        "reasons": verdict["reasons"],
+        "metrics": released["comparison"]["metrics"],
+        "pairs": released["training"]["pairs"],
+        "train_seconds": released["training"]["seconds"],
+    }
+
+
 def cmd_retrain(args) -> int:
     from ragtune.cli.render import print_retrain
 
     settings = load_settings()
     config = retrain_run_config(
-        args.training_config, args.max_steps, args.eval_set, args.eval_limit, args.probe_limit, args.gate, args.max_new_tokens
+        args.training_config,
+        args.max_steps,
+        args.eval_set,
+        args.eval_limit,
+        args.probe_limit,
+        args.gate,
+        args.max_new_tokens,
+        embedder=args.embedder,
+        embedder_minutes=args.embedder_minutes,
     )
     with status_spinner(args, "retraining: curate, RAFT data, train, evaluate, gate, release"):
         report = retrain(settings, config, args.verbose)
@@ -203,6 +236,16 @@ def add_commands(command, with_json) -> None:
     p.add_argument("--probe-limit", type=int, default=None, help="items also probed for abstention and adherence (default 60)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget per evaluated answer (default 128)")
     p.add_argument("--gate", default=None, help="gate policy YAML (default evaluation/gate.yaml)")
+    p.add_argument(
+        "--no-embedder",
+        dest="embedder",
+        action="store_false",
+        default=None,
+        help="keep the live embedder this run (default: RAGTUNE_EMBEDDER_TRAINING, fine-tune, gate and swap it first)",
+    )
+    p.add_argument(
+        "--embedder-minutes", type=float, default=None, help="embedder training budget (default RAGTUNE_EMBEDDER_TRAIN_MINUTES)"
+    )
     p.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
 
     p = with_json(

@@ -257,10 +257,26 @@ def print_evaluation(p: dict) -> None:
     print_verdict(p.get("verdict"))
 
 
+def print_embedder(e: dict) -> None:
+    if not e["trained"]:
+        console.print(f"embedder: not trained ({e['reason']})")
+        return
+    recall = next((m for name, m in e["metrics"].items() if name.startswith("recall@")), None)
+    evidence = (
+        f"recall {recall['incumbent']:.3f} -> {recall['challenger']:.3f} [95% {recall['low']:+.3f}, {recall['high']:+.3f}], "
+        if recall
+        else ""
+    )
+    state = "swapped in (blue/green)" if e["switched"] else "kept the live one"
+    console.print(f"embedder: version {e['version']} on {e['pairs']} pairs, {evidence}{e['outcome']}: {state}")
+
+
 def print_retrain(p: dict) -> None:
     c = p.get("curation") or {}
     if c:
         console.print(f"curated {c['kept']} of {c['input']} interactions")
+    if "embedder" in p:
+        print_embedder(p["embedder"])
     if "raft" in p:
         d = p["raft"]
         console.print(f"RAFT dataset {d['digest']}: {d['train']} train / {d['validation']} validation examples")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from ragtune.knowledge.embedder import Embedder
+from ragtune.knowledge.embedder import Embedder, embedder_for
+from ragtune.knowledge.live_index import LiveIndex, live_store, read_live
 from ragtune.knowledge.store import ChunkStore, sql_string_list
 
 log = logging.getLogger(__name__)
@@ -96,3 +97,24 @@ class Retriever:
 
 def to_hit(row: dict) -> Hit:
     return Hit(doc_id=row["doc_id"], chunk_id=row["chunk_id"], title=row["title"], text=row["text"], score=round(row["score"], 6))
+
+
+class LiveRetriever:
+    """The retriever over the live table with the embedder that built it, following blue/green switches.
+
+    `current()` re-reads the pointer (a small file) and, after a switch, opens the new table and loads its
+    embedder before the new (live, store, retriever) triple replaces the old in one assignment: a search
+    in flight finishes on the triple it started with, and none ever sees a half-switched state.
+    """
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._current: tuple[LiveIndex, ChunkStore, Retriever] | None = None
+
+    def current(self) -> tuple[LiveIndex, ChunkStore, Retriever]:
+        live = read_live(self.settings)
+        current = self._current
+        if current is None or current[0] != live:
+            store = live_store(self.settings)
+            current = self._current = (live, store, Retriever(store, embedder_for(self.settings), self.settings.rrf_k))
+        return current

@@ -20,9 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from ragtune import registry
 from ragtune.behaviour.interactions import InteractionLog
-from ragtune.knowledge.live_index import LiveIndex, live_store, read_live
-from ragtune.knowledge.retriever import Hit, Retriever
-from ragtune.knowledge.store import ChunkStore
+from ragtune.knowledge.retriever import Hit, LiveRetriever
 from ragtune.llm.generator import Generator
 from ragtune.llm.prompting import NOT_COVERED
 from ragtune.settings import Settings
@@ -172,7 +170,7 @@ class Answerer:
         self.slot = slot
         self.interactions = interactions
         self.k = k
-        self._retrieval: tuple[LiveIndex, ChunkStore, Retriever] | None = None
+        self.live = LiveRetriever(settings)
 
     @classmethod
     def from_settings(cls, settings: Settings, max_new_tokens: int | None = None, k: int | None = None) -> Answerer:
@@ -181,22 +179,11 @@ class Answerer:
         base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
         slot = ModelSlot(settings, base_model, max_new_tokens or settings.serve_max_new_tokens)
         answerer = cls(settings, slot, InteractionLog(settings.interactions_db), k or settings.serve_k)
-        answerer.retrieval()  # load the embedder now, not on the first request
+        answerer.live.current()  # load the embedder now, not on the first request
         return answerer
 
-    def retrieval(self) -> tuple[LiveIndex, ChunkStore, Retriever]:
-        """The live table with its own embedder. After a blue/green switch the new pair is opened first and
-        then replaces the old in one assignment, so a request in flight finishes on the pair it started with."""
-        from ragtune.knowledge.embedder import embedder_for
-
-        live = read_live(self.settings)
-        if self._retrieval is None or self._retrieval[0] != live:
-            store = live_store(self.settings)
-            self._retrieval = (live, store, Retriever(store, embedder_for(self.settings), self.settings.rrf_k))
-        return self._retrieval
-
     def index_version(self) -> str:
-        live, store, _ = self.retrieval()
+        live, store, _ = self.live.current()
         return live.label(store.version()) if store.exists() else "none"
 
     def answer(self, question: str, user: str = "anonymous", groups: list[str] | None = None) -> Answer:
@@ -204,7 +191,7 @@ class Answerer:
         if not question.strip():
             raise ValueError("the question is empty")
         started = time.perf_counter()
-        live, store, retriever = self.retrieval()
+        live, store, retriever = self.live.current()
         index_version = live.label(store.version()) if store.exists() else "none"
         hits = retriever.search(question, k=self.k, groups=list(groups or []))
         retrieved = time.perf_counter()
