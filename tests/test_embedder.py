@@ -180,3 +180,58 @@ def test_a_killed_green_build_leaves_the_live_table_serving_and_the_rerun_conver
     again = build_green(load_settings(), Embedder(str(other)), "9")
     assert again["table"] == "chunks__embedder_9" and again["chunks"] == blue.count()
     assert again["embedded"] == blue.count() - kept  # the rows embedded before the kill were kept, the rest added
+
+
+@pytest.mark.integration
+def test_the_retrain_job_swaps_in_a_better_embedder_and_one_command_rolls_it_back(home, tmp_path, capsys):
+    from conftest import run_cli
+
+    from assets.behaviour import evaluation_set
+    from assets.embedder import embedder_release
+    from pipelines.jobs import ADAPTER_RETRAIN
+    from pipelines.run_config import ops_config
+    from pipelines.runner import run_job
+    from ragtune import registry
+    from ragtune.behaviour.interactions import InteractionLog
+    from ragtune.cli.knowledge import refresh
+
+    settings = load_settings()
+    paths = write_corpus(tmp_path / "corpus")
+    assert refresh(settings, str(paths["docs"]), allow_empty=False, verbose=False).success
+    blue_version = ChunkStore(settings.lancedb_uri, "chunks").version()
+    InteractionLog(settings.interactions_db).import_jsonl(paths["interactions"])
+    until_embedder = ["interaction_logs", "curated_interactions", "evaluation_set", "embedder_release"]
+
+    def release_embedder(**embedder_config):
+        config = ops_config({evaluation_set: {"holdout": 0.3, "min_items": 20}, embedder_release: embedder_config})
+        outcome = run_job(settings, ADAPTER_RETRAIN, config, assets=until_embedder, output_nodes=("embedder_release",))
+        assert outcome.success, outcome.error
+        return outcome.outputs["embedder_release"]
+
+    better = release_embedder(epochs=3, batch_size=16, learning_rate=1e-4, min_items=30)
+    assert better["trained"] and better["switched"], better["verdict"]["reasons"]
+    assert read_live(settings).table == "chunks__embedder_1"
+    assert registry.aliases(settings.tracking_uri, settings.registered_embedder) == {"champion": "1"}
+    listed = run_cli(capsys, "models", "list", "--embedder")
+    assert listed["live"] == {**listed["live"], "table": "chunks__embedder_1", "embedder_version": "1"}
+    assert listed["versions"][0]["tags"]["gate_verdict"] == "passed"
+    found = run_cli(capsys, "search", "How do I get a refund for my laptop?", "--k", "3")
+    assert found["index_version"].endswith("@embedder-1") and found["hits"]
+
+    # an embedder that is no better (learning rate 0: the same weights) is judged, rejected, its table dropped
+    same = release_embedder(epochs=1, batch_size=16, learning_rate=0.0, min_items=30)
+    assert same["trained"] and not same["switched"] and same["verdict"]["outcome"] != "passed"
+    assert read_live(settings).table == "chunks__embedder_1"
+    assert "chunks__embedder_2" not in ChunkStore(settings.lancedb_uri).db.table_names()
+    assert registry.aliases(settings.tracking_uri, settings.registered_embedder) == {"champion": "1", "challenger": "2"}
+
+    # a mismatched embedder is refused with a clear message, never a silent mix
+    os.environ["RAGTUNE_EMBEDDER"] = load_settings().embedder_path()
+    refused = run_cli(capsys, "search", "laptop refund")
+    assert refused["exit"] != 0 and "cannot be mixed" in refused["error"]
+    del os.environ["RAGTUNE_EMBEDDER"]
+
+    rolled = run_cli(capsys, "models", "rollback", "--embedder", "--reason", "test")
+    assert rolled["exit"] == 0 and rolled["live_table"] == "chunks" and rolled["embedder_version"] == "base"
+    assert ChunkStore(settings.lancedb_uri, "chunks").version() == blue_version  # switched back, nothing re-embedded
+    assert registry.aliases(settings.tracking_uri, settings.registered_embedder) == {"challenger": "2"}

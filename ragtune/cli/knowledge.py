@@ -41,20 +41,22 @@ def cmd_refresh(args) -> int:
 
 def cmd_search(args) -> int:
     from ragtune.cli.render import print_hits
-    from ragtune.knowledge.embedder import embedder_for
-    from ragtune.knowledge.live_index import live_store
-    from ragtune.knowledge.retriever import Retriever
+    from ragtune.knowledge.live_index import EmbedderMismatch
+    from ragtune.knowledge.retriever import LiveRetriever
 
     settings = load_settings()
-    store = live_store(settings)
+    if not args.query.strip():
+        return fail(args, "the query is empty: give the words to search for")
+    try:
+        live, store, retriever = LiveRetriever(settings).current()
+    except EmbedderMismatch as exc:
+        return fail(args, str(exc))
     if not store.exists():
         return fail(args, f"no index in {settings.lancedb_uri}; run `ragtune refresh` first")
-    embedder = embedder_for(settings)
-    retriever = Retriever(store, embedder, rrf_k=settings.rrf_k)
     hits = retriever.search(args.query, k=args.k, groups=args.groups, mode=args.mode)
     emit(
         args,
-        {"query": args.query, "mode": args.mode, "index_version": store.version(), "hits": [h.as_dict() for h in hits]},
+        {"query": args.query, "mode": args.mode, "index_version": live.label(store.version()), "hits": [h.as_dict() for h in hits]},
         print_hits,
     )
     return 0
