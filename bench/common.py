@@ -16,6 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 APIBENCH = Path(os.environ.get("RAGTUNE_APIBENCH", ROOT.parent / "shared" / "data" / "apibench"))
 RESULTS = ROOT / "bench" / "results"
+SPLITS = {  # APIBench split -> (API documents, questions)
+    "huggingface": ("huggingface_api.jsonl", "huggingface_eval.json"),
+    "tensorflow": ("tensorflowhub_api.jsonl", "tensorflow_eval.json"),
+}
 
 
 def machine() -> str:

@@ -22,12 +22,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from common import APIBENCH, ROOT, timer, write_result
+from common import APIBENCH, ROOT, SPLITS, timer, write_result
 
-SPLITS = {
-    "huggingface": ("huggingface_api.jsonl", "huggingface_eval.json"),
-    "tensorflow": ("tensorflowhub_api.jsonl", "tensorflow_eval.json"),
-}
 METRICS = (
     "identifier_match",
     "identifier_match_gold_in_context",
