@@ -42,6 +42,7 @@ class Evaluation:
     incumbent: str  # candidate the challenger is judged against: champion_rag, or base_rag when there is none
     index_version: int
     eval_digest: str
+    embedder_version: str = "base"  # of the embedder that built the live index (knowledge/live_index.py)
     decoding: dict = field(default_factory=dict)  # dtype, constrained, batch size, token budget: how every candidate answered
     comparison: dict | None = field(init=False)  # challenger_rag vs the incumbent, paired (evaluation/gate.py:compare)
     intervals: dict = field(init=False)  # candidate -> metric -> its mean alone, with a 95% interval
@@ -59,6 +60,7 @@ class Evaluation:
             "incumbent": self.incumbent,
             "index_version": self.index_version,
             "eval_digest": self.eval_digest,
+            "embedder_version": self.embedder_version,
             "decoding": self.decoding,
             "comparison": self.comparison,
             "intervals": self.intervals,
@@ -133,7 +135,7 @@ def evaluate(
 ) -> Evaluation:
     """Score base, champion and challenger (if any) on the same probes against the live index."""
     from ragtune.knowledge.embedder import embedder_for
-    from ragtune.knowledge.live_index import live_store
+    from ragtune.knowledge.live_index import live_store, read_live
     from ragtune.knowledge.retriever import Retriever
     from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import Generator
@@ -189,6 +191,7 @@ def evaluate(
         incumbent=incumbent,
         index_version=index_version,
         eval_digest=eval_set_digest(items),
+        embedder_version=read_live(settings).embedder_version,
         decoding=decoding,
     )
 
