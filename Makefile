@@ -52,8 +52,12 @@ mlflow-ui: setup
 	$(BIN)/ragtune mlflow-ui --host 127.0.0.1 --port 5000
 
 bench: setup
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/refresh.py
+	$(BIN)/python bench/embed_backends.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/embedder.py --split huggingface
+	$(BIN)/python bench/embedder.py --split tensorflow
 	$(BIN)/python bench/pii.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/generate.py
