@@ -56,7 +56,12 @@ def cmd_search(args) -> int:
     hits = retriever.search(args.query, k=args.k, groups=args.groups, mode=args.mode)
     emit(
         args,
-        {"query": args.query, "mode": args.mode, "index_version": live.label(store.version()), "hits": [h.as_dict() for h in hits]},
+        {
+            "query": args.query,
+            "mode": args.mode,
+            "index_version": live.label(store.version()),
+            "hits": [h.as_dict() for h in hits],
+        },
         print_hits,
     )
     return 0

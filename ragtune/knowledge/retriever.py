@@ -50,14 +50,42 @@ def acl_filter(groups: list[str] | None) -> str | None:
 
 
 class Retriever:
-    def __init__(self, store: ChunkStore, embedder: Embedder, rrf_k: int = 60, candidates: int = 50):
+    """Hybrid search over one chunk table with the embedder that built it.
+
+    Past RAGTUNE_VECTOR_INDEX_MIN_ROWS the table has an approximate vector index; `nprobes` and
+    `refine_factor` trade its speed for recall (defaults chosen by bench/search_scale.py); `exact`
+    scans every vector instead (the baseline the benchmark compares with).
+    """
+
+    NPROBES = 20
+    REFINE_FACTOR: int | None = None
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        embedder: Embedder,
+        rrf_k: int = 60,
+        candidates: int = 50,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+        exact: bool = False,
+    ):
         self.store = store
         self.embedder = embedder
         self.rrf_k = rrf_k
         self.candidates = candidates
+        self.nprobes = nprobes or self.NPROBES
+        self.refine_factor = refine_factor if refine_factor is not None else self.REFINE_FACTOR
+        self.exact = exact
 
     def vector_search(self, table, query: str, n: int, where: str | None) -> list[dict]:
         q = table.search(self.embedder.embed([query])[0], vector_column_name="vector").distance_type("cosine")
+        if self.exact:
+            q = q.bypass_vector_index()
+        else:
+            q = q.nprobes(self.nprobes)
+            if self.refine_factor:
+                q = q.refine_factor(self.refine_factor)
         if where:
             q = q.where(where, prefilter=True)
         rows = q.select(COLUMNS + ["_distance"]).limit(n).to_list()
