@@ -16,7 +16,7 @@ from evaluation.embedder_gate import EmbedderGatePolicy, compare_retrieval, deci
 from ragtune import registry
 from ragtune.knowledge.blue_green import build_green, discard_green, promote_green
 from ragtune.knowledge.embedder import embedder_for, load_embedder
-from ragtune.knowledge.live_index import BASE, live_store, read_live, rollback_live
+from ragtune.knowledge.live_index import BASE, live_store, read_live, read_pointer, rollback_live
 from ragtune.knowledge.retriever import Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.settings import Settings
@@ -88,10 +88,14 @@ def roll_back_embedder(settings: Settings, reason: str) -> dict:
     so nothing is embedded again. The registry follows: the earlier version is champion again, or none is
     when the earlier table was built by the configured (base) embedder."""
     uri, name = settings.tracking_uri, settings.registered_embedder
-    switched = rollback_live(settings, reason)
-    restored, left = switched["live"]["embedder_version"], switched["previous"]["embedder_version"]
-    if restored == BASE:
+    previous = read_pointer(settings).get("previous")
+    if not previous:
+        raise ValueError("no earlier live index to switch back to (no embedder swap was ever made)")
+    restored = previous["embedder_version"]
+    if restored == BASE:  # the registry moves first: it refuses (a version trained on erased data) before anything switched
         registry.retire_champion(uri, name, reason)
     else:
         registry.rollback(uri, name, reason, to=restored)
+    switched = rollback_live(settings, reason)
+    left = switched["previous"]["embedder_version"]
     return {"live_table": switched["live"]["table"], "embedder_version": restored, "rolled_back_from": left, "reason": reason}

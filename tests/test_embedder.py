@@ -231,6 +231,12 @@ def test_the_retrain_job_swaps_in_a_better_embedder_and_one_command_rolls_it_bac
     assert refused["exit"] != 0 and "cannot be mixed" in refused["error"]
     del os.environ["RAGTUNE_EMBEDDER"]
 
+    # its training pairs are kept for erasure: forgetting a user flags the embedder versions trained on them
+    forgotten = run_cli(capsys, "forget", "--user", "user3")
+    assert sorted(forgotten["embedder_versions_flagged"]) == ["1", "2"]
+    listed = {v["version"]: v["tags"] for v in run_cli(capsys, "models", "list", "--embedder")["versions"]}
+    assert listed["1"]["needs_retrain"] == "true"
+
     rolled = run_cli(capsys, "models", "rollback", "--embedder", "--reason", "test")
     assert rolled["exit"] == 0 and rolled["live_table"] == "chunks" and rolled["embedder_version"] == "base"
     assert ChunkStore(settings.lancedb_uri, "chunks").version() == blue_version  # switched back, nothing re-embedded

@@ -25,6 +25,7 @@ from training.sft import TimeBudget
 
 EXPERIMENT = "ragtune-embedder"
 ARTIFACT = "embedder"  # the model folder inside the MLflow run's artifacts
+TEXTS = ("anchor", "positive", "negative")
 
 
 @dataclass
@@ -62,7 +63,14 @@ def embedder_pairs(records: list[dict], rank: Ranker, chunks_by_doc: dict[str, l
         negative = next((c for c in ranked if c["doc_id"] not in gold), None)
         if negative is None:
             continue
-        pairs.append({"anchor": record["question"], "positive": passage(positive), "negative": passage(negative)})
+        pairs.append(
+            {
+                "anchor": record["question"],
+                "positive": passage(positive),
+                "negative": passage(negative),
+                "user": record.get("user", ""),
+            }
+        )
     return pairs
 
 
@@ -107,7 +115,7 @@ def train_embedder(
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(pairs),
+        train_dataset=Dataset.from_list([{k: p[k] for k in TEXTS} for p in pairs]),  # every column is a text to the loss
         loss=losses.MultipleNegativesRankingLoss(model),
         callbacks=[budget],
     )
@@ -134,8 +142,10 @@ def train_and_register(settings, pairs: list[dict], config: EmbedderTrainingConf
     import mlflow
 
     from ragtune import registry
+    from ragtune.behaviour.datasets import save_embedder_pairs
 
     uri, name = settings.tracking_uri, settings.registered_embedder
+    tags = {**tags, "dataset_hash": save_embedder_pairs(settings.datasets_dir, pairs)}  # found again by `ragtune forget`
     staging = settings.home_dir / "embedders" / f"training-{os.getpid()}-{int(time.time())}"
     experiment = registry.ensure_experiment(uri, EXPERIMENT, settings.artifact_root(uri))
     with mlflow.start_run(experiment_id=experiment, run_name=f"embedder-{tags.get('dataset_hash', '')[:12]}", tags=tags) as run:

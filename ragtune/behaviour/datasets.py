@@ -10,6 +10,7 @@ Files are written to a temporary name and renamed, so a crash never leaves half 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from ragtune.jsonl import read_jsonl, write_jsonl
 
 CURATED_FILE = "curated.jsonl"
 RAFT_PREFIX = "raft-"
+EMBEDDER_PREFIX = "embedder-"  # the (question, gold chunk, negative) pairs an embedder version was trained on
 SPLITS = ("train", "validation")
 
 
@@ -43,18 +45,26 @@ def save_raft(datasets_dir: Path, digest: str, splits: dict[str, list[dict]], me
     return folder
 
 
-def forget_user(datasets_dir: Path, user: str) -> dict:
-    """Remove `user`'s rows from the curated snapshot and every RAFT dataset.
+def save_embedder_pairs(datasets_dir: Path, pairs: list[dict]) -> str:
+    """Keep an embedder's training pairs (with their `user`) so erasure can find them; their hash."""
+    digest = hashlib.sha256(json.dumps(pairs, sort_keys=True).encode()).hexdigest()[:16]
+    write_jsonl(datasets_dir / f"{EMBEDDER_PREFIX}{digest}" / "train.jsonl", pairs)
+    return digest
+
+
+def forget_user(datasets_dir: Path, user: str, prefix: str = RAFT_PREFIX) -> dict:
+    """Remove `user`'s rows from the curated snapshot and every dataset named `prefix`* (RAFT datasets, or
+    embedder training pairs).
 
     Returns {"curated_removed": n, "datasets": {hash: rows removed}}: the hashes
-    name the datasets (and so the adapter versions) that held the user's data.
+    name the datasets (and so the adapter or embedder versions) that held the user's data.
     """
     curated = load_curated(datasets_dir)
     kept = [r for r in curated if r.get("user") != user]
     if len(kept) != len(curated):
         save_curated(datasets_dir, kept)
     touched: dict[str, int] = {}
-    for folder in sorted(datasets_dir.glob(f"{RAFT_PREFIX}*")):
+    for folder in sorted(datasets_dir.glob(f"{prefix}*")):
         removed = 0
         for split in SPLITS:
             rows = read_jsonl(folder / f"{split}.jsonl")
@@ -63,5 +73,5 @@ def forget_user(datasets_dir: Path, user: str) -> dict:
                 write_jsonl(folder / f"{split}.jsonl", left)
                 removed += len(rows) - len(left)
         if removed:
-            touched[folder.name.removeprefix(RAFT_PREFIX)] = removed
+            touched[folder.name.removeprefix(prefix)] = removed
     return {"curated_removed": len(curated) - len(kept), "datasets": touched}

@@ -121,6 +121,8 @@ def print_forget(p: dict) -> None:
     )
     if p["versions_flagged"]:
         console.print(f"adapter versions flagged for retraining: {', '.join(p['versions_flagged'])}")
+    if p.get("embedder_versions_flagged"):
+        console.print(f"embedder versions flagged for retraining: {', '.join(p['embedder_versions_flagged'])}")
 
 
 def print_models(p: dict) -> None:
