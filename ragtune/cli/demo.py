@@ -48,9 +48,7 @@ def run_demo(
     from ragtune.behaviour.interactions import InteractionLog
     from ragtune.cli.knowledge import refresh
     from ragtune.cli.release import retrain, retrain_run_config
-    from ragtune.knowledge.embedder import embedder_for
-    from ragtune.knowledge.live_index import live_store
-    from ragtune.knowledge.retriever import Retriever
+    from ragtune.knowledge.retriever import LiveRetriever
 
     docs = demo_dir / "docs"
     interactions = read_jsonl(demo_dir / "interactions.jsonl")
@@ -58,8 +56,15 @@ def run_demo(
     outcome = refresh(settings, str(docs), allow_empty=False, verbose=verbose)
     if not outcome.success:
         return {"ok": False, "error": outcome.error, "run_id": outcome.run_id}
-    store = live_store(settings)
-    retriever = Retriever(store, embedder_for(settings), rrf_k=settings.rrf_k)
+
+    def held_out_retrieval(retriever) -> dict:
+        return retrieval_scores(
+            [ranked_documents(retriever.search(item["question"], k=depth_for(5))) for item in eval_items],
+            [item["gold_doc_ids"] for item in eval_items],
+            ks=(1, 5),
+        )
+
+    before = held_out_retrieval(LiveRetriever(settings).current()[2])
     imported = InteractionLog(settings.interactions_db).import_jsonl(demo_dir / "interactions.jsonl")
     config = retrain_run_config(
         str(DEMO_TRAINING),
@@ -83,10 +88,7 @@ def run_demo(
         "retrain": behaviour,
         "data": {"documents": len(list(docs.glob("*.md"))), "interactions": len(interactions), "eval_items": len(eval_items)},
         "refresh": {"run_id": outcome.run_id, **outcome.outputs["chunk_index"]},
-        "retrieval": retrieval_scores(
-            [ranked_documents(retriever.search(item["question"], k=depth_for(5))) for item in eval_items],
-            [item["gold_doc_ids"] for item in eval_items],
-            ks=(1, 5),
-        ),
+        "retrieval_before": before,  # with the embedder live before the retrain
+        "retrieval": held_out_retrieval(LiveRetriever(settings).current()[2]),  # with the one live after it
         "dagster_home": str(settings.dagster_home),
     }

@@ -63,8 +63,11 @@ def print_demo(p: dict) -> None:
         f"demo data: {p['data']['documents']} documents, {p['data']['interactions']} interactions, "
         f"{p['data']['eval_items']} held-out questions"
     )
+    b = p.get("retrieval_before") or r
+    changed = "" if b == r else f" (before the embedder swap: recall@5 {b['recall@5']:.2f}, MRR {b['mrr']:.2f})"
     console.print(
         f"retrieval on held-out questions: recall@1 {r['recall@1']:.2f}, recall@5 {r['recall@5']:.2f}, MRR {r['mrr']:.2f}"
+        + changed
     )
     r = p["retrain"]
     if not r["ok"]:
