@@ -9,8 +9,9 @@ builder does, so the embedder learns exactly the confusions the serving retrieve
 MultipleNegativesRankingLoss: every other positive and negative in the batch is a further negative,
 which is why the batch sampler keeps duplicate texts out of one batch.
 
-Measured on APIBench HuggingFace (2 cores, bench/embedder.py): vector recall@5 on questions about held-out
-documents rose from 0.30 to 0.46 after one epoch over 645 triplets (8 minutes).
+Measured on APIBench HuggingFace (2 cores, bench/embedder.py, 260 questions about 168 held-out documents):
+recall@5 of hybrid search rose from 0.41 to 0.49 (+0.08 [+0.04, +0.13]) and of vector search alone from
+0.30 to 0.44 after 0.76 of an epoch over 645 triplets, stopped by the 10-minute budget.
 """
 
 from __future__ import annotations
