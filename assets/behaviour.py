@@ -10,7 +10,7 @@ from assets.embedder import embedder_release
 from assets.knowledge import chunk_index
 from assets.launchers import launch_training
 from assets.resources import EmbedderResource, InteractionLogResource, LanceDBResource, MLflowResource
-from evaluation.eval_set import build_evaluation_set, indexed_doc_ids, too_few_message
+from evaluation.eval_set import build_evaluation_set, indexed_doc_ids, too_few_message, training_records
 from evaluation.gate import DEFAULT_GATE, GatePolicy
 from ragtune.jsonl import read_jsonl
 from ragtune.knowledge.live_index import live_store
@@ -149,13 +149,11 @@ def raft_dataset(
     from training.dataset_builder import build_dataset
 
     s = lancedb.settings()
-    model = embedder.get()
-    store = lancedb.store(model.dim)
+    _, store, model = embedder.open_live()  # after embedder_release: the table and embedder that will serve
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(s.base_model, s.models_dir))
     raft = RaftConfig(**config.model_dump(exclude={"include_restricted"}))
-    forgotten = interaction_log.get().forgotten()  # erased after curation read the log: never train on them
-    held_out = set(evaluation_set["held_out_ids"])  # the gate's questions are never trained on
-    records = [r for r in curated_interactions if r["user"] not in forgotten and r["id"] not in held_out]
+    held_out = set(evaluation_set["held_out_ids"])
+    records = training_records(curated_interactions, held_out, interaction_log.get().forgotten())
     built = build_dataset(
         records,
         store,

@@ -13,8 +13,8 @@ from assets.knowledge import chunk_index
 from assets.resources import InteractionLogResource, LanceDBResource
 from evaluation.embedder_gate import EmbedderGatePolicy
 from evaluation.embedder_release import judge_and_release
-from ragtune.knowledge.embedder import embedder_for
-from ragtune.knowledge.live_index import live_store, read_live
+from evaluation.eval_set import training_records
+from ragtune.knowledge.live_index import open_live, read_live
 from ragtune.knowledge.retriever import Retriever
 from ragtune.registry import code_version
 from training.dataset_builder import chunks_by_doc
@@ -53,10 +53,8 @@ def embedder_release(
     live = read_live(s)
     if not (s.embedder_training if config.enabled is None else config.enabled):
         return dg.Output({"trained": False, "reason": "embedder training is off"}, metadata={"live_table": live.table})
-    forgotten = interaction_log.get().forgotten()
-    held_out = set(evaluation_set["held_out_ids"])
-    records = [r for r in curated_interactions if r["user"] not in forgotten and r["id"] not in held_out]
-    embedder, store = embedder_for(s), live_store(s)
+    records = training_records(curated_interactions, evaluation_set["held_out_ids"], interaction_log.get().forgotten())
+    _, store, embedder = open_live(s)
     retriever = Retriever(store, embedder, s.rrf_k)
     training = EmbedderTrainingConfig(
         epochs=config.epochs,
@@ -78,7 +76,9 @@ def embedder_release(
         return dg.Output({"trained": False, "reason": reason}, metadata={"live_table": live.table, "pairs": len(pairs)})
     tags = {"code_version": code_version(), "dagster_run_id": context.run_id, "index_version": str(store.version())}
     context.log.info(f"fine-tuning the embedder on {len(pairs)} pairs (at most {training.max_minutes} min)")
-    trained = train_and_register(s, pairs, training, embedder.model_path, tags)
+    # always from the configured embedder, never the live fine-tuned one: each version's training data is
+    # then exactly its own pairs, so erasing a user flags every version that learned from them
+    trained = train_and_register(s, pairs, training, s.embedder_path(), tags)
     policy = EmbedderGatePolicy(min_items=config.min_items, min_improvement=config.min_improvement)
     outcome = judge_and_release(
         s, trained["version"], trained["path"], evaluation_set["items"], policy, trained["run_id"], context.log.info

@@ -10,8 +10,8 @@ from assets.checks import check_result
 from assets.resources import EmbedderResource, LanceDBResource
 from ragtune.knowledge.chunker import Chunk, chunk_document
 from ragtune.knowledge.documents import LoadResult, load_documents
-from ragtune.knowledge.indexing import record_history, refresh_index
-from ragtune.knowledge.live_index import record_fingerprint
+from ragtune.knowledge.indexing import LiveIndexMoved, record_history, refresh_index
+from ragtune.knowledge.live_index import read_live, record_fingerprint
 from ragtune.quality import validate_chunks, validate_vectors, vector_frame
 
 GROUP = "knowledge"
@@ -86,28 +86,36 @@ def chunk_index(
     embedder: EmbedderResource,
 ) -> dg.Output[dict]:
     s = lancedb.settings()
-    model = embedder.get()
-    store = lancedb.store(model.dim)
 
     def progress(done: int, total: int) -> None:
         context.log.info(f"embedded {done}/{total} new chunks")
 
-    report = refresh_index(
-        raw_documents,
-        document_chunks,
-        store,
-        model,
-        allow_empty=config.allow_empty_source,
-        write_batch=s.write_batch,
-        vector_index_min_rows=s.vector_index_min_rows,
-        keep_versions_days=s.keep_index_versions_days,
-        progress=progress,
-    )
+    for attempt in (1, 2):  # a blue/green switch landed while this refresh waited: refresh the table live now
+        _, store, model = embedder.open_live()
+        try:
+            report = refresh_index(
+                raw_documents,
+                document_chunks,
+                store,
+                model,
+                allow_empty=config.allow_empty_source,
+                still_live=lambda: read_live(s).table == store.table_name,  # noqa: B023 - called in this iteration
+                write_batch=s.write_batch,
+                vector_index_min_rows=s.vector_index_min_rows,
+                keep_versions_days=s.keep_index_versions_days,
+                progress=progress,
+            )
+            break
+        except LiveIndexMoved as moved:
+            if attempt == 2:
+                raise
+            context.log.info(f"{moved}; refreshing the table live now")
     record_fingerprint(s, model.fingerprint)  # the live table is now tied to the embedder that wrote it
     record_history(
         s.index_history,
         "refresh",
         run_id=context.run_id,
+        table=store.table_name,
         version_before=report.version_before,
         version_after=report.index_version,
         chunks_embedded=report.chunks_embedded,
@@ -137,8 +145,8 @@ def chunks_are_valid(document_chunks: list[Chunk], lancedb: LanceDBResource) -> 
 
 @dg.asset_check(asset=chunk_index, description="Great Expectations: every stored vector has the right dimension and no NaN.")
 def index_vectors_are_valid(lancedb: LanceDBResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
-    model = embedder.get()
-    table = lancedb.store(model.dim).read_columns(["chunk_id", "vector"]).to_pydict()
+    _, store, model = embedder.open_live()
+    table = store.read_columns(["chunk_id", "vector"]).to_pydict()
     result = validate_vectors(vector_frame(table["chunk_id"], table["vector"]), model.dim)
     return check_result(result)
 

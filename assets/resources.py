@@ -9,8 +9,8 @@ import dagster as dg
 from pydantic import Field
 
 from ragtune.behaviour.interactions import InteractionLog
-from ragtune.knowledge.embedder import Embedder, embedder_for
-from ragtune.knowledge.live_index import live_store
+from ragtune.knowledge.embedder import Embedder
+from ragtune.knowledge.live_index import LiveIndex, embedder_for, live_store, open_live
 from ragtune.knowledge.store import ChunkStore
 from ragtune.settings import Settings, load_settings
 
@@ -18,10 +18,21 @@ from ragtune.settings import Settings, load_settings
 class EmbedderResource(dg.ConfigurableResource):
     """The sentence embedder used for chunks and queries."""
 
-    model: str | None = Field(None, description="Model id or path; empty = RAGTUNE_EMBEDDER or the bundled MiniLM.")
+    model: str | None = Field(
+        None, description="The configured embedder (id or path); empty = RAGTUNE_EMBEDDER or the bundled MiniLM."
+    )
+    home: str | None = Field(None, description="Data home whose live index pointer names the embedder; empty = RAGTUNE_HOME.")
+
+    def settings(self) -> Settings:
+        return load_settings(home=self.home, embedder=self.model)
 
     def get(self) -> Embedder:
-        return embedder_for(load_settings(embedder=self.model))  # the live index's, or a clear mismatch error
+        """The embedder that built the live index (knowledge/live_index.py), or a clear mismatch error."""
+        return embedder_for(self.settings())
+
+    def open_live(self) -> tuple[LiveIndex, ChunkStore, Embedder]:
+        """The live table and the embedder that built it, from one reading of the pointer."""
+        return open_live(self.settings())
 
 
 class LanceDBResource(dg.ConfigurableResource):

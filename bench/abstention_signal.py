@@ -89,20 +89,19 @@ def main() -> None:
     from evaluation.harness import HarnessConfig, build_probes
     from ragtune import registry
     from ragtune.jsonl import read_jsonl
-    from ragtune.knowledge.embedder import embedder_for
-    from ragtune.knowledge.live_index import live_store
+    from ragtune.knowledge.live_index import open_live
     from ragtune.knowledge.retriever import Retriever
     from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import load_model
     from ragtune.settings import load_settings
 
     settings = load_settings()
-    store = live_store(settings)
+    _, store, embedder = open_live(settings)
     holdout = settings.eval_holdout if args.holdout is None else args.holdout
     items = build_evaluation_set(
         read_jsonl(settings.home / "datasets" / "curated.jsonl"), settings.eval_set, indexed_doc_ids(store), holdout
     )["items"]
-    retriever = Retriever(store, embedder_for(settings), settings.rrf_k)
+    retriever = Retriever(store, embedder, settings.rrf_k)
     probes, _ = build_probes(
         items,
         lambda q, n: [h.as_dict() for h in retriever.search(q, k=n)],

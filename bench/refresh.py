@@ -16,8 +16,8 @@ from common import import_corpus, timer, write_result
 
 from ragtune.knowledge.chunker import chunk_document
 from ragtune.knowledge.documents import load_documents
-from ragtune.knowledge.embedder import embedder_for
 from ragtune.knowledge.indexing import embedding_text, refresh_index
+from ragtune.knowledge.live_index import embedder_for
 from ragtune.knowledge.store import ChunkStore
 from ragtune.settings import load_settings
 

@@ -67,8 +67,7 @@ def main() -> None:
     from evaluation.retrieval import ranked_documents
     from ragtune import registry
     from ragtune.jsonl import read_jsonl
-    from ragtune.knowledge.embedder import embedder_for
-    from ragtune.knowledge.live_index import live_store
+    from ragtune.knowledge.live_index import open_live
     from ragtune.knowledge.retriever import Retriever
     from ragtune.settings import load_settings
 
@@ -85,7 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = registry.client(settings.tracking_uri).download_artifacts(run_id, ITEMS, tmp)
         rows = read_jsonl(path)
-    store = live_store(settings)
+    _, store, embedder = open_live(settings)
     holdout = settings.eval_holdout if args.holdout is None else args.holdout
     per_document = settings.eval_per_document if args.per_document is None else args.per_document
     curated, indexed = read_jsonl(settings.home / "datasets" / "curated.jsonl"), indexed_doc_ids(store)
@@ -101,7 +100,7 @@ def main() -> None:
     before = compare(rows, challenger, incumbent) if capped else recorded  # as recorded, on the rows the cap keeps
     if before.get("duplicates"):
         raise SystemExit(f"repeated item ids in the recorded rows ({before['duplicates']}): cannot pair them reliably")
-    retriever = Retriever(store, embedder_for(settings), rrf_k=settings.rrf_k)
+    retriever = Retriever(store, embedder, rrf_k=settings.rrf_k)
     contexts: dict[str, list[dict]] = {}
     changed = missing = 0
     for row in rows:

@@ -19,8 +19,8 @@ from evaluation.retrieval import depth_for, ranked_documents, retrieval_scores
 from ragtune.jsonl import read_jsonl
 from ragtune.knowledge.chunker import chunk_document
 from ragtune.knowledge.documents import load_documents
-from ragtune.knowledge.embedder import embedder_for
 from ragtune.knowledge.indexing import refresh_index
+from ragtune.knowledge.live_index import embedder_for
 from ragtune.knowledge.retriever import MODES, Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.settings import load_settings

@@ -60,7 +60,7 @@ def promote_adapter(settings, folder: Path) -> str:
     experiment = registry.ensure_experiment(settings.tracking_uri, "bench", settings.artifact_root())
     with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_artifacts(str(folder), "adapter")
-    version = registry.register_adapter(
+    version = registry.register_model(
         settings.tracking_uri, settings.registered_model, run.info.run_id, "adapter", {"dataset_hash": "bench"}
     )
     registry.promote(settings.tracking_uri, settings.registered_model, version, reason="serving benchmark")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from evaluation.embedder_gate import EmbedderGatePolicy, compare_retrieval, decide_retrieval, retrieval_rows
 from ragtune import registry
-from ragtune.knowledge.blue_green import build_green, discard_green, promote_green
-from ragtune.knowledge.embedder import embedder_for, load_embedder
-from ragtune.knowledge.live_index import BASE, live_store, read_live, read_pointer, rollback_live
+from ragtune.knowledge.blue_green import build_green, discard_green, promote_green, switch_back
+from ragtune.knowledge.embedder import load_embedder
+from ragtune.knowledge.live_index import BASE, open_live, read_previous
 from ragtune.knowledge.retriever import Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.settings import Settings
@@ -37,8 +37,8 @@ def judge_and_release(
 ) -> dict:
     """Build, evaluate, gate and (on pass) switch to embedder `version` stored at `path`; what happened."""
     uri, name = settings.tracking_uri, settings.registered_embedder
-    live = read_live(settings)
-    incumbent = Retriever(live_store(settings), embedder_for(settings), settings.rrf_k)
+    live, store, embedder = open_live(settings)
+    incumbent = Retriever(store, embedder, settings.rrf_k)
     challenger = load_embedder(path, settings.embed_batch_size, settings.dtype)
     registry.set_challenger(uri, name, version, run_id)
     built = build_green(settings, challenger, version, lambda done, total: log(f"green table: embedded {done}/{total} chunks"))
@@ -65,9 +65,23 @@ def judge_and_release(
         registry.reject(uri, name, version, verdict.reasons, run_id)
         discard_green(settings, built["table"])
         return outcome
-    switched = promote_green(settings, built["table"], challenger, version, reason="; ".join(verdict.reasons[:1]))
+    # The registry moves first: it refuses (a version flagged needs_retrain meanwhile, MLflow down) before
+    # users see anything; if the switch then fails its checks, the registry move is undone.
+    before = registry.aliases(uri, name).get(registry.CHAMPION)
     registry.promote(uri, name, version, f"gate passed: {verdict.reasons[-1]}", run_id)
+    try:
+        switched = promote_green(settings, built["table"], challenger, version, reason=verdict.reasons[0])
+    except Exception:
+        undo_promotion(uri, name, before, "the blue/green switch failed", run_id)
+        raise
     return {**outcome, "switched": True, "live_table": switched["live"]["table"]}
+
+
+def undo_promotion(uri: str, name: str, before: str | None, reason: str, run_id: str | None) -> None:
+    if before:
+        registry.rollback(uri, name, reason, to=before, force=True, run_id=run_id)
+    else:
+        registry.retire_champion(uri, name, reason, run_id)
 
 
 def record(tracking_uri: str, run_id: str | None, comparison: dict, verdict) -> None:
@@ -83,19 +97,22 @@ def record(tracking_uri: str, run_id: str | None, comparison: dict, verdict) -> 
     c.set_tag(run_id, "gate_reasons", "\n".join(verdict.reasons)[:4000])
 
 
-def roll_back_embedder(settings: Settings, reason: str) -> dict:
-    """Back to the table and embedder live before the last swap, in one pointer switch: the old table was kept,
-    so nothing is embedded again. The registry follows: the earlier version is champion again, or none is
-    when the earlier table was built by the configured (base) embedder."""
+def roll_back_embedder(settings: Settings, reason: str, force: bool = False) -> dict:
+    """Back to the table and embedder live before the last swap. The old table was kept, so only chunks that
+    changed since are embedded (none when nothing did). The registry follows, and moves first: the earlier
+    version is champion again (refused, unless `force`, when it was trained on erased data), or none is when
+    the earlier table was built by the configured (base) embedder."""
     uri, name = settings.tracking_uri, settings.registered_embedder
-    previous = read_pointer(settings).get("previous")
-    if not previous:
-        raise ValueError("no earlier live index to switch back to (no embedder swap was ever made)")
-    restored = previous["embedder_version"]
-    if restored == BASE:  # the registry moves first: it refuses (a version trained on erased data) before anything switched
-        registry.retire_champion(uri, name, reason)
+    restored = read_previous(settings).embedder_version
+    if restored == BASE:
+        left = registry.retire_champion(uri, name, reason)
     else:
-        registry.rollback(uri, name, reason, to=restored)
-    switched = rollback_live(settings, reason)
-    left = switched["previous"]["embedder_version"]
-    return {"live_table": switched["live"]["table"], "embedder_version": restored, "rolled_back_from": left, "reason": reason}
+        left = registry.rollback(uri, name, reason, to=restored, force=force)["rolled_back_from"]
+    switched = switch_back(settings, reason)
+    return {
+        "live_table": switched["live"]["table"],
+        "embedder_version": restored,
+        "rolled_back_from": left or switched["previous"]["embedder_version"],
+        "re_embedded": switched["caught_up"]["embedded"],
+        "reason": reason,
+    }

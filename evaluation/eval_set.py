@@ -99,6 +99,13 @@ def indexed_doc_ids(store) -> set[str]:
     return set(store.read_columns(["doc_id"]).column("doc_id").to_pylist()) if store.exists() else set()
 
 
+def training_records(curated: list[dict], held_out_ids, forgotten) -> list[dict]:
+    """The curated records training may use: never an evaluation item's (the gate's questions), never a
+    user erased after curation read the log. The adapter's RAFT data and the embedder's pairs both come from here."""
+    held_out, forgotten = set(held_out_ids), set(forgotten)
+    return [r for r in curated if r["user"] not in forgotten and r["id"] not in held_out]
+
+
 def same_questions(records: list[dict], items: list[dict]) -> list[str]:
     """Ids of curated records asking an evaluation item's question (after normalisation): never train on them."""
     asked = {normalise(i["question"]) for i in items}

@@ -134,18 +134,17 @@ def evaluate(
     skipped: list[str] | None = None,
 ) -> Evaluation:
     """Score base, champion and challenger (if any) on the same probes against the live index."""
-    from ragtune.knowledge.embedder import embedder_for
-    from ragtune.knowledge.live_index import live_store, read_live
+    from ragtune.knowledge.live_index import open_live
     from ragtune.knowledge.retriever import Retriever
     from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import Generator
 
     if not items:
         raise ValueError("no evaluation item to score")
-    store = live_store(settings)
+    live, store, embedder = open_live(settings)
     if not store.exists():
         raise RuntimeError(f"no index at {settings.lancedb_uri}: run `ragtune refresh` first")
-    retriever = Retriever(store, embedder_for(settings), settings.rrf_k)
+    retriever = Retriever(store, embedder, settings.rrf_k)
     index_version = store.version()
 
     def search(question: str, n: int) -> list[dict]:
@@ -191,7 +190,7 @@ def evaluate(
         incumbent=incumbent,
         index_version=index_version,
         eval_digest=eval_set_digest(items),
-        embedder_version=read_live(settings).embedder_version,
+        embedder_version=live.embedder_version,
         decoding=decoding,
     )
 

@@ -39,7 +39,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         resources={
             "io_manager": io_manager_for(settings),
             "lancedb": LanceDBResource(home=home),
-            "embedder": EmbedderResource(model=settings.embedder or None),
+            "embedder": EmbedderResource(model=settings.embedder or None, home=home),
             "interaction_log": InteractionLogResource(home=home),
             "mlflow": MLflowResource(home=home),
             "training_pipes": training_client(settings),

@@ -70,7 +70,7 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: Path | No
         return found.experiment_id
 
 
-def register_adapter(
+def register_model(
     tracking_uri: str,
     name: str,
     run_id: str,

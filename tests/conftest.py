@@ -208,7 +208,7 @@ def register_versions(settings, digests: list[str], folder: Path, adapter: Path 
     """
     import mlflow
 
-    from ragtune.registry import ensure_experiment, register_adapter
+    from ragtune.registry import ensure_experiment, register_model
 
     experiment = ensure_experiment(settings.tracking_uri, "test", settings.artifact_root())
     if adapter is not None:
@@ -221,9 +221,7 @@ def register_versions(settings, digests: list[str], folder: Path, adapter: Path 
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_artifacts(str(folder), "adapter")
         versions.append(
-            register_adapter(
-                settings.tracking_uri, settings.registered_model, run.info.run_id, "adapter", {"dataset_hash": digest}
-            )
+            register_model(settings.tracking_uri, settings.registered_model, run.info.run_id, "adapter", {"dataset_hash": digest})
         )
     return versions
 

@@ -16,12 +16,12 @@ from jargon_corpus import write_corpus
 
 from evaluation.embedder_gate import EmbedderGatePolicy, compare_retrieval, decide_retrieval, retrieval_rows
 from evaluation.eval_set import split_holdout
-from ragtune.knowledge.blue_green import build_green, check_green, green_name, promote_green, sync_rows
+from ragtune.knowledge.blue_green import build_green, check_green, green_name, promote_green, switch_back, sync_rows
 from ragtune.knowledge.chunker import chunk_document
 from ragtune.knowledge.documents import load_documents
-from ragtune.knowledge.embedder import Embedder, embedder_for
+from ragtune.knowledge.embedder import Embedder
 from ragtune.knowledge.indexing import refresh_index
-from ragtune.knowledge.live_index import EmbedderMismatch, read_live, record_fingerprint, rollback_live
+from ragtune.knowledge.live_index import EmbedderMismatch, embedder_for, read_live, record_fingerprint
 from ragtune.knowledge.retriever import LiveRetriever, Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.settings import REPO_ROOT, load_settings
@@ -108,41 +108,47 @@ def test_blue_green_switch_rollback_and_mismatch(home, tmp_path, embedder):
     assert tweaked.fingerprint != embedder.fingerprint
 
     built = build_green(settings, tweaked, "7")
-    assert built["table"] == green_name(settings, "7") == "chunks__embedder_7" and built["chunks"] == blue.count()
-    assert read_live(settings).table == "chunks"  # built beside the live table, not switched yet
+    assert built["table"] == green_name(settings, "7", tweaked.fingerprint) and built["table"].startswith("chunks__embedder_7_")
+    assert built["chunks"] == blue.count() and read_live(settings).table == "chunks"  # beside the live table, not live yet
 
-    # searches keep succeeding, never empty, while the live table switches back and forth under them
-    failures, results, stop = [], [], threading.Event()
+    # searches keep succeeding, never empty, while the live table switches back and forth under them, and
+    # every one runs on a table with the embedder that built it
+    failures, seen, stop = [], [], threading.Event()
+    built_by = {"chunks": embedder.fingerprint, built["table"]: tweaked.fingerprint}
 
     def search_forever():
         while not stop.is_set():
             try:
-                _, _, retriever = live.current()
-                results.append(len(retriever.search("How do I get a refund for my laptop?", k=3)))
+                live_now, store_now, retriever = live.current()
+                hits = retriever.search("How do I get a refund for my laptop?", k=3)
+                seen.append((store_now.table_name, retriever.embedder.fingerprint, len(hits)))
             except Exception as exc:  # noqa: BLE001 - any failure is what the test looks for
                 failures.append(repr(exc))
 
     threads = [threading.Thread(target=search_forever) for _ in range(3)]
     for t in threads:
         t.start()
+    time.sleep(0.5)
     promote_green(settings, built["table"], tweaked, "7", reason="test")
-    time.sleep(1.0)
-    rollback_live(settings, "test")
-    time.sleep(1.0)
+    time.sleep(1.5)
+    back = switch_back(settings, "test")
+    time.sleep(1.5)
     stop.set()
     for t in threads:
         t.join()
     assert not failures, failures[:3]
-    assert results and min(results) == 3
-    assert read_live(settings).table == "chunks" and blue.version() == blue_version  # rolled back, nothing re-embedded
+    assert {table for table, _, _ in seen} == {"chunks", built["table"]}  # the searches did cross both switches
+    assert all(fingerprint == built_by[table] and n == 3 for table, fingerprint, n in seen)
+    assert back["caught_up"] == {"embedded": 0, "deleted": 0}  # nothing changed meanwhile: nothing re-embedded
+    assert read_live(settings).table == "chunks" and blue.version() == blue_version
 
+    # the configured embedder changed under a table it did not build: refused, never a silent mix
+    with pytest.raises(EmbedderMismatch, match="cannot be mixed"):
+        embedder_for(load_settings(embedder=str(other)))
     promote_green(settings, built["table"], tweaked, "7", reason="again")
     live_now, store_now, _ = live.current()
-    assert live_now.table == "chunks__embedder_7" and live_now.label(store_now.version()).endswith("@embedder-7")
-    # a process that loads another embedder than the one that built the live table is refused
-    with pytest.raises(EmbedderMismatch, match="cannot be mixed"):
-        embedder_for(load_settings(embedder=embedder.model_path))
-    assert embedder_for(settings).fingerprint == tweaked.fingerprint  # no RAGTUNE_EMBEDDER: the live one
+    assert live_now.table == built["table"] and live_now.label(store_now.version()).endswith("@embedder-7")
+    assert embedder_for(settings).fingerprint == tweaked.fingerprint  # after a swap: the fine-tuned one, by the pointer
 
 
 BUILD = """
@@ -174,16 +180,16 @@ def test_a_killed_green_build_leaves_the_live_table_serving_and_the_rerun_conver
     build.send_signal(signal.SIGKILL)
     build.wait()
     assert (read_live(settings), blue.version(), blue.count()) == before  # the live index never noticed
-    kept = ChunkStore(settings.lancedb_uri, green_name(settings, "9")).count()
+    kept = ChunkStore(settings.lancedb_uri, green_name(settings, "9", Embedder(str(other)).fingerprint)).count()
     assert 8 <= kept < blue.count()
 
     again = build_green(load_settings(), Embedder(str(other)), "9")
-    assert again["table"] == "chunks__embedder_9" and again["chunks"] == blue.count()
+    assert again["table"].startswith("chunks__embedder_9_") and again["chunks"] == blue.count()
     assert again["embedded"] == blue.count() - kept  # the rows embedded before the kill were kept, the rest added
 
 
 @pytest.mark.integration
-def test_the_retrain_job_swaps_in_a_better_embedder_and_one_command_rolls_it_back(home, tmp_path, capsys):
+def test_the_retrain_job_swaps_in_a_better_embedder_and_one_command_rolls_it_back(home, tmp_path, capsys, monkeypatch):
     from conftest import run_cli
 
     from assets.behaviour import evaluation_set
@@ -210,10 +216,11 @@ def test_the_retrain_job_swaps_in_a_better_embedder_and_one_command_rolls_it_bac
 
     better = release_embedder(epochs=3, batch_size=16, learning_rate=1e-4, min_items=30)
     assert better["trained"] and better["switched"], better["verdict"]["reasons"]
-    assert read_live(settings).table == "chunks__embedder_1"
+    tuned = read_live(settings)
+    assert tuned.table.startswith("chunks__embedder_1_") and tuned.embedder_version == "1"
     assert registry.aliases(settings.tracking_uri, settings.registered_embedder) == {"champion": "1"}
     listed = run_cli(capsys, "models", "list", "--embedder")
-    assert listed["live"] == {**listed["live"], "table": "chunks__embedder_1", "embedder_version": "1"}
+    assert listed["live"] == {**listed["live"], "table": tuned.table, "embedder_version": "1"}
     assert listed["versions"][0]["tags"]["gate_verdict"] == "passed"
     found = run_cli(capsys, "search", "How do I get a refund for my laptop?", "--k", "3")
     assert found["index_version"].endswith("@embedder-1") and found["hits"]
@@ -221,15 +228,9 @@ def test_the_retrain_job_swaps_in_a_better_embedder_and_one_command_rolls_it_bac
     # an embedder that is no better (learning rate 0: the same weights) is judged, rejected, its table dropped
     same = release_embedder(epochs=1, batch_size=16, learning_rate=0.0, min_items=30)
     assert same["trained"] and not same["switched"] and same["verdict"]["outcome"] != "passed"
-    assert read_live(settings).table == "chunks__embedder_1"
-    assert "chunks__embedder_2" not in ChunkStore(settings.lancedb_uri).db.table_names()
+    assert read_live(settings).table == tuned.table
+    assert not [t for t in ChunkStore(settings.lancedb_uri).db.table_names() if t.startswith("chunks__embedder_2")]
     assert registry.aliases(settings.tracking_uri, settings.registered_embedder) == {"champion": "1", "challenger": "2"}
-
-    # a mismatched embedder is refused with a clear message, never a silent mix
-    os.environ["RAGTUNE_EMBEDDER"] = load_settings().embedder_path()
-    refused = run_cli(capsys, "search", "laptop refund")
-    assert refused["exit"] != 0 and "cannot be mixed" in refused["error"]
-    del os.environ["RAGTUNE_EMBEDDER"]
 
     # its training pairs are kept for erasure: forgetting a user flags the embedder versions trained on them
     forgotten = run_cli(capsys, "forget", "--user", "user3")
@@ -241,3 +242,8 @@ def test_the_retrain_job_swaps_in_a_better_embedder_and_one_command_rolls_it_bac
     assert rolled["exit"] == 0 and rolled["live_table"] == "chunks" and rolled["embedder_version"] == "base"
     assert ChunkStore(settings.lancedb_uri, "chunks").version() == blue_version  # switched back, nothing re-embedded
     assert registry.aliases(settings.tracking_uri, settings.registered_embedder) == {"challenger": "2"}
+
+    # configuring another embedder under a table it did not build is refused with a clear message
+    monkeypatch.setenv("RAGTUNE_EMBEDDER", tuned.embedder_path)
+    refused = run_cli(capsys, "search", "laptop refund")
+    assert refused["exit"] != 0 and "cannot be mixed" in refused["error"]

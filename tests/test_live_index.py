@@ -12,8 +12,8 @@ from ragtune.knowledge.live_index import (
     check_embedder,
     pointer_path,
     read_live,
+    read_previous,
     record_fingerprint,
-    rollback_live,
     switch_live,
 )
 from ragtune.settings import load_settings
@@ -40,14 +40,19 @@ def test_a_switch_is_one_replace_keeps_the_previous_table_and_rolls_back(home):
     settings = load_settings()
     record_fingerprint(settings, "aaaa")
     with pytest.raises(ValueError, match="no earlier live index"):
-        rollback_live(settings)
-    switched = switch_live(settings, LiveIndex("chunks__embedder_3", "/e/v3", "3", "cccc"), reason="gate passed")
+        read_previous(settings)
+    tuned = settings.home_dir / "embedders" / "v3-abc"
+    switched = switch_live(settings, LiveIndex("chunks__embedder_3", str(tuned), "3", "cccc"), reason="gate passed")
     assert switched["previous"]["table"] == "chunks" and read_live(settings).label(12) == "12@embedder-3"
+    assert read_live(settings).embedder_path == str(tuned)
     pointer = json.loads(pointer_path(settings).read_text())
     assert pointer["history"][-1]["from_table"] == "chunks" and pointer["history"][-1]["reason"] == "gate passed"
+    # no machine-specific path is stored: the data home may move, the bundled embedder lives in the venv
+    assert pointer["live"]["embedder_path"] == "embedders/v3-abc" and pointer["previous"]["embedder_path"] == ""
     assert not list(pointer_path(settings).parent.glob("*.tmp"))  # the temporary file was renamed over the pointer
-    back = rollback_live(settings, "worse search")
+    back = switch_live(settings, read_previous(settings), "worse search")
     assert back["live"]["table"] == "chunks" and back["live"]["fingerprint"] == "aaaa"
+    assert back["live"]["embedder_path"] == settings.embedder_path()
     assert read_live(settings).table == "chunks" and len(json.loads(pointer_path(settings).read_text())["history"]) == 2
 
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ragtune.knowledge.indexing import passage_text
 from training.raft import Ranker, pick_oracles
 from training.sft import TimeBudget
 
@@ -47,8 +48,7 @@ class EmbedderTrainingConfig:
 
 
 def passage(chunk: dict) -> str:
-    """What the embedder sees of a chunk (the same form as indexing.embedding_text)."""
-    return f"{chunk['title']}\n\n{chunk['text']}"
+    return passage_text(chunk["title"], chunk["text"])
 
 
 def embedder_pairs(records: list[dict], rank: Ranker, chunks_by_doc: dict[str, list[dict]], candidates: int = 20) -> list[dict]:
@@ -137,7 +137,7 @@ def train_embedder(
 
 def train_and_register(settings, pairs: list[dict], config: EmbedderTrainingConfig, base_path: str, tags: dict[str, str]) -> dict:
     """Train on `pairs` in an MLflow run of the `ragtune-embedder` experiment, log the model, register it as a
-    new version of RAGTUNE_REGISTERED_EMBEDDER; the model is kept in the data home as embedders/v<version>."""
+    new version of RAGTUNE_REGISTERED_EMBEDDER; the model is kept in the data home as embedders/v<version>-<run>."""
     import shutil
 
     import mlflow
@@ -154,7 +154,7 @@ def train_and_register(settings, pairs: list[dict], config: EmbedderTrainingConf
         mlflow.log_params({k: v for k, v in metrics.items() if k.startswith("config/")} | {"base_embedder": base_path})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if not k.startswith("config/")})
         mlflow.log_artifacts(str(staging), artifact_path=ARTIFACT)
-        version = registry.register_adapter(
+        version = registry.register_model(
             uri,
             name,
             run.info.run_id,
@@ -162,9 +162,7 @@ def train_and_register(settings, pairs: list[dict], config: EmbedderTrainingConf
             tags,
             description="Sentence embedders fine-tuned by ragtune on curated interactions.",
         )
-    final = settings.home_dir / "embedders" / f"v{version}"
-    if final.exists():  # a version number reused by a fresh registry over an old data home
-        shutil.rmtree(final)
+    final = settings.home_dir / "embedders" / f"v{version}-{run.info.run_id[:8]}"  # unique if a registry is recreated
     shutil.rmtree(staging / "checkpoints", ignore_errors=True)
     staging.rename(final)
     return {"version": version, "path": str(final), "run_id": run.info.run_id, "metrics": metrics}

@@ -308,7 +308,7 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ragtune.llm.base_model import base_model_label, resolve_base_model
-    from ragtune.registry import ensure_experiment, register_adapter
+    from ragtune.registry import ensure_experiment, register_model
 
     config = config.resolved()
     if not config.train_file or not Path(config.train_file).is_file():
@@ -394,7 +394,7 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
                 **config.version_tags,
                 "train_loss": f"{metrics['train_loss']:.4f}",
             }
-            version = register_adapter(config.tracking_uri, config.registered_model, run.info.run_id, "adapter", tags)
+            version = register_model(config.tracking_uri, config.registered_model, run.info.run_id, "adapter", tags)
     summary = {
         "run_id": run.info.run_id,
         "model_version": version,

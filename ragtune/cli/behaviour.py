@@ -171,9 +171,12 @@ def add_commands(command, with_json) -> None:
     m.add_argument("version")
     m.add_argument("--reason", required=True, help="why, recorded as a tag on the versions")
     m.add_argument("--force", action="store_true", help="also promote a version flagged needs_retrain")
+    m.add_argument(embedder, action="store_true", help="(refused: an embedder goes live only through its gate)")
     r = with_json(sub.add_parser("rollback", help="move champion back to previous_champion (or --to VERSION) in one command"))
     r.add_argument("--to", default=None, help="the version to restore (default: previous_champion)")
     r.add_argument("--reason", required=True, help="why, recorded as a tag on the versions")
     r.add_argument("--force", action="store_true", help="also restore a version flagged needs_retrain")
-    r.add_argument(embedder, action="store_true", help="switch back to the index table (and embedder) live before the last swap")
+    r.add_argument(
+        embedder, action="store_true", help="switch the live index back to the table (and embedder) before the last swap"
+    )
     p.set_defaults(models_command="list", json=False, embedder=False)

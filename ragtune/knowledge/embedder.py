@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.knowledge.chunker import TokenCounter
-from ragtune.knowledge.live_index import check_embedder, read_live
 from ragtune.precision import resolve_dtype
 
 
@@ -69,13 +68,3 @@ class Embedder:
 def load_embedder(model_path: str, batch_size: int = 64, dtype: str = "auto") -> Embedder:
     """One embedder per process and model: loading takes seconds, encoding is the real work."""
     return Embedder(model_path, batch_size=batch_size, dtype=dtype)
-
-
-def embedder_for(settings) -> Embedder:
-    """The embedder that built the live index (knowledge/live_index.py), in the settings' precision; an
-    explicit RAGTUNE_EMBEDDER that did not build it raises EmbedderMismatch."""
-    live = read_live(settings)
-    path = settings.embedder or live.embedder_path
-    embedder = load_embedder(path, settings.embed_batch_size, settings.dtype)
-    check_embedder(live, embedder.fingerprint, path)
-    return embedder

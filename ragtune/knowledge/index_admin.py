@@ -31,9 +31,12 @@ def index_status(settings: Settings) -> dict:
     }
 
 
-def default_rollback_target(history: list[dict], current: int) -> int:
-    """The version before the most recent refresh that changed something."""
+def default_rollback_target(history: list[dict], current: int, table: str = "chunks", unnamed: str = "chunks") -> int:
+    """The version before the most recent refresh of `table` that changed something (entries written before
+    blue/green name no table: they were all of the configured one, `unnamed`)."""
     for entry in reversed(history):
+        if entry.get("table", unnamed) != table:
+            continue
         if entry.get("action") == "refresh" and entry.get("version_before") and entry["version_before"] != current:
             return int(entry["version_before"])
     raise ValueError("no earlier index version recorded by a refresh; pass --to VERSION")
@@ -43,11 +46,16 @@ def rollback_index(settings: Settings, to: int | None = None, reason: str = "") 
     store = open_store(settings)
     with store.writing():
         before = store.version()
-        target = to if to is not None else default_rollback_target(read_history(settings.index_history), before)
+        target = (
+            to
+            if to is not None
+            else default_rollback_target(read_history(settings.index_history), before, store.table_name, settings.table_name)
+        )
         after = store.restore(target)
     return record_history(
         settings.index_history,
         "rollback",
+        table=store.table_name,
         version_before=before,
         restored_from=target,
         version_after=after,

@@ -19,6 +19,10 @@ from ragtune.knowledge.embedder import Embedder
 from ragtune.knowledge.store import ChunkStore
 
 
+class LiveIndexMoved(RuntimeError):
+    """A blue/green switch made another table live while this refresh waited for the write lock."""
+
+
 class EmptySourceError(RuntimeError):
     """The source produced no documents while the index holds some: refusing to delete them all."""
 
@@ -95,9 +99,14 @@ def chunk_row(chunk: Chunk) -> dict:
     }
 
 
+def passage_text(title: str, text: str) -> str:
+    """What the embedder sees of a chunk: the title gives a short chunk its context. The one definition for
+    indexing, green tables and embedder training."""
+    return f"{title}\n\n{text}"
+
+
 def embedding_text(chunk: Chunk) -> str:
-    """What the embedder sees: the title gives a short chunk its context."""
-    return f"{chunk.title}\n\n{chunk.text}"
+    return passage_text(chunk.title, chunk.text)
 
 
 def apply_sync(
@@ -137,11 +146,16 @@ def refresh_index(
     embedder: Embedder,
     *,
     allow_empty: bool = False,
+    still_live=None,
     **kwargs,
 ) -> IndexReport:
+    """Sync the store with the loaded documents under the write lock. `still_live()`, checked once the lock is
+    held, says whether `store` is still the live table: False raises LiveIndexMoved (open the live one again)."""
     started = time.perf_counter()
     with store.writing():
         waited = time.perf_counter() - started
+        if still_live is not None and not still_live():
+            raise LiveIndexMoved(f"{store.table_name} stopped being the live table while this refresh waited")
         if not load.documents and store.count() and not allow_empty:
             raise EmptySourceError(
                 f"the source produced no documents but the index holds {store.count()} chunks; "

@@ -7,10 +7,11 @@ document outside the caller's groups cannot reach the candidate lists at all.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import asdict, dataclass
 
-from ragtune.knowledge.embedder import Embedder, embedder_for
-from ragtune.knowledge.live_index import LiveIndex, live_store, read_live
+from ragtune.knowledge.embedder import Embedder
+from ragtune.knowledge.live_index import LiveIndex, open_live, read_live
 from ragtune.knowledge.store import ChunkStore, sql_string_list
 
 log = logging.getLogger(__name__)
@@ -131,18 +132,23 @@ class LiveRetriever:
     """The retriever over the live table with the embedder that built it, following blue/green switches.
 
     `current()` re-reads the pointer (a small file) and, after a switch, opens the new table and loads its
-    embedder before the new (live, store, retriever) triple replaces the old in one assignment: a search
-    in flight finishes on the triple it started with, and none ever sees a half-switched state.
+    embedder (from one reading of the pointer) before the new (live, store, retriever) triple replaces the
+    old in one assignment: a search in flight finishes on the triple it started with, and none ever pairs
+    a table with another table's embedder. One thread opens; the others keep the triple they have meanwhile.
     """
 
     def __init__(self, settings):
         self.settings = settings
         self._current: tuple[LiveIndex, ChunkStore, Retriever] | None = None
+        self._opening = threading.Lock()
 
     def current(self) -> tuple[LiveIndex, ChunkStore, Retriever]:
-        live = read_live(self.settings)
         current = self._current
-        if current is None or current[0] != live:
-            store = live_store(self.settings)
-            current = self._current = (live, store, Retriever(store, embedder_for(self.settings), self.settings.rrf_k))
+        if current is not None and current[0] == read_live(self.settings):
+            return current
+        with self._opening:
+            current = self._current
+            if current is None or current[0] != read_live(self.settings):
+                live, store, embedder = open_live(self.settings)
+                current = self._current = (live, store, Retriever(store, embedder, self.settings.rrf_k))
         return current
