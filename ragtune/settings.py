@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     embedder_training: bool = Field(
         True,
         description="The retrain job fine-tunes the embedder on curated interactions first, gates it on held-out "
-        "recall and swaps it in blue/green when it wins; false = keep the configured embedder.",
+        "recall and swaps it in blue/green when it wins; false = keep the live embedder.",
     )
     embedder_train_minutes: float = Field(10.0, ge=0, description="Wall-clock budget of embedder fine-tuning (0: none).")
     base_model: str = Field("", description="Hugging Face id or local path; empty = bundled SmolLM2-135M-Instruct.")

@@ -54,7 +54,7 @@ class Retriever:
     """Hybrid search over one chunk table with the embedder that built it.
 
     Past RAGTUNE_VECTOR_INDEX_MIN_ROWS the table has an approximate vector index; `nprobes` and
-    `refine_factor` trade its speed for recall (defaults chosen by bench/search_scale.py); `exact`
+    `refine_factor` trade its speed for recall (bench/search_scale.py measures the trade); `exact`
     scans every vector instead (the baseline the benchmark compares with).
     """
 
