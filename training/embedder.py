@@ -16,6 +16,8 @@ recall@5 of hybrid search rose from 0.41 to 0.49 (+0.08 [+0.04, +0.13]) and of v
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -89,6 +91,7 @@ def train_embedder(
         losses,
     )
     from sentence_transformers.training_args import BatchSamplers
+    from transformers import PrinterCallback
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -113,19 +116,23 @@ def train_embedder(
         disable_tqdm=True,
     )
     budget = TimeBudget(config.max_minutes)
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list([{k: p[k] for k in TEXTS} for p in pairs]),  # every column is a text to the loss
-        loss=losses.MultipleNegativesRankingLoss(model),
-        callbacks=[budget],
-    )
+    with contextlib.redirect_stderr(io.StringIO()):  # the model card's "Computing widget examples" bar
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list([{k: p[k] for k in TEXTS} for p in pairs]),  # every column is a text to the loss
+            loss=losses.MultipleNegativesRankingLoss(model),
+            callbacks=[budget],
+        )
+    trainer.remove_callback(PrinterCallback)  # losses go to MLflow (`loss_curve`), not to the command's output
     started = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - started
     model.save(str(out_dir))
+    curve = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
     return {
         **{f"config/{k}": v for k, v in asdict(config).items()},
+        "loss_curve": curve,
         "pairs": len(pairs),
         "steps": int(trainer.state.global_step),
         "train_loss": float(output.training_loss),
@@ -152,7 +159,9 @@ def train_and_register(settings, pairs: list[dict], config: EmbedderTrainingConf
     with mlflow.start_run(experiment_id=experiment, run_name=f"embedder-{tags.get('dataset_hash', '')[:12]}", tags=tags) as run:
         metrics = train_embedder(base_path, pairs, staging, config, settings.dtype)
         mlflow.log_params({k: v for k, v in metrics.items() if k.startswith("config/")} | {"base_embedder": base_path})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if not k.startswith("config/")})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if not k.startswith("config/") and k != "loss_curve"})
+        for point in metrics["loss_curve"]:
+            mlflow.log_metric("train/loss", float(point["loss"]), step=int(point["step"]))
         mlflow.log_artifacts(str(staging), artifact_path=ARTIFACT)
         version = registry.register_model(
             uri,
