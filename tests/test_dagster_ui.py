@@ -35,6 +35,7 @@ ASSETS = {
     "raft_dataset": "behaviour",
     "lora_adapter": "behaviour",
     "evaluation_set": "behaviour",
+    "embedder_release": "behaviour",
     "adapter_evaluation": "release",
     "release": "release",
 }
