@@ -21,6 +21,7 @@ Targets on 2 cores: hybrid p50 <= 20 ms at 100k and <= 50 ms at 1M; ANN recall@1
 """
 
 import argparse
+import hashlib
 import resource
 import tempfile
 import time
@@ -37,11 +38,13 @@ from ragtune.knowledge.documents import load_documents
 from ragtune.knowledge.embedder import Embedder
 from ragtune.knowledge.indexing import chunk_row, embedding_text
 from ragtune.knowledge.retriever import Retriever
-from ragtune.knowledge.store import ChunkStore, chunk_schema
+from ragtune.knowledge.store import ChunkStore, chunk_schema, create_vector_index
 from ragtune.settings import load_settings
 
 SIGMA = 0.02
 CONFIGS = [  # (index type, nprobes, refine factor)
+    ("IVF_FLAT", 20, None),
+    ("IVF_SQ", 20, None),
     ("IVF_PQ", 20, None),
     ("IVF_PQ", 20, 10),
     ("IVF_PQ", 50, 10),
@@ -80,12 +83,15 @@ def arrow_batch(rows: list[dict], vectors: np.ndarray, dim: int) -> pa.Table:
 
 def build_vector_index(table, kind: str, rows: int, dim: int) -> float:
     start = time.perf_counter()
-    partitions = max(1, int(np.sqrt(rows)))  # the usual rule: about sqrt(N) partitions
-    if kind == "IVF_PQ":
-        table.create_index(metric="cosine", index_type=kind, num_partitions=partitions, num_sub_vectors=dim // 8, replace=True)
-    else:
-        table.create_index(metric="cosine", index_type=kind, num_partitions=max(1, partitions // 4), replace=True)
+    create_vector_index(table, rows, dim, kind)
     return time.perf_counter() - start
+
+
+def add_rows(db, table, data: pa.Table):
+    if table is None:
+        return db.create_table("chunks", data=data)
+    table.add(data)
+    return table
 
 
 def top_ids(table, vector: np.ndarray, k: int, nprobes=None, refine=None, exact=False) -> tuple[list[str], float]:
@@ -103,7 +109,8 @@ def top_ids(table, vector: np.ndarray, k: int, nprobes=None, refine=None, exact=
 
 
 def measure(
-    size: int, rows: list[dict], vectors: np.ndarray, queries: list[str], qvectors: np.ndarray, embedder, work: Path
+    size: int, rows: list[dict], vectors: np.ndarray, queries: list[str], qvectors: np.ndarray, embedder, work: Path,
+    configs: list[tuple],
 ) -> dict:
     store = ChunkStore(work / f"lancedb-{size}", "chunks", embedder.dim)
     db, dim = store.db, embedder.dim
@@ -113,10 +120,9 @@ def measure(
         pending.append(arrow_batch(batch, noisy, dim))
         if sum(len(t) for t in pending) >= 50_000:
             data, pending = pa.concat_tables(pending), []
-            table = db.create_table("chunks", data=data) if table is None else table.add(data) or table
+            table = add_rows(db, table, data)
     if pending:
-        data = pa.concat_tables(pending)
-        table = db.create_table("chunks", data=data) if table is None else table.add(data) or table
+        table = add_rows(db, table, pa.concat_tables(pending))
     write_s = time.perf_counter() - start
     start = time.perf_counter()
     table.create_fts_index("text", replace=True)
@@ -131,7 +137,7 @@ def measure(
         "configs": [],
     }
     built_kind, index_s = None, {}
-    for kind, nprobes, refine in CONFIGS:
+    for kind, nprobes, refine in configs:
         if kind != built_kind:
             index_s[kind] = build_vector_index(table, kind, size, dim)
             built_kind = kind
@@ -184,6 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--indexes", nargs="+", help="index types to try (default: all in CONFIGS)")
     args = parser.parse_args()
     settings = load_settings()
     work = Path(tempfile.mkdtemp(prefix="ragtune-bench-scale-"))
@@ -194,10 +201,16 @@ def main() -> None:
         c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)
     ]
     rows = [chunk_row(c) for c in chunks]
-    vectors = embedder.embed([embedding_text(c) for c in chunks])
     queries = [item["question"] for item in read_jsonl(work / "corpus" / "eval.jsonl")[: args.queries]]
-    qvectors = embedder.embed(queries)
-    sizes = {str(size): measure(size, rows, vectors, queries, qvectors, embedder, work) for size in args.sizes}
+    # embedding the base chunks takes minutes on 2 cores; reruns reuse them (keyed by embedder and inputs)
+    key = hashlib.sha256("\n".join([embedder.fingerprint, *map(embedding_text, chunks), *queries]).encode()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / f"ragtune-bench-scale-{key}.npz"
+    if not cache.exists():
+        np.savez(cache, vectors=embedder.embed([embedding_text(c) for c in chunks]), queries=embedder.embed(queries))
+    saved = np.load(cache)
+    vectors, qvectors = saved["vectors"], saved["queries"]
+    configs = [c for c in CONFIGS if not args.indexes or c[0] in args.indexes]
+    sizes = {str(size): measure(size, rows, vectors, queries, qvectors, embedder, work, configs) for size in args.sizes}
     targets = {"100000": 20, "1000000": 50}
     write_result(
         "search_scale",

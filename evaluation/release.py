@@ -83,13 +83,21 @@ def load_summary(tracking_uri: str, name: str, version: str) -> dict:
     row = next((r for r in registry.list_versions(tracking_uri, name) if r["version"] == str(version)), None)
     if row is None:
         raise ReleaseError(f"{name} has no version {version}")
-    registry.client(tracking_uri)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(run_id=row["run_id"], artifact_path=SUMMARY, dst_path=tmp)
-            return json.loads(Path(path).read_text())
-    except Exception as e:  # no artifact: never evaluated
-        raise ReleaseError(f"version {version} has no recorded evaluation ({SUMMARY} on run {row['run_id']}): {e}") from e
+    c = registry.client(tracking_uri)
+    listed = registry.asking(
+        tracking_uri,
+        f"list the artifacts of run {row['run_id']}",
+        lambda: c.list_artifacts(row["run_id"], SUMMARY.rsplit("/", 1)[0]),
+    )
+    if SUMMARY not in {a.path for a in listed}:
+        raise ReleaseError(f"version {version} has no recorded evaluation ({SUMMARY} on run {row['run_id']})")
+    with tempfile.TemporaryDirectory() as tmp:  # there but unreadable: RegistryUnavailable, not "never evaluated"
+        path = registry.asking(
+            tracking_uri,
+            f"download {SUMMARY}",
+            lambda: mlflow.artifacts.download_artifacts(run_id=row["run_id"], artifact_path=SUMMARY, dst_path=tmp),
+        )
+        return json.loads(Path(path).read_text())
 
 
 def judge(tracking_uri: str, name: str, summary: dict, policy: GatePolicy, run_id: str | None) -> Verdict:
@@ -113,7 +121,7 @@ def release_challenger(tracking_uri: str, name: str, policy: GatePolicy, run_id:
         raise ReleaseError("no challenger alias: nothing to release (run adapter_evaluation first)")
     summary = load_summary(tracking_uri, name, version)
     if current.get(registry.CHAMPION) == version:  # a crash after the champion moved: finish the move
-        registry.client(tracking_uri).delete_registered_model_alias(name, registry.CHALLENGER)
+        registry.clear_challenger(tracking_uri, name, version, "released (resumed after a crash)", run_id)
         return {
             "released": True,
             "version": version,

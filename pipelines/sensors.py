@@ -23,9 +23,13 @@ def curated_volume_sensor(settings: Settings) -> dg.SensorDefinition:
     def sensor(context: dg.SensorEvaluationContext):
         from ragtune.behaviour.interactions import InteractionLog
         from ragtune.behaviour.retrain_trigger import check_volume
+        from ragtune.registry import RegistryUnavailable
 
         log = InteractionLog(settings.interactions_db)
-        trigger = check_volume(settings, log.records(), log.forgotten())
+        try:
+            trigger = check_volume(settings, log.records(), log.forgotten())
+        except RegistryUnavailable as exc:  # "nothing trained yet" would count every interaction as new
+            return dg.SkipReason(f"registry unavailable, tick skipped: {exc}")
         if not trigger.due:
             return dg.SkipReason(trigger.reason())
         return dg.RunRequest(

@@ -6,6 +6,7 @@ Versions are never deleted; every move is recorded as tags.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)
 EXPERIMENT = "ragtune-adapter"
+MOVE_PREFIX = "alias_move."  # registered-model tags, one per alias move: the champion history
 NEEDS_RETRAIN = "needs_retrain"  # tag set when a version was trained on data that has since been erased
 
 
@@ -92,17 +94,49 @@ def register_model(
     return str(version.version)
 
 
-def list_versions(tracking_uri: str, name: str) -> list[dict]:
-    """Every version, newest first, with its aliases and tags; [] when nothing is registered yet."""
+class RegistryError(RuntimeError):
+    """A request the registry answered with no: an unknown version, a move that makes no sense."""
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry could not be asked (server down, store unreadable): no answer, which is not "nothing registered"."""
+
+
+def asking(tracking_uri: str, what: str, call):
+    """`call()`, with any failure other than MLflow's RESOURCE_DOES_NOT_EXIST raised as RegistryUnavailable."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return call()
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise RegistryUnavailable(f"could not {what} from the MLflow registry at {tracking_uri}: {exc}") from exc
+    except Exception as exc:
+        raise RegistryUnavailable(f"could not {what} from the MLflow registry at {tracking_uri}: {exc}") from exc
+
+
+def registered_model(tracking_uri: str, name: str):
+    """The registered model, or None when it does not exist; RegistryUnavailable when the registry cannot say."""
+    from mlflow.exceptions import MlflowException
+
     c = client(tracking_uri)
     try:
-        model = c.get_registered_model(name)
-    except Exception:
+        return asking(tracking_uri, f"read {name}", lambda: c.get_registered_model(name))
+    except MlflowException:  # only RESOURCE_DOES_NOT_EXIST gets here
+        return None
+
+
+def list_versions(tracking_uri: str, name: str) -> list[dict]:
+    """Every version, newest first, with its aliases and tags; [] when nothing is registered yet."""
+    model = registered_model(tracking_uri, name)
+    if model is None:
         return []
     aliases: dict[str, list[str]] = {}
     for alias, version in (model.aliases or {}).items():
         aliases.setdefault(str(version), []).append(alias)
-    versions = c.search_model_versions(f"name = '{name}'")
+    c = client(tracking_uri)
+    versions = asking(tracking_uri, f"list the versions of {name}", lambda: c.search_model_versions(f"name = '{name}'"))
     rows = [
         {
             "version": str(v.version),
@@ -130,17 +164,10 @@ def mark_needs_retrain(tracking_uri: str, name: str, dataset_hashes: set[str], r
     return tagged
 
 
-class RegistryError(RuntimeError):
-    pass
-
-
 def aliases(tracking_uri: str, name: str) -> dict[str, str]:
     """alias -> version of the registered model; {} when it does not exist yet."""
-    try:
-        model = client(tracking_uri).get_registered_model(name)
-    except Exception:
-        return {}
-    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+    model = registered_model(tracking_uri, name)
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()} if model else {}
 
 
 def record_move(c, name: str, version: str, event: str, reason: str, run_id: str | None) -> None:
@@ -150,6 +177,37 @@ def record_move(c, name: str, version: str, event: str, reason: str, run_id: str
     c.set_model_version_tag(name, version, f"{event}_reason", reason)
     if run_id:
         c.set_model_version_tag(name, version, f"{event}_run_id", run_id)
+
+
+def move_alias(c, name: str, alias: str, to: str | None, was: str | None, reason: str, run_id: str | None) -> None:
+    """Point `alias` at `to` (None: remove it) and append the move to the model's alias log.
+
+    The log is one registered-model tag per move (MOVE_PREFIX + a sortable UTC time): append-only,
+    kept by whatever store the registry uses, and what `ragtune models history` reads.
+    """
+    if to is None:
+        c.delete_registered_model_alias(name, alias)
+    else:
+        c.set_registered_model_alias(name, alias, str(to))
+    now = datetime.now(UTC)
+    entry = {"at": now.isoformat(timespec="microseconds"), "alias": alias, "from": was, "to": to, "reason": reason[:2000]}
+    c.set_registered_model_tag(name, f"{MOVE_PREFIX}{now:%Y%m%dT%H%M%S.%f}Z.{alias}", json.dumps({**entry, "run_id": run_id}))
+
+
+def alias_history(tracking_uri: str, name: str) -> list[dict]:
+    """Every logged alias move of `name`, oldest first: at, alias, from, to, reason, run_id."""
+    model = registered_model(tracking_uri, name)
+    tags = dict(model.tags or {}) if model else {}
+    return [json.loads(tags[key]) for key in sorted(k for k in tags if k.startswith(MOVE_PREFIX))]
+
+
+def champion_at(history: list[dict], when: datetime) -> str | None:
+    """The champion version at `when` (None: the base model served), replaying the log's champion moves."""
+    champion = None
+    for move in history:
+        if move["alias"] == CHAMPION and datetime.fromisoformat(move["at"]) <= when:
+            champion = move["to"]
+    return champion
 
 
 def promote(tracking_uri: str, name: str, version: str, reason: str, run_id: str | None = None, force: bool = False) -> dict:
@@ -168,12 +226,12 @@ def promote(tracking_uri: str, name: str, version: str, reason: str, run_id: str
     if old == str(version):
         raise RegistryError(f"version {version} is already the champion")
     if old:
-        c.set_registered_model_alias(name, PREVIOUS_CHAMPION, old)
+        move_alias(c, name, PREVIOUS_CHAMPION, old, current.get(PREVIOUS_CHAMPION), reason, run_id)
         record_move(c, name, old, "demoted", reason, run_id)
     failpoint("promote:between_aliases")
-    c.set_registered_model_alias(name, CHAMPION, str(version))
+    move_alias(c, name, CHAMPION, str(version), old, reason, run_id)
     if current.get(CHALLENGER) == str(version):
-        c.delete_registered_model_alias(name, CHALLENGER)
+        move_alias(c, name, CHALLENGER, None, str(version), reason, run_id)
     record_move(c, name, str(version), "promoted", reason, run_id)
     return {"champion": str(version), "previous_champion": old, "reason": reason}
 
@@ -195,9 +253,9 @@ def rollback(
         raise RegistryError(f"{name} has no version {target}")
     if rows[target]["tags"].get(NEEDS_RETRAIN) == "true" and not force:
         raise RegistryError(f"version {target} was trained on erased data (needs_retrain); retrain, or pass --force")
-    c.set_registered_model_alias(name, CHAMPION, target)
+    move_alias(c, name, CHAMPION, target, bad, reason, run_id)
     if current.get(PREVIOUS_CHAMPION) in (target, bad):
-        c.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+        move_alias(c, name, PREVIOUS_CHAMPION, None, current.get(PREVIOUS_CHAMPION), reason, run_id)
     if bad:
         record_move(c, name, bad, "rolled_back", reason, run_id)
     record_move(c, name, target, "restored", reason, run_id)
@@ -209,7 +267,7 @@ def retire_champion(tracking_uri: str, name: str, reason: str, run_id: str | Non
     c = client(tracking_uri)
     bad = aliases(tracking_uri, name).get(CHAMPION)
     if bad:
-        c.delete_registered_model_alias(name, CHAMPION)
+        move_alias(c, name, CHAMPION, None, bad, reason, run_id)
         record_move(c, name, bad, "rolled_back", reason, run_id)
     return bad
 
@@ -217,8 +275,13 @@ def retire_champion(tracking_uri: str, name: str, reason: str, run_id: str | Non
 def set_challenger(tracking_uri: str, name: str, version: str, run_id: str | None = None) -> None:
     """`version` is the candidate under evaluation (the alias the gate and release read)."""
     c = client(tracking_uri)
-    c.set_registered_model_alias(name, CHALLENGER, str(version))
-    record_move(c, name, str(version), "challenger", "evaluated against the champion", run_id)
+    reason = "evaluated against the champion"
+    move_alias(c, name, CHALLENGER, str(version), aliases(tracking_uri, name).get(CHALLENGER), reason, run_id)
+    record_move(c, name, str(version), "challenger", reason, run_id)
+
+
+def clear_challenger(tracking_uri: str, name: str, version: str, reason: str, run_id: str | None = None) -> None:
+    move_alias(client(tracking_uri), name, CHALLENGER, None, str(version), reason, run_id)
 
 
 def tag_version(tracking_uri: str, name: str, version: str, tags: dict[str, object]) -> None:

@@ -38,16 +38,31 @@ def test_help_explains_every_command(tmp_path):
 
 
 def test_clear_errors_for_missing_inputs(tmp_path):
+    """Bad input exits 2 with one line naming the problem; a state that stops the work (no index yet) exits 1."""
     missing = ragtune(tmp_path, "refresh", "--source", str(tmp_path / "nope"), "--json", check=False)
-    assert missing.returncode == 1 and "does not exist" in json.loads(missing.stdout)["error"]
+    assert missing.returncode == 2 and "does not exist" in json.loads(missing.stdout)["error"]
     no_index = ragtune(tmp_path, "search", "anything", "--json", check=False)
     assert no_index.returncode == 1 and "no index" in json.loads(no_index.stdout)["error"]
+    empty = ragtune(tmp_path, "search", "   ", check=False)
+    assert empty.returncode == 2 and empty.stderr.strip() == "error: the query is empty: give the words to search for"
     no_set = ragtune(tmp_path, "eval", "--set", str(tmp_path / "missing.jsonl"), "--json", check=False)
-    assert no_set.returncode == 1 and "evaluation set not found" in json.loads(no_set.stdout)["error"]
+    assert no_set.returncode == 2 and "evaluation set not found" in json.loads(no_set.stdout)["error"]
     no_file = ragtune(
         tmp_path, "import-apibench", "--api", "x.jsonl", "--questions", "y.json", "--out", str(tmp_path), check=False
     )
-    assert no_file.returncode == 1 and "--api file not found" in no_file.stderr
+    assert no_file.returncode == 2 and "--api file not found" in no_file.stderr
+    for result in (missing, no_index, empty, no_set, no_file):
+        assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_an_unexpected_error_is_one_line_and_verbose_shows_the_trace(tmp_path):
+    home = tmp_path / "not-a-folder"
+    home.write_text("a file where the data home should be")
+    plain = ragtune(home, "index", "status", "--json", check=False)
+    error = json.loads(plain.stdout)["error"]
+    assert plain.returncode in (1, 2) and "Traceback" not in plain.stderr and "\n" not in error and error
+    verbose = ragtune(home, "--verbose", "index", "status", check=False)
+    assert verbose.returncode == plain.returncode and "Traceback (most recent call last)" in verbose.stderr
 
 
 @pytest.mark.integration

@@ -2,7 +2,8 @@
 
 import json
 
-from conftest import register_versions
+import pytest
+from conftest import free_port, register_versions
 
 from ragtune.cli import main as cli
 from ragtune.registry import CHAMPION, PREVIOUS_CHAMPION, aliases, list_versions
@@ -52,3 +53,49 @@ def test_versions_trained_on_erased_data_need_force(home, tmp_path, capsys):
     code, out = models(capsys, "promote", v1, "--reason", "ship it")
     assert code == 1 and "needs_retrain" in out["error"]
     assert models(capsys, "promote", v1, "--reason", "accepted risk", "--force")[0] == 0
+
+
+def unreachable_registry(monkeypatch) -> str:
+    """An MLflow tracking server URI nothing listens on, asked once (no retries): the registry is down."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def test_a_registry_that_cannot_be_asked_is_not_an_empty_one(home, monkeypatch):
+    from evaluation.gate import GatePolicy
+    from evaluation.release import release_challenger
+    from ragtune.registry import RegistryUnavailable, resolve
+
+    s = load_settings()
+    assert aliases(s.tracking_uri, "never-registered") == {} and list_versions(s.tracking_uri, "never-registered") == []
+    down = unreachable_registry(monkeypatch)
+    for ask in (
+        lambda: aliases(down, s.registered_model),
+        lambda: list_versions(down, s.registered_model),
+        lambda: resolve(down, s.registered_model, CHAMPION),
+        lambda: release_challenger(down, s.registered_model, GatePolicy()),  # fails its step, moves nothing
+    ):
+        with pytest.raises(RegistryUnavailable, match=f"could not .* MLflow registry at {down}"):
+            ask()
+
+
+def test_forget_erases_while_the_registry_is_down_and_a_rerun_flags(home, tmp_path, monkeypatch, capsys):
+    from ragtune.behaviour.datasets import save_raft
+
+    s = load_settings()
+    (v1,) = register_versions(s, ["h1"], tmp_path / "adapter")
+    save_raft(s.datasets_dir, "h1", {"train": [{"id": "a1", "user": "alice"}, {"id": "b1", "user": "bob"}]}, {})
+    monkeypatch.setenv("RAGTUNE_MLFLOW_TRACKING_URI", unreachable_registry(monkeypatch))
+    capsys.readouterr()
+    assert cli(["forget", "--user", "alice", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert not out["ok"] and out["dataset_rows_removed"] == 1 and out["versions_flagged"] == []
+    assert out["unflagged"][s.registered_model]["datasets"] == ["h1"]  # owed, and said so
+    assert "alice" not in (s.datasets_dir / "raft-h1" / "train.jsonl").read_text()  # the data is gone regardless
+
+    monkeypatch.delenv("RAGTUNE_MLFLOW_TRACKING_URI")
+    assert cli(["forget", "--user", "alice", "--json"]) == 0  # the rerun pays what was owed
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["versions_flagged"] == [v1] and out["unflagged"] == {}
+    assert list_versions(s.tracking_uri, s.registered_model)[0]["tags"]["needs_retrain"] == "true"

@@ -5,7 +5,7 @@ The end-to-end loop with trained adapters is in test_release_loop.py.
 
 import dagster as dg
 import pytest
-from conftest import register_versions, scored_rows
+from conftest import free_port, register_versions, scored_rows
 
 from evaluation.gate import GatePolicy
 from evaluation.harness import EvalReport
@@ -142,3 +142,8 @@ def test_curated_volume_sensor_launches_once_per_threshold(home, tmp_path, monke
         assert isinstance(skipped, dg.SkipReason) and f"0 new accepted interactions since version {v1}" in skipped.skip_message
         log.extend([record(i, "up") for i in range(5, 8)])
         assert sensor(context).run_key == f"curated-volume-after-{v1}-1"
+        # the registry cannot be asked: the tick is skipped, never counted as "nothing trained yet"
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        down = build_definitions(load_settings(mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}"))
+        skipped = down.resolve_sensor_def("curated_volume_sensor")(context)
+        assert isinstance(skipped, dg.SkipReason) and "registry unavailable" in skipped.skip_message

@@ -253,6 +253,70 @@ def test_promotion_and_rollback_switch_the_model_without_dropping_requests(serve
     assert httpx.get(f"{url}/healthz", timeout=TIMEOUT).json()["reload_error"] is None
 
 
+def test_a_registry_blip_keeps_the_champion_serving_and_shows_in_healthz(served):
+    """The registry's store turns unreadable for a while: the server keeps its champion, never swaps to the base
+    model, says so in /healthz, and recovers when the registry is back."""
+    url, settings, _ = served
+    champion = registry.aliases(settings.tracking_uri, settings.registered_model).get(registry.CHAMPION)
+    if champion is None:
+        champion = served[2][0]
+        registry.promote(settings.tracking_uri, settings.registered_model, champion, reason="serving for the blip test")
+    wait_for_version(url, champion)
+    database = settings.home_dir / "mlflow.db"
+    header = database.read_bytes()[:100]
+    with open(database, "r+b") as f:  # SQLite's header gone: every read fails, "file is not a database"
+        f.write(b"\0" * 100)
+    try:
+        deadline = time.time() + 60
+        health = {}
+        while time.time() < deadline and not (health.get("reload_error") or ""):
+            time.sleep(0.3)
+            health = httpx.get(f"{url}/healthz", timeout=TIMEOUT).json()
+        assert "RegistryUnavailable" in health["reload_error"], health
+        assert health["status"] == "degraded" and health["model_version"] == champion
+        answered = ask(url, "Which model summarises news articles?")
+        assert answered.status_code == 200 and answered.json()["model_version"] == champion
+    finally:
+        with open(database, "r+b") as f:
+            f.write(header)
+    deadline = time.time() + 60
+    while time.time() < deadline and httpx.get(f"{url}/healthz", timeout=TIMEOUT).json()["reload_error"]:
+        time.sleep(0.3)
+    health = httpx.get(f"{url}/healthz", timeout=TIMEOUT).json()
+    assert health["status"] == "ok" and health["model_version"] == champion
+
+
+def test_the_champion_history_agrees_with_the_serving_log(served, capsys):
+    """Every logged answer names the model that `ragtune models history --at <its time>` says was champion."""
+    from datetime import datetime, timedelta
+
+    from ragtune.cli import main as cli
+
+    _, settings, _ = served
+    swap_window = timedelta(seconds=15)  # the watcher's poll and the new model's load
+    history = registry.alias_history(settings.tracking_uri, settings.registered_model)
+    moves = [datetime.fromisoformat(m["at"]) for m in history if m["alias"] == registry.CHAMPION]
+    assert len(moves) >= 3  # promoted v1, promoted v2, rolled back to v1
+    checked = 0
+    for record in InteractionLog(settings.interactions_db).records():
+        at = datetime.fromisoformat(record["ts"])  # logged when answered
+        started = at - timedelta(milliseconds=record["latency_ms"])
+        if any(started - swap_window <= moved <= at for moved in moves):
+            continue  # the champion moved while this answer was on its way: either version is right
+        assert record["model_version"] == (registry.champion_at(history, at) or "base"), record
+        checked += 1
+    assert checked >= 4
+    capsys.readouterr()
+    assert cli(["models", "history", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [m["to"] for m in listed["moves"] if m["alias"] == registry.CHAMPION][-3:] == [
+        m["to"] for m in history if m["alias"] == registry.CHAMPION
+    ][-3:]
+    first = next(m for m in history if m["alias"] == registry.CHAMPION)
+    assert cli(["models", "history", "--at", first["at"], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["champion_at"] == first["to"]
+
+
 def test_answers_marked_up_reach_the_next_curation_run(served):
     from pipelines.runner import run_job
 
@@ -305,6 +369,6 @@ def test_ask_and_feedback_from_the_command_line(served, monkeypatch, capsys):
     record = next(r for r in InteractionLog(settings.interactions_db).records() if r["id"] == answer["id"])
     assert record["user"] == "cli-user" and record["feedback"] == "up" and record["correction"].startswith("Ask the finance")
     code, missing = run("feedback", "no-such-id", "down")
-    assert code == 1 and "no interaction with id 'no-such-id'" in missing["error"]
+    assert code == 2 and "no interaction with id 'no-such-id'" in missing["error"]
     code, too_long = run("ask", "why? " * 300)
-    assert code == 1 and "the limit is 1000" in too_long["error"]
+    assert code == 2 and "the limit is 1000" in too_long["error"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragtune.cli.output import emit, fail, status_spinner
+from ragtune.cli.output import BAD_INPUT_EXIT, emit, fail, status_spinner
 from ragtune.settings import load_settings
 
 
@@ -17,7 +17,7 @@ def cmd_logs(args) -> int:
     log = InteractionLog(settings.interactions_db)
     if args.logs_command == "import":
         if not Path(args.file).is_file():
-            return fail(args, f"file not found: {args.file}")
+            return fail(args, f"file not found: {args.file}", BAD_INPUT_EXIT)
         report = log.import_jsonl(Path(args.file))
         emit(args, {"ok": True, "file": str(args.file), **report.as_dict(), "total": log.count()}, print_import)
         return 0
@@ -56,8 +56,9 @@ def cmd_forget(args) -> int:
         report = forget(load_settings(), args.user)
     except ValueError as exc:
         return fail(args, str(exc))
-    emit(args, {"ok": True, **report}, print_forget)
-    return 0
+    ok = not report["unflagged"]
+    emit(args, {"ok": ok, **report}, print_forget)
+    return 0 if ok else 1  # the data is gone; the flags the registry still owes are paid by the next forget
 
 
 def cmd_models(args) -> int:
@@ -65,6 +66,8 @@ def cmd_models(args) -> int:
     from ragtune.registry import RegistryError, list_versions, promote, rollback
 
     settings = load_settings()
+    if args.models_command == "history":
+        return models_history(args, settings)
     if getattr(args, "embedder", False):
         return embedder_models(args, settings)
     uri, name = settings.tracking_uri, settings.registered_model
@@ -89,6 +92,27 @@ def cmd_models(args) -> int:
         return fail(args, str(exc))
     versions = list_versions(uri, name)
     emit(args, {"registered_model": settings.registered_model, "versions": versions}, print_models)
+    return 0
+
+
+def models_history(args, settings) -> int:
+    """`ragtune models history [--at T]`: every alias move from the registry's log; with --at, the champion then."""
+    from datetime import UTC, datetime
+
+    from ragtune.cli.render import print_history
+    from ragtune.registry import alias_history, champion_at
+
+    name = settings.registered_embedder if args.embedder else settings.registered_model
+    moves = alias_history(settings.tracking_uri, name)
+    payload = {"registered_model": name, "moves": moves}
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            return fail(args, f"--at {args.at!r} is not an ISO time (e.g. 2026-11-30T12:00:00+00:00)", BAD_INPUT_EXIT)
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        payload.update(at=at.isoformat(), champion_at=champion_at(moves, at))
+    emit(args, payload, print_history)
     return 0
 
 
@@ -179,4 +203,9 @@ def add_commands(command, with_json) -> None:
     r.add_argument(
         embedder, action="store_true", help="switch the live index back to the table (and embedder) before the last swap"
     )
+    h = with_json(
+        sub.add_parser("history", help="every alias move (time, alias, from, to, reason, run id); --at: the champion then")
+    )
+    h.add_argument("--at", default=None, help="an ISO time (UTC unless it says otherwise): which version was champion then")
+    h.add_argument(embedder, action="store_true", help="the embedder's moves instead of the adapter's")
     p.set_defaults(models_command="list", json=False, embedder=False)

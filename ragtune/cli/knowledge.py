@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ragtune.cli.output import emit, fail, status_spinner
+from ragtune.cli.output import BAD_INPUT_EXIT, emit, fail, status_spinner
 from ragtune.settings import load_settings
 
 
@@ -30,7 +30,7 @@ def cmd_refresh(args) -> int:
     settings = load_settings()
     source = Path(args.source) if args.source else settings.source_dir
     if not source.is_dir():
-        return fail(args, f"source folder does not exist or is not a folder: {source}")
+        return fail(args, f"source folder does not exist or is not a folder: {source}", BAD_INPUT_EXIT)
     with status_spinner(args, f"refreshing the index from {source}"):
         outcome = refresh(settings, str(source), args.allow_empty_source, args.verbose)
     if not outcome.success:
@@ -46,7 +46,7 @@ def cmd_search(args) -> int:
 
     settings = load_settings()
     if not args.query.strip():
-        return fail(args, "the query is empty: give the words to search for")
+        return fail(args, "the query is empty: give the words to search for", BAD_INPUT_EXIT)
     try:
         live, store, retriever = LiveRetriever(settings).current()
     except EmbedderMismatch as exc:

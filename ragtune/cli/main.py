@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from ragtune.cli.output import emit, fail
+from ragtune.cli.output import BAD_INPUT_EXIT, emit, fail
 from ragtune.settings import REPO_ROOT, load_settings
 
 DEMO_DIR = REPO_ROOT / "examples" / "apibench"
@@ -22,7 +23,7 @@ def cmd_import_apibench(args) -> int:
 
     for flag, path in (("--api", args.api), ("--questions", args.questions)):
         if not Path(path).is_file():
-            return fail(args, f"{flag} file not found: {path}")
+            return fail(args, f"{flag} file not found: {path}", BAD_INPUT_EXIT)
     report = import_apibench(Path(args.api), Path(args.questions), Path(args.out), args.eval_fraction, args.seed, args.max_docs)
     emit(
         args,
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         "adapter trained on curated interactions (TRL, MLflow), orchestrated by Dagster. "
         "Data lives in RAGTUNE_HOME (default ./.ragtune).",
     )
+    parser.add_argument(
+        "--verbose", dest="traceback", action="store_true", help="on an error, show the traceback too (before the command)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name, func, help_text):
@@ -169,11 +173,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors in what the user gave (a missing file, a bad value): exit code 2, as argparse uses for bad arguments.
+BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, KeyError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Any error ends as one line (`error: ...`, or JSON with --json), exit 2 for bad input and
+    1 otherwise; `ragtune --verbose COMMAND` shows the traceback as well."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.traceback:
+            traceback.print_exc()
+        message = str(exc) or type(exc).__name__
+        if not isinstance(exc, BAD_INPUT):
+            message = f"{type(exc).__name__}: {message}"
+        return fail(
+            args, message.splitlines()[0] if not args.traceback else message, BAD_INPUT_EXIT if isinstance(exc, BAD_INPUT) else 1
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ def emit(args, payload: dict, render) -> None:
         render(payload)
 
 
+BAD_INPUT_EXIT = 2  # what argparse exits with on bad arguments; 1 is for everything else that failed
+
+
 def fail(args, message: str, code: int = 1, **extra) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"ok": False, "error": message, **extra}, default=str))

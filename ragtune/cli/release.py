@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragtune.cli.output import emit, fail, status_spinner
+from ragtune.cli.output import BAD_INPUT_EXIT, emit, fail, status_spinner
 from ragtune.settings import Settings, load_settings
 
 GATE_CHECK = "release_gate"
@@ -171,12 +171,12 @@ def cmd_eval(args) -> int:
 
     settings = load_settings()
     if not Path(args.set).is_file():
-        return fail(args, f"evaluation set not found: {args.set}")
+        return fail(args, f"evaluation set not found: {args.set}", BAD_INPUT_EXIT)
     challenger = None
     if args.adapter:
         challenger = registry.resolve(settings.tracking_uri, settings.registered_model, args.adapter)
         if challenger is None:
-            return fail(args, f"no version behind alias {args.adapter!r}; see `ragtune models list`")
+            return fail(args, f"no version behind alias {args.adapter!r}; see `ragtune models list`", BAD_INPUT_EXIT)
     config = HarnessConfig(
         k=args.k,
         limit=args.limit,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -126,6 +127,26 @@ def print_forget(p: dict) -> None:
         console.print(f"adapter versions flagged for retraining: {', '.join(p['versions_flagged'])}")
     if p.get("embedder_versions_flagged"):
         console.print(f"embedder versions flagged for retraining: {', '.join(p['embedder_versions_flagged'])}")
+    for model, owed in p.get("unflagged", {}).items():
+        print(
+            f"error: could not flag the versions of {model} trained on datasets {', '.join(owed['datasets'])}: "
+            f"{owed['error']}. The data is erased; run `ragtune forget` again when the registry is back.",
+            file=sys.stderr,
+        )
+
+
+def print_history(p: dict) -> None:
+    if not p["moves"]:
+        console.print(f"no alias moves recorded for {p['registered_model']} yet")
+    else:
+        table = Table(title=f"alias moves of {p['registered_model']}")
+        for column in ("time (UTC)", "alias", "from", "to", "reason", "run"):
+            table.add_column(column, overflow="fold")
+        for m in p["moves"]:
+            table.add_row(m["at"][:19], m["alias"], m["from"] or "-", m["to"] or "-", m["reason"], (m.get("run_id") or "")[:8])
+        console.print(table)
+    if "at" in p:
+        console.print(f"champion at {p['at']}: {p['champion_at'] or 'none (the base model served)'}")
 
 
 def print_models(p: dict) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ragtune.cli.output import emit, fail, status_spinner
+from ragtune.cli.output import BAD_INPUT_EXIT, emit, fail, status_spinner
 from ragtune.settings import load_settings
 
 
@@ -14,13 +14,15 @@ def cmd_ask(args) -> int:
 
     settings = load_settings()
     if len(args.question) > settings.serve_max_question_chars:
-        return fail(args, f"question is {len(args.question)} characters; the limit is {settings.serve_max_question_chars}")
+        return fail(
+            args, f"question is {len(args.question)} characters; the limit is {settings.serve_max_question_chars}", BAD_INPUT_EXIT
+        )
     with status_spinner(args, "loading the champion and answering"):
         try:
             answerer = Answerer.from_settings(settings, max_new_tokens=args.max_new_tokens, k=args.k)
             answer = answerer.answer(args.question, user=args.user, groups=args.groups)
         except ValueError as exc:
-            return fail(args, str(exc))
+            return fail(args, str(exc), BAD_INPUT_EXIT)
     emit(args, {"ok": True, **answer.as_dict()}, print_answer)
     return 0
 
@@ -33,7 +35,9 @@ def cmd_feedback(args) -> int:
     try:
         InteractionLog(settings.interactions_db).add_feedback(args.id, rating, args.correction)
     except KeyError:
-        return fail(args, f"no interaction with id {args.id!r}; ids are printed by `ragtune ask` and `ragtune logs`")
+        return fail(
+            args, f"no interaction with id {args.id!r}; ids are printed by `ragtune ask` and `ragtune logs`", BAD_INPUT_EXIT
+        )
     emit(
         args,
         {"ok": True, "id": args.id, "rating": rating, "correction": args.correction},

@@ -45,6 +45,18 @@ def sql_string_list(values) -> str:
     return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
 
 
+VECTOR_INDEX_TYPE = "IVF_PQ"  # chosen by bench/search_scale.py; see docs/benchmarks.md
+
+
+def create_vector_index(table, rows: int, dim: int, index_type: str = VECTOR_INDEX_TYPE) -> None:
+    """An approximate cosine index over `vector`, with about sqrt(rows) partitions (the usual IVF rule)."""
+    partitions = max(1, int(rows**0.5))
+    options = {"num_sub_vectors": dim // 8} if index_type.endswith("PQ") else {}
+    if "HNSW" in index_type:
+        partitions = max(1, partitions // 4)  # each partition holds a graph: fewer, larger ones
+    table.create_index(metric="cosine", index_type=index_type, num_partitions=partitions, replace=True, **options)
+
+
 class ChunkStore:
     """A small interface over one LanceDB table of embedded chunks."""
 
@@ -137,8 +149,7 @@ class ChunkStore:
             done.append("fts:created")
         rows = table.count_rows()
         if ("vector",) not in indexed and rows >= vector_index_min_rows:
-            partitions = max(1, min(256, rows // 256))
-            table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=partitions, num_sub_vectors=self.dim // 8)
+            create_vector_index(table, rows, self.dim)
             done.append("vector:created")
         if indexed:
             # Folds new rows into existing indexes and compacts; versions younger than

@@ -198,7 +198,8 @@ def create_app(answerer: Answerer, settings: Settings, watch: bool = True) -> Fa
     async def healthz() -> dict:
         current = answerer.slot.current
         return {
-            "status": "ok" if current else "loading",
+            # degraded: serving, but the registry cannot be followed (answers come from the model named here)
+            "status": ("degraded" if answerer.slot.last_error else "ok") if current else "loading",
             "model_version": current.version if current else None,
             "base_model": answerer.slot.base_model,
             "index_version": await run_in_threadpool(answerer.index_version),
