@@ -44,12 +44,11 @@ from ragtune.settings import load_settings
 SIGMA = 0.02
 CONFIGS = [  # (index type, nprobes, refine factor)
     ("IVF_FLAT", 20, None),
-    ("IVF_SQ", 20, None),
-    ("IVF_PQ", 20, None),
-    ("IVF_PQ", 20, 10),
-    ("IVF_PQ", 50, 10),
-    ("IVF_HNSW_SQ", 10, None),
-    ("IVF_HNSW_SQ", 20, None),
+    ("IVF_FLAT", 40, None),
+    ("IVF_SQ", 40, 5),
+    ("IVF_PQ", 50, 20),
+    ("IVF_HNSW_SQ", 20, 10),
+    ("IVF_HNSW_SQ", 50, 10),
 ]
 
 
@@ -109,7 +108,13 @@ def top_ids(table, vector: np.ndarray, k: int, nprobes=None, refine=None, exact=
 
 
 def measure(
-    size: int, rows: list[dict], vectors: np.ndarray, queries: list[str], qvectors: np.ndarray, embedder, work: Path,
+    size: int,
+    rows: list[dict],
+    vectors: np.ndarray,
+    queries: list[str],
+    qvectors: np.ndarray,
+    embedder,
+    work: Path,
     configs: list[tuple],
 ) -> dict:
     store = ChunkStore(work / f"lancedb-{size}", "chunks", embedder.dim)
@@ -153,8 +158,9 @@ def measure(
                 "index_build_s": round(index_s[kind], 1),
             }
         )
-    eligible = [c for c in result["configs"] if c["recall@10"] >= 0.95] or result["configs"]
-    chosen = min(eligible, key=lambda c: c["vector_p50_ms"])
+    eligible = [c for c in result["configs"] if c["recall@10"] >= 0.95]
+    # the fastest that meets the recall target; when none does, the most accurate
+    chosen = min(eligible, key=lambda c: c["vector_p50_ms"]) if eligible else max(result["configs"], key=lambda c: c["recall@10"])
     if chosen["index"] != built_kind:
         build_vector_index(table, chosen["index"], size, dim)
     result["chosen"] = chosen
@@ -163,6 +169,12 @@ def measure(
     # hybrid search as served (query embedding, both searches, fusion): chosen index against an exact scan
     retriever = Retriever(store, embedder, nprobes=chosen["nprobes"], refine_factor=chosen["refine_factor"])
     exact_retriever = Retriever(store, embedder, exact=True)
+    embedding = []
+    for question in queries:  # the query's embedding alone: the part of a search no index can speed up
+        start = time.perf_counter()
+        embedder.embed([question])
+        embedding.append((time.perf_counter() - start) * 1000)
+    result["query_embedding"] = {"p50_ms": round(percentile(embedding, 50), 1), "p95_ms": round(percentile(embedding, 95), 1)}
     for name, r in (("hybrid_index", retriever), ("hybrid_exact", exact_retriever)):
         r.search(queries[0], k=5)
         latencies = []
@@ -171,6 +183,7 @@ def measure(
             r.search(question, k=5)
             latencies.append((time.perf_counter() - start) * 1000)
         result[name] = {"p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1)}
+        result[name]["p50_ms_without_embedding"] = round(result[name]["p50_ms"] - result["query_embedding"]["p50_ms"], 1)
 
     # a 1% refresh: upsert 1% of the rows with new text and vectors, fold them into the indexes
     changed = max(1, size // 100)
@@ -179,8 +192,10 @@ def measure(
     fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
     start = time.perf_counter()
     store.upsert([{**r, "text": r["text"] + " (revised)"} for r in picked], fresh)
+    upserted = time.perf_counter()
     store.ensure_indexes(vector_index_min_rows=10**12)  # fold new rows into the existing indexes, compact
     result["refresh_1pct_s"] = round(time.perf_counter() - start, 1)
+    result["refresh_1pct_parts_s"] = {"upsert": round(upserted - start, 1), "indexes": round(time.perf_counter() - upserted, 1)}
     result["refresh_ratio"] = round(result["refresh_1pct_s"] / result["full_build_s"], 3)
     result["peak_rss_mb"] = round(peak_rss_mb(), 0)
     return result

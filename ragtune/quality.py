@@ -104,12 +104,6 @@ def validate_vectors(df: pd.DataFrame, dim: int) -> SuiteResult:
 # -- interactions and the RAFT dataset ------------------------------------------
 CURATED_COLUMNS = ["id", "ts", "user", "question", "answer", "gold_doc_ids", "source"]
 # Unambiguous secret and PII shapes, checked independently of the scrubber that should have removed them.
-PII_REGEXES = [
-    r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
-    r"(?<![\w/-])\d{3}-\d{2}-\d{4}(?![\w/-])",
-    r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{16,}",
-    r"\b(?:sk-[A-Za-z0-9_\-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|hf_[A-Za-z0-9]{30,})",
-]
 
 
 def curated_frame(records: list[dict]) -> pd.DataFrame:
@@ -138,11 +132,12 @@ def validate_no_pii(df: pd.DataFrame, columns: list[str]) -> SuiteResult:
     """No text column matches a PII pattern, and Presidio finds nothing left in it."""
     import great_expectations as gx
 
-    from ragtune.behaviour.pii import find_pii
+    from ragtune.behaviour.pii import RESIDUE_PATTERNS, find_pii
 
     frame = df[columns].fillna("").astype(str).copy()
     frame["pii_left"] = [sum(len(find_pii(row[c])) for c in columns) for _, row in frame.iterrows()]
-    expectations = [gx.expectations.ExpectColumnValuesToNotMatchRegexList(column=c, regex_list=PII_REGEXES) for c in columns]
+    patterns = list(RESIDUE_PATTERNS.values())
+    expectations = [gx.expectations.ExpectColumnValuesToNotMatchRegexList(column=c, regex_list=patterns) for c in columns]
     expectations.append(gx.expectations.ExpectColumnValuesToBeBetween(column="pii_left", min_value=0, max_value=0))
     return run_suite("no_pii_left", frame, expectations)
 

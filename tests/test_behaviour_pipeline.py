@@ -23,22 +23,26 @@ def test_cli_imports_curates_shows_and_forgets(home, tmp_path, corpus, capsys):
     records[0]["question"] = "I am jane.doe@example.com and my SSN is 536-22-8476: " + records[0]["question"]
     records[1]["feedback"] = "down"
     records[2].update(feedback="down", correction="A corrected answer that names the right model id.")
+    records[3]["question"] = "My SSN is the sample 123-45-6789. " + records[3]["question"]  # redacted all the same
+    records[4]["question"] = "Send it to jane@corp..com please. " + records[4]["question"]  # residue: quarantined
     log = write_log(tmp_path / "log.jsonl", records, ["{broken", json.dumps({"question": "only a question"})])
 
     imported = run_cli(capsys, "logs", "import", str(log))
     assert (imported["exit"], imported["added"], len(imported["bad_lines"])) == (0, 6, 2)
     curated = run_cli(capsys, "curate")
-    assert curated["exit"] == 0 and curated["kept"] == 5 and curated["dropped"] == {"no_positive_feedback": 1}
-    assert curated["redactions"] == {"EMAIL_ADDRESS": 1, "US_SSN": 1}
+    assert curated["exit"] == 0 and curated["kept"] == 4
+    assert curated["dropped"] == {"no_positive_feedback": 1, "pii_residue": 1}
+    assert curated["redactions"] == {"EMAIL_ADDRESS": 1, "US_SSN": 2}
+    assert [(q["id"], q["kinds"]) for q in curated["quarantined"]] == [(records[4]["id"], ["EMAIL_ADDRESS"])]
     shown = run_cli(capsys, "logs", "show", "--curated", "--limit", "10")
-    assert shown["total"] == 5 and any("<EMAIL_ADDRESS>" in r["question"] for r in shown["records"])
+    assert shown["total"] == 4 and any("<EMAIL_ADDRESS>" in r["question"] for r in shown["records"])
     assert any(r["answer"].startswith("A corrected answer") and r["source"] == "correction" for r in shown["records"])
     raw = run_cli(capsys, "logs", "show", "--limit", "2")
     assert raw["total"] == 6 and len(raw["records"]) == 2
 
     forgotten = run_cli(capsys, "forget", "--user", "user0")
     assert forgotten["interactions_removed"] == 2 and forgotten["curated_removed"] == 2
-    assert run_cli(capsys, "logs", "show", "--curated")["total"] == 3
+    assert run_cli(capsys, "logs", "show", "--curated")["total"] == 2
 
 
 # the release stage (evaluation, gate, alias moves) is exercised in test_release_loop.py

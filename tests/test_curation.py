@@ -99,6 +99,27 @@ def test_pii_is_scrubbed_with_typed_placeholders_and_counted():
     assert validate_no_pii(curated_frame(out.records), ["question", "answer"]).success
 
 
+def test_published_sample_ssns_are_redacted_too():
+    """Presidio rejects 123-45-6789 and 078-05-1120 as published samples; in training data they go all the same."""
+    out = curate([rec(1, question="My SSN is 123-45-6789, and my wife's is 078-05-1120: which form?")], set())
+    (r,) = out.records
+    assert "123-45-6789" not in r["question"] and "078-05-1120" not in r["question"]
+    assert out.report.redactions == {"US_SSN": 2} and not out.report.quarantined
+
+
+def test_a_record_with_pii_left_after_scrubbing_is_quarantined_not_the_run():
+    import hashlib
+
+    # an address with a doubled dot: no recognizer takes it, the independent residue pattern does
+    leaky = rec(2, question="Mail the weights to jane.doe@corp..com, how do I export them?")
+    out = curate([rec(1), leaky, rec(3)], set())
+    assert [r["id"] for r in out.records] == ["r1", "r3"] and out.report.dropped == {"pii_residue": 1}
+    (q,) = out.report.quarantined
+    assert q["id"] == "r2" and q["kinds"] == ["EMAIL_ADDRESS"] and "jane" not in str(q)
+    assert q["sha256"] == hashlib.sha256(f"{leaky['question']}\x1f{leaky['answer']}".encode()).hexdigest()
+    assert validate_no_pii(curated_frame(out.records), ["question", "answer"]).success
+
+
 def test_forgotten_users_are_excluded():
     out = curate([rec(1, user="bob"), rec(2, user="alice")], {"bob"})
     assert [r["user"] for r in out.records] == ["alice"] and out.report.dropped == {"forgotten_user": 1}
@@ -110,6 +131,10 @@ def test_checks_fail_on_leftover_pii_and_on_empty_data():
     result = validate_no_pii(curated_frame(leaked), ["question", "answer"])
     assert not result.success and result.failures
     assert not validate_not_empty(curated_frame([]), "curated_not_empty").success
+    from assets.interactions import curated_has_no_pii
+
+    blocked = curated_has_no_pii(leaked)  # the blocking check names the records that got through
+    assert not blocked.passed and "records: r1" in blocked.description
     assert validate_curated_schema(curated_frame(curate([rec(1), rec(2)], set()).records)).success
 
 

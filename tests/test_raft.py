@@ -123,9 +123,11 @@ def test_records_without_gold_in_the_index_are_skipped_with_a_reason():
     recs = records(3) + [
         {"id": "x", "user": "u", "question": "q", "answer": "a", "gold_doc_ids": []},
         {"id": "y", "user": "u", "question": "q", "answer": "a", "gold_doc_ids": ["not-indexed"]},
+        {**records(4)[3], "id": "z", "answer": "write to ops@corp..com"},  # PII the scrubber missed: this one goes
     ]
     result = build_raft_examples(recs, rank, by_doc, RaftConfig())
-    assert len(result.examples) == 3 and result.skipped == {"no_gold_documents": 1, "gold_not_in_index": 1}
+    assert len(result.examples) == 3
+    assert result.skipped == {"no_gold_documents": 1, "gold_not_in_index": 1, "pii_residue": 1}
 
 
 def test_hard_negatives_are_the_retrievers_best_non_gold_chunks(indexed, corpus):

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from ragtune.behaviour.pii import residue
 from ragtune.llm.prompting import NOT_COVERED, answer_json
 
 # (question, n) -> ranked chunks [{doc_id, chunk_id, title, text}], best first
@@ -131,6 +132,9 @@ def build_raft_examples(
     for record in records:
         if not record.get("gold_doc_ids"):
             result.skipped["no_gold_documents"] += 1
+            continue
+        if residue(record["question"]) or residue(record.get("answer") or ""):  # skipped here, not the whole build
+            result.skipped["pii_residue"] += 1
             continue
         gold_chunks = [c for d in record["gold_doc_ids"] for c in chunks_by_doc.get(d, [])]
         if not gold_chunks:

@@ -5,18 +5,20 @@
 Rules, in order: forgotten users out; keep a record only when a person approved
 it (feedback "up") or corrected it (the correction replaces the answer), but not
 an approved reply the model failed to write as answer JSON (served as a fallback); drop
-empty, too short and too long ones; scrub personal data and secrets (Presidio);
-then remove exact and near-duplicate questions (datasketch MinHash LSH on word bigrams),
+empty, too short and too long ones; scrub personal data and secrets (Presidio); quarantine a
+record whose scrubbed text still trips the independent check (`pii_residue`: its id, the kinds and
+a hash are reported, never its text), then remove exact and near-duplicate questions (datasketch MinHash LSH on word bigrams),
 keeping the newest. Pure: no Dagster, no database.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from ragtune.behaviour.pii import scrub
+from ragtune.behaviour.pii import residue, scrub
 from ragtune.llm.generator import FALLBACK_PREFIX
 
 
@@ -37,15 +39,27 @@ class CurationReport:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason -> count
     redactions: Counter = field(default_factory=Counter)  # PII kind -> count
+    quarantined: list[dict] = field(default_factory=list)  # {id, kinds, sha256}: never the text
 
     def as_dict(self) -> dict:
-        return {"input": self.input, "kept": self.kept, "dropped": dict(self.dropped), "redactions": dict(self.redactions)}
+        return {
+            "input": self.input,
+            "kept": self.kept,
+            "dropped": dict(self.dropped),
+            "redactions": dict(self.redactions),
+            "quarantined": self.quarantined,
+        }
 
 
 @dataclass
 class Curated:
     records: list[dict]
     report: CurationReport
+
+
+def text_hash(*texts: str) -> str:
+    """What a quarantine report keeps of a record's text: enough to match it, nothing to read."""
+    return hashlib.sha256("\x1f".join(texts).encode()).hexdigest()
 
 
 def normalise_question(text: str) -> str:
@@ -127,6 +141,11 @@ def curate(records: list[dict], forgotten: set[str], policy: CurationPolicy | No
         question, found_q = scrub(record["question"])
         answer, found_a = scrub(answer)
         report.redactions.update(found_q + found_a)
+        left = sorted(set(residue(question)) | set(residue(answer)))
+        if left:  # scrubbing missed something the independent check sees: out of training, kept for review
+            report.dropped["pii_residue"] += 1
+            report.quarantined.append({"id": record["id"], "kinds": left, "sha256": text_hash(question, answer)})
+            continue
         candidates.append(
             {
                 "id": record["id"],

@@ -42,8 +42,9 @@ def cmd_curate(args) -> int:
     if report is None:
         return fail(args, outcome.error or "curation failed", run_id=outcome.run_id)
     payload = {"ok": outcome.success, "run_id": outcome.run_id, **report}
-    if not outcome.success:  # curated, but a blocking check failed: say which, keep the counts
-        payload["error"] = outcome.error
+    if not outcome.success:  # curated, but a blocking check failed: say which and on which records, keep the counts
+        failed = [f"{name}: {check['description']}" for name, check in outcome.checks.items() if not check["passed"]]
+        payload["error"] = "; ".join(failed) or outcome.error
     emit(args, payload, print_curation)
     return 0 if outcome.success else 1
 

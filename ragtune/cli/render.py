@@ -114,6 +114,11 @@ def print_curation(p: dict) -> None:
         console.print(f"  dropped {n:>5}  {reason.replace('_', ' ')}")
     for kind, n in sorted(p["redactions"].items()):
         console.print(f"  redacted {n:>4}  {kind}")
+    quarantined = p.get("quarantined") or []
+    if quarantined:
+        console.print(f"  quarantined {len(quarantined)} (PII left after scrubbing; text not kept, sha256 of it is):")
+        for q in quarantined:
+            console.print(f"    {q['id']}  {', '.join(q['kinds'])}  {q['sha256'][:16]}")
     if p.get("error"):
         console.print(f"[red]blocked:[/] {p['error']}")
 
