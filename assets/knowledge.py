@@ -12,6 +12,7 @@ from ragtune.knowledge.chunker import Chunk, chunk_document
 from ragtune.knowledge.documents import LoadResult, load_documents
 from ragtune.knowledge.indexing import LiveIndexMoved, record_history, refresh_index
 from ragtune.knowledge.live_index import read_live, record_fingerprint
+from ragtune.knowledge.purge_index import read_purged, without_purged
 from ragtune.quality import validate_chunks, validate_vectors, vector_frame
 
 GROUP = "knowledge"
@@ -41,7 +42,7 @@ def chunk_budget(lancedb: LanceDBResource, config: ChunkingConfig) -> tuple[int,
 def raw_documents(context: dg.AssetExecutionContext, config: SourceConfig, lancedb: LanceDBResource) -> dg.Output[LoadResult]:
     s = lancedb.settings()
     source = Path(config.source_dir) if config.source_dir else s.source_dir
-    result = load_documents(source, config.max_file_bytes or s.max_file_bytes)
+    result = without_purged(load_documents(source, config.max_file_bytes or s.max_file_bytes), read_purged(s))
     for skip in result.skipped:
         context.log.warning(f"skipped {skip.path}: {skip.reason}")
     return dg.Output(

@@ -20,10 +20,14 @@ NEEDS_RETRAIN = "needs_retrain"  # tag set when a version was trained on data th
 
 
 def failpoint(name: str) -> None:
-    """Crash here when RAGTUNE_FAILPOINT names this point: how the tests prove a half-done move is safe."""
+    """Crash here when RAGTUNE_FAILPOINT names this point: how the tests prove a half-done step is safe.
+    With RAGTUNE_FAILPOINT_KILL=1 the process kills itself (SIGKILL) instead of raising."""
     import os
+    import signal
 
     if os.environ.get("RAGTUNE_FAILPOINT") == name:
+        if os.environ.get("RAGTUNE_FAILPOINT_KILL") == "1":
+            os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError(f"failpoint {name} (RAGTUNE_FAILPOINT)")
 
 

@@ -72,6 +72,7 @@ def embedder_pairs(records: list[dict], rank: Ranker, chunks_by_doc: dict[str, l
                 "positive": passage(positive),
                 "negative": passage(negative),
                 "user": record.get("user", ""),
+                "doc_ids": sorted({positive["doc_id"], negative["doc_id"]}),  # what a purge of a document finds
             }
         )
     return pairs

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ragtune.jsonl import read_jsonl, write_jsonl
@@ -52,15 +53,15 @@ def save_embedder_pairs(datasets_dir: Path, pairs: list[dict]) -> str:
     return digest
 
 
-def forget_user(datasets_dir: Path, user: str, prefix: str = RAFT_PREFIX) -> dict:
-    """Remove `user`'s rows from the curated snapshot and every dataset named `prefix`* (RAFT datasets, or
-    embedder training pairs).
+def drop_rows(datasets_dir: Path, drop: Callable[[dict], bool], prefix: str = RAFT_PREFIX) -> dict:
+    """Remove the rows `drop` selects from the curated snapshot and every dataset named `prefix`* (RAFT
+    datasets, or embedder training pairs).
 
-    Returns {"curated_removed": n, "datasets": {hash: rows removed}}: the hashes
-    name the datasets (and so the adapter or embedder versions) that held the user's data.
+    Returns {"curated_removed": n, "datasets": {hash: rows removed}}: the hashes name the datasets (and so
+    the adapter or embedder versions) that held the rows.
     """
     curated = load_curated(datasets_dir)
-    kept = [r for r in curated if r.get("user") != user]
+    kept = [r for r in curated if not drop(r)]
     if len(kept) != len(curated):
         save_curated(datasets_dir, kept)
     touched: dict[str, int] = {}
@@ -68,10 +69,26 @@ def forget_user(datasets_dir: Path, user: str, prefix: str = RAFT_PREFIX) -> dic
         removed = 0
         for split in SPLITS:
             rows = read_jsonl(folder / f"{split}.jsonl")
-            left = [r for r in rows if r.get("user") != user]
+            left = [r for r in rows if not drop(r)]
             if len(left) != len(rows):
                 write_jsonl(folder / f"{split}.jsonl", left)
                 removed += len(rows) - len(left)
         if removed:
             touched[folder.name.removeprefix(prefix)] = removed
     return {"curated_removed": len(curated) - len(kept), "datasets": touched}
+
+
+def forget_user(datasets_dir: Path, user: str, prefix: str = RAFT_PREFIX) -> dict:
+    """Remove `user`'s rows (see drop_rows)."""
+    return drop_rows(datasets_dir, lambda row: row.get("user") == user, prefix)
+
+
+def mentions(value, doc_ids: set[str]) -> bool:
+    """Whether a row names one of `doc_ids` anywhere (gold, distractor, retrieved, cited, a pair's documents)."""
+    if isinstance(value, str):
+        return value in doc_ids
+    if isinstance(value, dict):
+        return any(mentions(v, doc_ids) for v in value.values())
+    if isinstance(value, list):
+        return any(mentions(v, doc_ids) for v in value)
+    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from pathlib import Path
 
@@ -82,14 +83,37 @@ def cmd_index(args) -> int:
                     f"index restored to version {p['restored_from']} (now version {p['version_after']}, {p['chunks']} chunks)"
                 ),
             )
+        elif args.index_command == "purge":
+            from ragtune.purge import purge_documents
+
+            with status_spinner(args, "purging from every table and version, then from the data home"):
+                report = purge_documents(settings, args.doc, args.reason, args.by or getpass.getuser())
+            ok = not report["unflagged"]
+            emit(args, {"ok": ok, **report}, print_purge)
+            return 0 if ok else 1
         elif args.index_command == "history":
             entries = read_history(settings.index_history)[-args.limit :]
             emit(args, {"history": entries}, lambda p: [print(json.dumps(e)) for e in p["history"]])
         else:
             emit(args, index_status(settings), lambda p: [print(f"{k}: {v}") for k, v in p.items()])
-    except (NoIndexError, ValueError) as exc:
+    except NoIndexError as exc:
         return fail(args, str(exc))
+    except ValueError as exc:
+        return fail(args, str(exc), BAD_INPUT_EXIT)
     return 0
+
+
+def print_purge(p: dict) -> None:
+    tables = ", ".join(f"{t['table']} ({t['rows_deleted']} rows, {t['versions_removed']} old versions)" for t in p["tables"])
+    print(f"purged {', '.join(p['doc_ids'])} by {p['by']}: {tables}")
+    print(
+        f"removed {p['curated_removed']} curated records and {p['evaluation_rows_removed']} evaluation rows; "
+        f"datasets rewritten: {', '.join(p['datasets'] + p['embedder_datasets']) or 'none'}"
+    )
+    flagged = p["versions_flagged"] + [f"embedder {v}" for v in p["embedder_versions_flagged"]]
+    print(f"versions flagged needs_retrain: {', '.join(flagged) or 'none'}")
+    for model, owed in p["unflagged"].items():
+        print(f"error: could not flag {model} yet ({owed['error']}); run the purge again when the registry is back")
 
 
 def add_commands(command, with_json) -> None:
@@ -116,6 +140,16 @@ def add_commands(command, with_json) -> None:
     )
     r.add_argument("--to", type=int, default=None, help="index version to restore")
     r.add_argument("--reason", default="", help="why, recorded in the index history")
-    h = with_json(index_sub.add_parser("history", help="refreshes and rollbacks, newest last"))
+    g = with_json(
+        index_sub.add_parser(
+            "purge",
+            help="remove documents for good: from every table and retained version of the index (earlier versions, "
+            "and so rollback points, are dropped), from training and evaluation data; flags versions trained on them",
+        )
+    )
+    g.add_argument("--doc", action="append", required=True, metavar="ID", help="a document id to purge (repeat for more)")
+    g.add_argument("--reason", required=True, help="why, for the audit log (`ragtune index history`)")
+    g.add_argument("--by", default=None, help="who asked for it, for the audit log (default: the login name)")
+    h = with_json(index_sub.add_parser("history", help="refreshes, rollbacks and purges, newest last"))
     h.add_argument("--limit", type=int, default=20)
     p.set_defaults(index_command="status")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ragtune.knowledge.indexing import read_history, record_history
 from ragtune.knowledge.live_index import live_store
+from ragtune.knowledge.purge_index import purged_before
 from ragtune.knowledge.store import ChunkStore
 from ragtune.settings import Settings
 
@@ -51,6 +52,12 @@ def rollback_index(settings: Settings, to: int | None = None, reason: str = "") 
             if to is not None
             else default_rollback_target(read_history(settings.index_history), before, store.table_name, settings.table_name)
         )
+        purge = purged_before(read_history(settings.index_history), store.table_name, target)
+        if purge and target not in {v["version"] for v in store.table().list_versions()}:
+            raise ValueError(
+                f"index version {target} is gone: the purge of {purge['ts']} ({purge['reason']}) removed every "
+                f"version before it; see `ragtune index history`"
+            )
         after = store.restore(target)
     return record_history(
         settings.index_history,
