@@ -376,6 +376,17 @@ def test_index_on_object_storage(home, corpus, s3, monkeypatch, capsys):
     status = run_cli(capsys, "index", "status")
     assert status["uri"] == f"s3://{BUCKET}/index" and status["chunks"] == first["chunks_total"]
 
+    # a purge on object storage: the document leaves every version, the old versions' objects go
+    doc_id = hits["hits"][0]["doc_id"]
+    purged = run_cli(capsys, "index", "purge", "--doc", doc_id, "--reason", "test purge on s3")
+    assert purged["exit"] == 0 and purged["rows_deleted"] >= 1
+    assert all(h["doc_id"] != doc_id for h in run_cli(capsys, "search", title.split(":", 1)[1].strip(), "--k", "5")["hits"])
+    import lancedb
+
+    table = lancedb.connect(f"s3://{BUCKET}/index").open_table("chunks")
+    assert [v["version"] for v in table.list_versions()] == [purged["tables"][0]["version_after"]]
+    assert table.count_rows(f"doc_id = '{doc_id}'") == 0
+
 
 @pytest.mark.integration
 def test_registry_through_an_mlflow_tracking_server(home, tmp_path, base_model, s3, monkeypatch, capsys):
