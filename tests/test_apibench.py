@@ -70,3 +70,20 @@ def test_real_huggingface_split_finds_every_gold_document(tmp_path):
     assert report.documents == 936 and report.questions_without_gold == 0
     assert report.eval_items + report.interactions == 911
     assert len(list((tmp_path / "docs").glob("*.md"))) == 936  # no two ids collide on disk
+
+
+def test_a_question_that_cannot_be_told_from_its_answer_is_skipped_and_a_file_of_them_refused(tiny):
+    rows = [json.loads(line) for line in (tiny / "q.json").read_text().splitlines()]
+    other = {**rows[0], "code": "Q: which model for x?\nA: AutoModel.from_pretrained('org/model-a')"}  # another layout
+    write_jsonl(tiny / "mixed.json", [*rows, other])
+    report = import_apibench(tiny / "api.jsonl", tiny / "mixed.json", tiny / "mixed")
+    assert report.interactions + report.eval_items == len(rows)  # the odd one is not imported whole as a question
+    assert report.unseparated == ["mixed.json:13: " + report.unseparated[0].split(": ", 1)[1]]
+    assert "cannot be told apart" in report.unseparated[0]
+    imported = (tiny / "mixed" / "interactions.jsonl").read_text() + (tiny / "mixed" / "eval.jsonl").read_text()
+    assert "A: AutoModel" not in imported
+
+    write_jsonl(tiny / "other.json", [{**r, "code": r["code"].replace("###Instruction:", "Q:")} for r in rows])
+    with pytest.raises(ValueError, match="12 of 12 questions .* not the APIBench layout"):
+        import_apibench(tiny / "api.jsonl", tiny / "other.json", tiny / "other")
+    assert not (tiny / "other").exists()  # refused before anything was written

@@ -33,6 +33,7 @@ class ImportReport:
     eval_items: int = 0
     questions_without_gold: int = 0
     bad_lines: list[str] = field(default_factory=list)
+    unseparated: list[str] = field(default_factory=list)  # "file:line: why" of questions skipped for their layout
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -103,12 +104,16 @@ def render_document(doc_id: str, api: dict) -> str:
     return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n" + "\n".join(lines) + "\n"
 
 
-def split_instruction(code: str) -> tuple[str, str]:
-    """'###Instruction: Q\\n###Output: A' -> (Q, A)."""
-    match = re.search(r"###Instruction:\s*(.*?)\s*###Output:\s*(.*)", code, flags=re.DOTALL)
-    if not match:
-        return code.strip(), ""
-    return match.group(1).strip(), match.group(2).strip()
+UNSEPARATED = "no ###Instruction: marker: the question cannot be told apart from its answer"
+
+
+def split_instruction(code: str) -> tuple[str, str] | None:
+    """'###Instruction: Q\\n###Output: A' -> (Q, A) ("### Instruction:" too; A may be missing); None when the
+    layout is not that, never the whole field as the question."""
+    match = re.search(r"###\s*Instruction:\s*(.*?)\s*(?:###\s*Output:\s*(.*))?\Z", code, flags=re.DOTALL)
+    if not match or not match.group(1).strip():
+        return None
+    return match.group(1).strip(), (match.group(2) or "").strip()
 
 
 def output_fields(output: str) -> dict[str, str]:
@@ -154,6 +159,19 @@ def import_apibench(
         keep = sorted(random.Random(seed).sample(range(len(apis)), max_docs))
         apis, ids = [apis[i] for i in keep], [ids[i] for i in keep]
 
+    questions = read_json_lines(questions_file, report)
+    parsed = []
+    for n, q in enumerate(questions):
+        split = split_instruction(str(q.get("code", "")))
+        if split is None:
+            report.unseparated.append(f"{Path(questions_file).name}:{n + 1}: {UNSEPARATED}")
+        parsed.append((n, q, split))
+    if questions and len(report.unseparated) > len(questions) / 2:
+        raise ValueError(
+            f"{len(report.unseparated)} of {len(questions)} questions in {questions_file} have {UNSEPARATED} "
+            f"(first: {report.unseparated[0]}); this is not the APIBench layout the importer reads, nothing was written"
+        )
+
     docs_dir = Path(out) / "docs"
     docs_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
@@ -173,10 +191,12 @@ def import_apibench(
         by_call.setdefault(str(api.get("api_call", "")), doc_id)
 
     items = []
-    for n, q in enumerate(read_json_lines(questions_file, report)):
-        question, output = split_instruction(str(q.get("code", "")))
+    for n, q, split in parsed:
+        if split is None:
+            continue
+        question, output = split
         gold = find_gold(q, by_pair, by_name, by_call)
-        if not question or gold is None:
+        if gold is None:
             report.questions_without_gold += 1
             continue
         identifier = str(q.get("api_call", ""))

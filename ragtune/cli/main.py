@@ -32,6 +32,7 @@ def cmd_import_apibench(args) -> int:
             f"wrote {p['documents']} documents, {p['interactions']} interactions, {p['eval_items']} evaluation items to {p['out']}"
             + (f" ({p['questions_without_gold']} questions had no matching document)" if p["questions_without_gold"] else "")
             + (f"; {len(p['bad_lines'])} malformed lines skipped" if p["bad_lines"] else "")
+            + (f"; {len(p['unseparated'])} questions skipped ({p['unseparated'][0]})" if p["unseparated"] else "")
         ),
     )
     return 0
