@@ -56,7 +56,7 @@ def cmd_forget(args) -> int:
     try:
         report = forget(load_settings(), args.user)
     except ValueError as exc:
-        return fail(args, str(exc))
+        return fail(args, str(exc), BAD_INPUT_EXIT)
     ok = not report["unflagged"]
     emit(args, {"ok": ok, **report}, print_forget)
     return 0 if ok else 1  # the data is gone; the flags the registry still owes are paid by the next forget

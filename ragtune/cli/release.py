@@ -197,7 +197,9 @@ def cmd_eval(args) -> int:
         evaluation = evaluate(
             settings, chosen["items"], config, challenger=challenger, progress=tqdm_progress(), skipped=chosen["skipped"]
         )
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # the set or the options given
+        return fail(args, str(e), BAD_INPUT_EXIT)
+    except RuntimeError as e:
         return fail(args, str(e))
     payload = {
         "ok": True,
