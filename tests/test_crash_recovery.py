@@ -103,3 +103,49 @@ def test_killed_refresh_converges_on_the_next_run(home, corpus, embedder):
     instance = get_instance(load_settings())
     statuses = [r.status for r in instance.get_runs(filters=dg.RunsFilter(job_name="index_refresh"))]
     assert statuses.count(dg.DagsterRunStatus.FAILURE) == 2 and statuses.count(dg.DagsterRunStatus.SUCCESS) == 2
+
+
+def fill_to(folder, free_bytes: int) -> None:
+    """Fill the file system of `folder` until about `free_bytes` are left."""
+    left = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize - free_bytes
+    with open(folder / "filler", "wb") as f:
+        while left > 0:
+            n = min(left, 1 << 20)
+            f.write(b"\0" * n)
+            left -= n
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_disk_full_refresh_fails_clearly_and_leaves_the_live_index_intact(tmp_path, corpus, monkeypatch):
+    from conftest import DEMO
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("this machine does not let the test mount a tmpfs")
+    try:
+        home = mount / "home"
+        env = {**os.environ, "RAGTUNE_HOME": str(home), "RAGTUNE_WRITE_BATCH": "32"}
+
+        def ragtune(*argv):
+            return subprocess.run([sys.executable, "-m", "ragtune.cli", *argv], env=env, capture_output=True, text=True)
+
+        small = tmp_path / "small"
+        small.mkdir()
+        for path in sorted(corpus.iterdir())[:10]:
+            (small / path.name).write_bytes(path.read_bytes())
+        assert ragtune("refresh", "--source", str(small), "--json").returncode == 0
+        before = json.loads(ragtune("index", "status", "--json").stdout)
+        fill_to(mount, 1 << 20)  # 1 MB left: not enough for 150 more documents
+        full = ragtune("refresh", "--source", str(DEMO / "docs"), "--json")
+        assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-2000:]
+        error = json.loads(full.stdout.splitlines()[-1])["error"]
+        assert "space" in error.lower() or "full" in error.lower(), error
+        (mount / "filler").unlink()
+        assert json.loads(ragtune("index", "status", "--json").stdout) == before  # the live index is intact
+        found = json.loads(ragtune("search", "tabular regression carbon emissions", "--json").stdout)
+        assert found["hits"] and found["index_version"] == str(before["index_version"])
+        assert ragtune("refresh", "--source", str(DEMO / "docs"), "--json").returncode == 0  # and it converges
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
