@@ -48,10 +48,11 @@ def sql_string_list(values) -> str:
 # Chosen by bench/search_scale.py (docs/benchmarks.md): IVF_FLAT with about sqrt(N) partitions and 40 probes
 # kept recall@10 >= 0.95 at 100k and 1M near-duplicate chunks in 9-15 ms; IVF_PQ reached 0.27 (0.81 refined).
 VECTOR_INDEX_TYPE = "IVF_FLAT"
-# New rows are searched unindexed (exactly) until this share of the table is unindexed; then a refresh folds
-# them into the indexes and compacts. Folding costs 0.24-0.30 of a full build at any size, a 1% refresh's
-# own writes under 0.01, and an unindexed 5% adds a few ms to a search.
-FOLD_FRACTION = 0.05
+# Compaction (rewriting small fragments into large ones) is most of what `optimize()` costs: 50 s of a
+# 1% refresh at 1M rows, against 4 s to fold the new rows into the indexes. A refresh always folds (rows
+# left unindexed make a hybrid search 4x slower at 1M) and compacts only once the table has this many
+# fragments (each refresh adds about one per write batch).
+COMPACT_FRAGMENTS = 64
 
 
 def create_vector_index(table, rows: int, dim: int, index_type: str = VECTOR_INDEX_TYPE) -> None:
@@ -160,13 +161,14 @@ class ChunkStore:
         if indexed:
             # Versions younger than keep_versions_days stay available to `ragtune index rollback`.
             keep = timedelta(days=keep_versions_days)
-            unindexed = max((table.index_stats(ix.name).num_unindexed_rows for ix in table.list_indices()), default=0)
-            if unindexed > FOLD_FRACTION * rows:
-                table.optimize(cleanup_older_than=keep)  # fold new rows into the indexes, compact, clean up
-                done.append("optimized")
+            dataset = table.to_lance()
+            dataset.optimize.optimize_indices()  # new rows into the existing indexes
+            done.append("optimized")
+            if len(dataset.get_fragments()) > COMPACT_FRAGMENTS:
+                table.optimize(cleanup_older_than=keep)  # compact, then clean up
+                done.append("compacted")
             else:
                 table.cleanup_old_versions(older_than=keep)
-                done.append(f"fold deferred: {unindexed} rows searched unindexed")
         return done
 
     def restore(self, version: int) -> int:
