@@ -133,7 +133,8 @@ def build_raft_examples(
         if not record.get("gold_doc_ids"):
             result.skipped["no_gold_documents"] += 1
             continue
-        if residue(record["question"]) or residue(record.get("answer") or ""):  # skipped here, not the whole build
+        # curation already scrubbed and re-checked these; the independent patterns catch what else got in
+        if residue(record["question"], recognizers_too=False) or residue(record.get("answer") or "", recognizers_too=False):
             result.skipped["pii_residue"] += 1
             continue
         gold_chunks = [c for d in record["gold_doc_ids"] for c in chunks_by_doc.get(d, [])]

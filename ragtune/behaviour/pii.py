@@ -140,9 +140,10 @@ def scrub(text: str) -> tuple[str, Counter]:
     return text, Counter(f.kind for f in findings)
 
 
-def residue(text: str) -> list[str]:
-    """The PII kinds still in (already scrubbed) `text`, by the independent patterns and by the recognizers."""
+def residue(text: str, recognizers_too: bool = True) -> list[str]:
+    """The PII kinds still in (already scrubbed) `text`, by the independent patterns and (unless told not to)
+    by the recognizers again."""
     import re
 
     kinds = {kind for kind, pattern in RESIDUE_PATTERNS.items() if re.search(pattern, text or "")}
-    return sorted(kinds | {f.kind for f in find_pii(text or "")})
+    return sorted(kinds | ({f.kind for f in find_pii(text or "")} if recognizers_too else set()))
