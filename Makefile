@@ -58,6 +58,8 @@ bench: setup
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/embedder.py --split huggingface
 	$(BIN)/python bench/embedder.py --split tensorflow
+	$(BIN)/python bench/search_scale.py --sizes 100000 1000000 --indexes IVF_FLAT
+	$(BIN)/python bench/reliability.py
 	$(BIN)/python bench/pii.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/generate.py
