@@ -104,7 +104,10 @@ def cmd_index(args) -> int:
 
 
 def print_purge(p: dict) -> None:
-    tables = ", ".join(f"{t['table']} ({t['rows_deleted']} rows, {t['versions_removed']} old versions)" for t in p["tables"])
+    tables = (
+        ", ".join(f"{t['table']} ({t['rows_deleted']} rows, {t['versions_removed']} old versions)" for t in p["tables"])
+        or "no index table yet (refreshes will skip them)"
+    )
     print(f"purged {', '.join(p['doc_ids'])} by {p['by']}: {tables}")
     print(
         f"removed {p['curated_removed']} curated records and {p['evaluation_rows_removed']} evaluation rows; "
