@@ -61,14 +61,8 @@ def adapter_evaluation(
     if not version:
         raise RuntimeError("lora_adapter registered no model version; nothing to evaluate")
     registry.set_challenger(mlflow.uri(), mlflow.model_name(), version, context.run_id)
-    harness = HarnessConfig(
-        k=config.k,
-        limit=config.limit,
-        probe_limit=config.probe_limit,
-        max_new_tokens=config.max_new_tokens,
-        dtype=s.dtype,
-        batch_size=s.generate_batch_size,
-        constrained=s.constrained_decoding,
+    harness = HarnessConfig.for_settings(
+        s, k=config.k, limit=config.limit, probe_limit=config.probe_limit, max_new_tokens=config.max_new_tokens
     )
     evaluation = evaluate(
         s, evaluation_set["items"], harness, challenger=version, progress=tqdm_progress(), skipped=evaluation_set["skipped"]

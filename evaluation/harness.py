@@ -61,6 +61,16 @@ class HarnessConfig:
     batch_size: int = 8  # prompts generated together (left-padded)
     constrained: bool = True  # decode under the answer JSON schema (ragtune.llm.constrained)
 
+    @classmethod
+    def for_settings(cls, settings, **choices) -> HarnessConfig:
+        """The caller's choices (k, limit, ...) with the machine-wide ones taken from the settings."""
+        return cls(
+            dtype=settings.dtype,
+            batch_size=settings.generate_batch_size,
+            constrained=settings.constrained_decoding,
+            **choices,
+        )
+
     def as_dict(self) -> dict:
         return asdict(self)
 

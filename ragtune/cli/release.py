@@ -177,14 +177,8 @@ def cmd_eval(args) -> int:
         challenger = registry.resolve(settings.tracking_uri, settings.registered_model, args.adapter)
         if challenger is None:
             return fail(args, f"no version behind alias {args.adapter!r}; see `ragtune models list`", BAD_INPUT_EXIT)
-    config = HarnessConfig(
-        k=args.k,
-        limit=args.limit,
-        probe_limit=args.probe_limit,
-        max_new_tokens=args.max_new_tokens,
-        dtype=settings.dtype,
-        batch_size=settings.generate_batch_size,
-        constrained=settings.constrained_decoding,
+    config = HarnessConfig.for_settings(
+        settings, k=args.k, limit=args.limit, probe_limit=args.probe_limit, max_new_tokens=args.max_new_tokens
     )
     try:
         chosen = build_evaluation_set(
