@@ -7,9 +7,10 @@ replies do not change, so when a metric's definition changes, the recorded repli
 the same answers. Rows recorded before a field existed get it here:
 - `reference` and `identifier`: from the evaluation set rebuilt as the job built it (the held-out
   share of `datasets/curated.jsonl`, by the setting's or `--holdout`'s share), keyed by item id;
-- `identifier_shown` (the gold identifier is in a gold document of the context and in no other one):
-  the context is retrieved again from the live index; a row whose retrieved ids differ from the
-  recorded ones keeps the old rule (gold document served) and is counted under `contexts_changed`.
+- `identifier_shown` (the gold identifier is in a gold document of the context and not in every served
+  one), recomputed on every row under the current definition: the context is retrieved again from the
+  live index; a row whose retrieved ids differ from the recorded ones keeps its recorded value (or the
+  old rule, gold document served, where it has none) and is counted under `contexts_changed`.
 
 Rows of items the per-document cap (RAGTUNE_EVAL_PER_DOCUMENT, `--per-document`) leaves out are dropped and
 counted under `rows_capped`: a run recorded before the cap is judged on the recorded items the cap keeps.
@@ -113,7 +114,7 @@ def main() -> None:
                 continue
             row["reference"], row["identifier"] = item["reference_answer"], item.get("identifier") or item["reference_answer"]
         retrieval = "citation_accuracy" in row
-        if retrieval and "identifier_shown" not in row:
+        if retrieval:  # always under the current definition
             if row["question"] not in contexts:
                 contexts[row["question"]] = documents_of([h.as_dict() for h in retriever.search(row["question"], k=args.k)])
             served = contexts[row["question"]]

@@ -282,7 +282,7 @@ def item_metrics(row: dict) -> dict:
     CONDITIONAL metric: retrieval caps the overall figures (no model cites a document it was not shown).
 
     `identifier_match_gold_in_context` asks more than a gold document in the context: its identifier must
-    also be told apart there (`identifier_shown`: in a gold document and in no other one), or naming it
+    also be told apart there (`identifier_shown`: in a gold document, and not in every served one), or naming it
     would not show which document the model read. Rows scored before that field existed fall back to
     the gold document alone.
 
@@ -342,7 +342,7 @@ def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
 
 
 # Bump when scoring or decoding code changes what a cached row would hold (metrics, the constraint).
-CACHE_VERSION = 6
+CACHE_VERSION = 7
 
 
 def adapter_digest(adapter_dir: str | None) -> str | None:

@@ -90,17 +90,20 @@ def citation_accuracy(cited: list[str], retrieved: list[str], gold: list[str]) -
 
 
 def identifier_shown(identifier: str, documents: list[dict], gold: list[str]) -> bool:
-    """The reference's distinctive identifier is in a gold document of the context and in no other one there,
-    reading each document as the prompt shows it (`[doc id] title`, then its text).
+    """Naming the reference's distinctive identifier shows a choice made from the context: a gold document
+    there holds it and some served document does not (each read as the prompt shows it: `[doc id] title`,
+    then its text).
 
-    Only then does naming it show the model read the right document: APIBench's AutoTrain models all
-    load with `joblib.load('model.joblib')`, so on those items any AutoTrain answer "names" the gold API.
+    Other served documents may hold it too. A corpus can describe one API in several documents (TF Hub's
+    model URLs recur across documents), and naming it is then right whichever of them the model read. What
+    this refuses is an identifier every served document holds: APIBench's AutoTrain models all load with
+    `joblib.load('model.joblib')`, so with only AutoTrain documents served, naming it picks nothing out.
     """
     wanted = distinctive_identifier(identifier).lower()
     if not wanted:
         return False
     holders = {d["doc_id"] for d in documents if wanted in format_documents([d]).lower()}
-    return bool(holders) and holders <= set(gold)
+    return bool(holders & set(gold)) and any(d["doc_id"] not in holders for d in documents)
 
 
 def abstained(answer: str) -> bool:

@@ -100,14 +100,26 @@ def test_recall_counts_documents_not_chunks():
         retrieval_scores([ranked, ranked], [["gold"]])
 
 
-def test_an_identifier_is_shown_only_when_it_tells_the_gold_document_apart():
+def test_an_identifier_is_shown_only_when_naming_it_chooses_from_the_context():
     call = "joblib.load('model.joblib')"
     autotrain = [
         {"doc_id": "a/one", "title": "a/one", "text": "Load with joblib.load('model.joblib')."},
         {"doc_id": "b/two", "title": "b/two", "text": "Also joblib.load('model.joblib')."},
     ]
-    assert not identifier_shown(call, autotrain, ["a/one"])  # every AutoTrain document holds it
-    assert identifier_shown(call, autotrain[:1], ["a/one"])
+    other = {"doc_id": "org/y", "title": "org/y", "text": "AutoModel.from_pretrained('org/y')"}
+    assert not identifier_shown(call, autotrain, ["a/one"])  # every served document holds it: no choice
+    assert not identifier_shown(call, autotrain, ["a/one", "b/two"])  # also when both are gold
+    assert not identifier_shown(call, autotrain[:1], ["a/one"])  # one document served: nothing to choose from
+    assert identifier_shown(call, [autotrain[0], other], ["a/one"])
+    # one API described in several documents (TF Hub): a non-gold copy beside the gold does not hide the choice
+    url = "hub.load('https://tfhub.dev/google/universal-sentence-encoder/4')"
+    copies = [
+        {"doc_id": "use-1", "title": "Text embedding", "text": url},
+        {"doc_id": "use-2", "title": "Embed sentences", "text": f"model = {url}"},
+        {"doc_id": "mobilenet", "title": "Image classifier", "text": "hub.load('https://tfhub.dev/google/mobilenet/5')"},
+    ]
+    assert identifier_shown(url, copies, ["use-1"])
+    assert not identifier_shown(url, copies[:2], ["use-1"])
     hub = [
         {"doc_id": "org/x", "title": "org/x", "text": "AutoModel.from_pretrained('ORG/X')"},
         {"doc_id": "org/y", "title": "org/y", "text": "see org/y"},
@@ -115,7 +127,6 @@ def test_an_identifier_is_shown_only_when_it_tells_the_gold_document_apart():
     assert identifier_shown("AutoModel.from_pretrained('org/x')", hub, ["org/x"])  # case-insensitive
     assert not identifier_shown("AutoModel.from_pretrained('org/z')", hub, ["org/z"])  # gold not shown
     assert not identifier_shown("AutoModel.from_pretrained('org/y')", hub, ["org/x"])  # only in a non-gold one
-    assert identifier_shown(call, autotrain, ["a/one", "b/two"])  # held by two gold documents, by no other
     # read as the prompt shows a document: its id label counts, though neither title nor text holds the id
     labelled = [{"doc_id": "org/x", "title": "", "text": "A parser."}, {"doc_id": "org/y", "title": "Y", "text": "A tagger."}]
     assert identifier_shown("pipeline(model='org/x')", labelled, ["org/x"])
