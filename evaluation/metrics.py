@@ -14,14 +14,9 @@ import re
 import string
 from collections import Counter
 
-from ragtune.llm.prompting import NOT_COVERED, format_documents, parse_answer
+from ragtune.llm.prompting import abstained, format_documents, parse_answer
 
-ABSTENTION_PATTERNS = [
-    r"documents? (?:do|does) not (?:cover|contain|mention|say|answer)",
-    r"not covered by the documents?",
-    r"(?:no|none of the) documents? (?:cover|mention|contain)",
-    r"cannot (?:be )?answer(?:ed)? (?:from|with) the documents?",
-]
+__all__ = ["abstained"]  # defined beside the answer contract; the harness and the live report share it
 
 
 def normalise(text: str) -> str:
@@ -104,11 +99,6 @@ def identifier_shown(identifier: str, documents: list[dict], gold: list[str]) ->
         return False
     holders = {d["doc_id"] for d in documents if wanted in format_documents([d]).lower()}
     return bool(holders & set(gold)) and any(d["doc_id"] not in holders for d in documents)
-
-
-def abstained(answer: str) -> bool:
-    text = answer.lower()
-    return NOT_COVERED.lower() in text or any(re.search(p, text) for p in ABSTENTION_PATTERNS)
 
 
 def adheres(answer: str, counterfactual: str, original: str) -> float:

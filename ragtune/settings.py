@@ -96,6 +96,22 @@ class Settings(BaseSettings):
     serve_max_question_chars: int = Field(1000, ge=1, description="Longest question accepted.")
     serve_max_body_bytes: int = Field(16384, ge=256, description="Largest request body accepted.")
     serve_reload_seconds: float = Field(5.0, gt=0, description="How often the server checks whether the champion alias moved.")
+    review_token: str = Field(
+        "",
+        description="The token reviewers sign in with on the server's /review page; empty turns reviewing off. Keep it secret.",
+    )
+    review_low_similarity: float = Field(
+        0.35,
+        ge=-1,
+        le=1,
+        description="/review lists an answer under 'low retrieval' when its best context chunk's cosine similarity to the question is below this.",
+    )
+    shadow_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of live questions the challenger also answers after the caller has their answer (logged, flagged, never shown); 0 turns shadowing off.",
+    )
     # scale-out switches (docs/scaling.md); the defaults run everything on this machine
     index_uri: str = Field(
         "",

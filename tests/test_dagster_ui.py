@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, register_versions
+from conftest import browser, free_port, register_versions
 
 from pipelines.runner import prepare_dagster_home
 from ragtune import registry
@@ -80,35 +80,10 @@ def wait_for_location(url: str, process: subprocess.Popen, log: Path, timeout: f
     pytest.fail(f"the code location did not load:\n{log.read_text()[-3000:]}")
 
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 PAGES = {  # screenshot name -> (path under the location, names that must be on the page)
     "asset-graph-knowledge": ("asset-groups/knowledge", ["raw_documents", "document_chunks", "chunk_index"]),
     "asset-graph-release": ("asset-groups/release", ["adapter_evaluation", "release"]),
 }
-
-
-def browser(profile: Path):
-    """Headless Chromium from the Debian packages (make browser installs them), driven by Selenium."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
-    assert not missing, f"{missing} missing: run `make browser` (apt-get install chromium chromium-driver)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,900",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 def open_page(driver, url: str, names: list[str], timeout: float = 180) -> None:

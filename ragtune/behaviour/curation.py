@@ -89,6 +89,9 @@ def length_problem(question: str, answer: str, policy: CurationPolicy) -> str | 
 
 
 def gold_doc_ids(record: dict) -> list[str]:
+    """The documents that answer: a reviewer's named documents where there are some, else the answer's citations."""
+    if record.get("gold_citations"):
+        return list(dict.fromkeys(record["gold_citations"]))
     return list(dict.fromkeys(c["doc_id"] for c in record.get("citations") or [] if c.get("doc_id")))
 
 
@@ -129,6 +132,9 @@ def curate(records: list[dict], forgotten: set[str], policy: CurationPolicy | No
     for record in records:
         if record.get("user") in forgotten:
             report.dropped["forgotten_user"] += 1
+            continue
+        if record.get("shadow_of"):  # the challenger's answer to a live question: never shown, never trained on
+            report.dropped["shadow_answer"] += 1
             continue
         answer, why = accepted_answer(record)
         if answer is None:

@@ -9,6 +9,14 @@ busy timeout) instead of failing, so nothing is lost or written twice.
 The log is append-only: interactions are inserted once (a repeated id is
 ignored), feedback is a separate stream of events whose newest entry wins.
 The one exception is `forget(user)`, which deletes, because erasure is the point.
+
+A review (the server's /review page) is a feedback event with the reviewer's name; it may name
+the documents that really answer the question (`gold_citations`), which curation then takes as the
+gold documents. A shadow answer (the challenger answering a live question off the request path) is
+logged with `shadow_of` set to the interaction it shadows; it is never shown and never trained on.
+
+Databases created before a column existed get it on open (`add_missing_columns`): every column added
+since the first release is nullable, so old rows read back with None.
 """
 
 from __future__ import annotations
@@ -37,9 +45,15 @@ RECORD_FIELDS = (
     "model_version",
     "index_version",
     "latency_ms",
+    "retrieved",
+    "fallback",
+    "shadow_of",
     "feedback",
     "correction",
+    "gold_citations",
+    "reviewer",
 )
+FEEDBACK_FIELDS = ("feedback", "correction", "gold_citations", "reviewer")  # from the feedback events
 
 metadata = sa.MetaData()
 interactions = sa.Table(
@@ -55,6 +69,9 @@ interactions = sa.Table(
     sa.Column("model_version", sa.String(64)),
     sa.Column("index_version", sa.String(64)),
     sa.Column("latency_ms", sa.Float),
+    sa.Column("retrieved", sa.Text),  # JSON list of {doc_id, chunk_id, score, similarity}: the context, best first
+    sa.Column("fallback", sa.Boolean),  # the model's reply was not answer JSON
+    sa.Column("shadow_of", sa.String(64), index=True),  # a shadow answer: the live interaction it shadows
 )
 feedback_events = sa.Table(
     "feedback",
@@ -64,6 +81,8 @@ feedback_events = sa.Table(
     sa.Column("rating", sa.String(8)),
     sa.Column("correction", sa.Text),
     sa.Column("ts", sa.String(40), nullable=False),
+    sa.Column("citations", sa.Text),  # JSON list of doc ids a reviewer named as the ones that answer
+    sa.Column("reviewer", sa.String(200)),
 )
 forgotten_users = sa.Table(
     "forgotten_users",
@@ -129,6 +148,14 @@ def normalise_record(raw: dict) -> dict:
     correction = raw.get("correction")
     if correction is not None and not isinstance(correction, str):
         raise RecordError("correction must be a string or null")
+    retrieved = raw.get("retrieved") or []
+    if not isinstance(retrieved, list) or not all(isinstance(r, dict) and r.get("doc_id") for r in retrieved):
+        raise RecordError("retrieved must be a list of objects with a doc_id")
+    gold = raw.get("gold_citations")
+    if gold is not None and not (isinstance(gold, list) and all(isinstance(d, str) and d for d in gold)):
+        raise RecordError("gold_citations must be a list of document ids or null")
+    if raw.get("fallback") not in (None, True, False):
+        raise RecordError("fallback must be true, false or null")
     return {
         "id": str(raw.get("id") or uuid.uuid4().hex),
         "ts": utc_iso(raw.get("ts")),
@@ -139,8 +166,15 @@ def normalise_record(raw: dict) -> dict:
         "model_version": None if raw.get("model_version") is None else str(raw["model_version"]),
         "index_version": None if raw.get("index_version") is None else str(raw["index_version"]),
         "latency_ms": None if latency is None else float(latency),
+        "retrieved": [
+            {"doc_id": str(r["doc_id"]), **{k: r[k] for k in ("chunk_id", "score", "similarity") if k in r}} for r in retrieved
+        ],
+        "fallback": raw.get("fallback"),
+        "shadow_of": None if raw.get("shadow_of") is None else str(raw["shadow_of"]),
         "feedback": feedback,
         "correction": correction,
+        "gold_citations": gold,
+        "reviewer": None if raw.get("reviewer") is None else str(raw["reviewer"]),
     }
 
 
@@ -160,6 +194,21 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
+def add_missing_columns(engine: sa.Engine) -> list[str]:
+    """ALTER TABLE ... ADD COLUMN for each column of `metadata` an existing table lacks (all of them nullable)."""
+    inspector = sa.inspect(engine)
+    added = []
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                    added.append(f"{table.name}.{column.name}")
+    return added
+
+
 class InteractionLog:
     """Append interactions and feedback; read them back with the newest feedback applied."""
 
@@ -172,13 +221,16 @@ class InteractionLog:
             database = Path(url.removeprefix("sqlite:///"))
             with exclusive_lock(database.with_name(database.name + ".schema.lock")):
                 metadata.create_all(self.engine)
+                add_missing_columns(self.engine)
         else:
             try:
                 metadata.create_all(self.engine)
-            except sa.exc.DBAPIError as exc:  # another process created a table a moment ago
+                add_missing_columns(self.engine)
+            except sa.exc.DBAPIError as exc:  # another process created a table or column a moment ago
                 if "already exists" not in str(exc):
                     raise
                 metadata.create_all(self.engine)
+                add_missing_columns(self.engine)
 
     # -- writes ------------------------------------------------------------
     def append(self, record: dict) -> tuple[str, bool]:
@@ -217,17 +269,33 @@ class InteractionLog:
         report.already_present = len(good) - report.forgotten - report.added
         return report
 
-    def add_feedback(self, interaction_id: str, rating: str | None, correction: str | None = None) -> None:
+    def add_feedback(
+        self,
+        interaction_id: str,
+        rating: str | None,
+        correction: str | None = None,
+        citations: list[str] | None = None,
+        reviewer: str | None = None,
+    ) -> None:
+        """Append one feedback event. `citations`: the documents that really answer (a reviewer's call);
+        `reviewer`: who reviewed (None for an end user's vote)."""
         if rating not in (None, *FEEDBACK_VALUES):
             raise RecordError(f"rating must be 'up' or 'down', not {rating!r}")
+        if citations is not None and not all(isinstance(d, str) and d for d in citations):
+            raise RecordError("citations must be a list of document ids")
+        event = {
+            "interaction_id": interaction_id,
+            "rating": rating,
+            "correction": correction,
+            "ts": now_iso(),
+            "citations": None if citations is None else json.dumps(list(dict.fromkeys(citations))),
+            "reviewer": reviewer,
+        }
         with self.engine.begin() as conn:
             found = conn.execute(sa.select(interactions.c.id).where(interactions.c.id == interaction_id)).first()
             if found is None:
                 raise KeyError(f"no interaction with id {interaction_id!r}")
-            conn.execute(
-                feedback_events.insert(),
-                [{"interaction_id": interaction_id, "rating": rating, "correction": correction, "ts": now_iso()}],
-            )
+            conn.execute(feedback_events.insert(), [event])
 
     def forget(self, user: str) -> int:
         """Delete every record of `user` and remember the user, so a later import cannot bring them back."""
@@ -240,9 +308,16 @@ class InteractionLog:
         return removed
 
     # -- reads -------------------------------------------------------------
-    def records(self, limit: int | None = None, newest_first: bool = False) -> list[dict]:
+    def records(
+        self, limit: int | None = None, newest_first: bool = False, ids: list[str] | None = None, since: str | None = None
+    ) -> list[dict]:
+        """Records with their newest feedback; `ids` keeps those ids, `since` those logged at or after an ISO time."""
         order = interactions.c.seq.desc() if newest_first else interactions.c.seq
         query = sa.select(interactions).order_by(order).limit(limit)
+        if ids is not None:
+            query = query.where(interactions.c.id.in_(ids))
+        if since is not None:
+            query = query.where(interactions.c.ts >= since)
         with self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
             latest = self._latest_feedback(conn, [r["id"] for r in rows])
@@ -260,13 +335,18 @@ class InteractionLog:
     @staticmethod
     def _row(r: dict) -> tuple[dict, dict | None]:
         row = {
-            k: (json.dumps(r["citations"]) if k == "citations" else r[k])
-            for k in RECORD_FIELDS
-            if k not in ("feedback", "correction")
+            k: (json.dumps(r[k]) if k in ("citations", "retrieved") else r[k]) for k in RECORD_FIELDS if k not in FEEDBACK_FIELDS
         }
-        if r.get("feedback") is None and r.get("correction") is None:
+        if all(r.get(k) is None for k in FEEDBACK_FIELDS):
             return row, None
-        return row, {"interaction_id": r["id"], "rating": r.get("feedback"), "correction": r.get("correction"), "ts": r["ts"]}
+        return row, {
+            "interaction_id": r["id"],
+            "rating": r.get("feedback"),
+            "correction": r.get("correction"),
+            "ts": r["ts"],
+            "citations": None if r.get("gold_citations") is None else json.dumps(r["gold_citations"]),
+            "reviewer": r.get("reviewer"),
+        }
 
     @staticmethod
     def _insert(conn, row: dict) -> int:
@@ -285,12 +365,20 @@ class InteractionLog:
                 .order_by(feedback_events.c.seq)
             )
             for row in conn.execute(query):
-                latest[row.interaction_id] = {"feedback": row.rating, "correction": row.correction}
+                before = latest.get(row.interaction_id, {})
+                latest[row.interaction_id] = {
+                    "feedback": row.rating,
+                    "correction": row.correction,
+                    # a reviewer's documents and name stand until another review replaces them
+                    "gold_citations": json.loads(row.citations) if row.citations else before.get("gold_citations"),
+                    "reviewer": row.reviewer or before.get("reviewer"),
+                }
         return latest
 
     @staticmethod
     def _as_record(row: dict, feedback: dict | None) -> dict:
         record = {k: row[k] for k in RECORD_FIELDS if k in row}
         record["citations"] = json.loads(row["citations"])
-        record.update(feedback or {"feedback": None, "correction": None})
+        record["retrieved"] = json.loads(row["retrieved"]) if row.get("retrieved") else []
+        record.update(feedback or dict.fromkeys(FEEDBACK_FIELDS))
         return record

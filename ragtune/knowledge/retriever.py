@@ -27,6 +27,7 @@ class Hit:
     title: str
     text: str
     score: float
+    similarity: float | None = None  # cosine to the query, where the vector search found this chunk
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -114,18 +115,27 @@ class Retriever:
         where = acl_filter(groups)
         n = max(k, self.candidates)
         if mode == "vector":
-            return [to_hit(r) for r in self.vector_search(table, query, k, where)]
+            return [to_hit({**r, "similarity": r["score"]}) for r in self.vector_search(table, query, k, where)]
         if mode == "fts":
             return [to_hit(r) for r in self.fts_search(table, query, k, where)]
         vector_rows = self.vector_search(table, query, n, where)
         fts_rows = self.fts_search(table, query, n, where)
-        by_id = {r["chunk_id"]: r for r in fts_rows + vector_rows}
+        by_id = {r["chunk_id"]: r for r in fts_rows}
+        by_id.update({r["chunk_id"]: {**r, "similarity": r["score"]} for r in vector_rows})
         fused = reciprocal_rank_fusion([[r["chunk_id"] for r in vector_rows], [r["chunk_id"] for r in fts_rows]], self.rrf_k)
         return [to_hit({**by_id[cid], "score": score}) for cid, score in fused[:k]]
 
 
 def to_hit(row: dict) -> Hit:
-    return Hit(doc_id=row["doc_id"], chunk_id=row["chunk_id"], title=row["title"], text=row["text"], score=round(row["score"], 6))
+    similarity = row.get("similarity")
+    return Hit(
+        doc_id=row["doc_id"],
+        chunk_id=row["chunk_id"],
+        title=row["title"],
+        text=row["text"],
+        score=round(row["score"], 6),
+        similarity=None if similarity is None else round(similarity, 6),
+    )
 
 
 class LiveRetriever:

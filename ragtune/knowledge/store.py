@@ -108,6 +108,20 @@ class ChunkStore:
             by_doc.setdefault(doc_id, set()).add(chunk_id)
         return by_doc
 
+    def chunks(self, chunk_ids: list[str], columns: tuple[str, ...] = ("chunk_id", "doc_id", "title", "text")) -> dict[str, dict]:
+        """The rows of these chunk ids that are in the index, by chunk id."""
+        if not chunk_ids or not self.exists():
+            return {}
+        rows = self.table().search().where(f"chunk_id IN ({sql_string_list(chunk_ids)})").select(list(columns))
+        return {r["chunk_id"]: r for r in rows.limit(len(chunk_ids)).to_list()}
+
+    def known_doc_ids(self, doc_ids: list[str]) -> set[str]:
+        """Those of `doc_ids` that have chunks in the index."""
+        if not doc_ids or not self.exists():
+            return set()
+        rows = self.table().search().where(f"doc_id IN ({sql_string_list(doc_ids)})").select(["doc_id"])
+        return {r["doc_id"] for r in rows.limit(100_000).to_list()}
+
     def sources_by_doc(self) -> dict[str, str]:
         rows = self.read_columns(["doc_id", "source"]).to_pydict()
         return dict(zip(rows["doc_id"], rows["source"]))

@@ -8,10 +8,17 @@ one JSON object `{"answer": str, "citations": [doc_id, ...]}`.
 from __future__ import annotations
 
 import json
+import re
 
 # Starts with a word the base model rarely opens an answer with ("The" is its favourite): the
 # adapter must learn when to abstain instead of inheriting abstention as its default reply.
 NOT_COVERED = "Not covered: the documents do not answer this question."
+ABSTENTION_PATTERNS = [
+    r"documents? (?:do|does) not (?:cover|contain|mention|say|answer)",
+    r"not covered by the documents?",
+    r"(?:no|none of the) documents? (?:cover|mention|contain)",
+    r"cannot (?:be )?answer(?:ed)? (?:from|with) the documents?",
+]
 SYSTEM_PROMPT = (
     "You answer questions using only the documents provided. Reply with one JSON object: "
     '{"answer": "...", "citations": ["<doc id>", ...]} citing the ids of the documents you used. '
@@ -60,3 +67,9 @@ def parse_answer(text: str) -> dict | None:
     if not isinstance(citations, list) or not all(isinstance(c, str) for c in citations):
         return None
     return {"answer": value["answer"], "citations": citations}
+
+
+def abstained(answer: str) -> bool:
+    """The answer says the documents do not answer (the contract's NOT_COVERED, or words to that effect)."""
+    text = answer.lower()
+    return NOT_COVERED.lower() in text or any(re.search(p, text) for p in ABSTENTION_PATTERNS)

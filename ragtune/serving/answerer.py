@@ -81,6 +81,11 @@ def resolve_citations(cited: list[str], hits: list[Hit]) -> tuple[list[Citation]
     return resolved, dropped
 
 
+def logged_context(hits: list[Hit]) -> list[dict]:
+    """What the interaction log keeps of the context: ids and scores, not the text (the index has it)."""
+    return [{"doc_id": h.doc_id, "chunk_id": h.chunk_id, "score": h.score, "similarity": h.similarity} for h in hits]
+
+
 @dataclass
 class LoadedModel:
     version: str  # a registry version, or BASE
@@ -211,6 +216,8 @@ class Answerer:
             "model_version": model.version,
             "index_version": index_version,
             "latency_ms": round((finished - started) * 1000, 1),
+            "retrieved": logged_context(hits),
+            "fallback": fallback,
         }
         interaction_id, _ = self.interactions.append(record)
         return Answer(
@@ -228,6 +235,9 @@ class Answerer:
             dropped_citations=dropped,
         )
 
-    def feedback(self, interaction_id: str, rating: str | None, correction: str | None = None) -> None:
-        """Record up/down (and an optional corrected answer) on a logged interaction; KeyError if unknown."""
-        self.interactions.add_feedback(interaction_id, rating, correction)
+    def feedback(
+        self, interaction_id: str, rating: str | None, correction: str | None = None, citations: list[str] | None = None
+    ) -> None:
+        """Record up/down (and an optional corrected answer, and the documents that answer) on a logged
+        interaction; KeyError if unknown."""
+        self.interactions.add_feedback(interaction_id, rating, correction, citations)

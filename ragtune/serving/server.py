@@ -1,4 +1,5 @@
-"""The HTTP API: `POST /v1/ask`, `POST /v1/feedback`, `GET /healthz` (FastAPI on uvicorn).
+"""The HTTP API: `POST /v1/ask`, `POST /v1/feedback`, `GET /healthz` (FastAPI on uvicorn), and the
+web pages `/` (ask, rate, correct) and `/review` (ragtune/serving/pages.py).
 
 One process holds one loaded model. Generation is CPU-bound and uses every core,
 so at most `serve_workers` answers are generated at once and at most
@@ -23,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragtune.serving.answerer import Answerer
+from ragtune.serving.pages import add_pages
 from ragtune.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ class FeedbackRequest(BaseModel):
     id: str = Field(description="The interaction id an answer returned.")
     rating: Literal["up", "down"] | None = Field(None, description="up, down, or null to clear.")
     correction: str | None = Field(None, max_length=4000, description="The answer that should have been given.")
+    citations: list[str] | None = Field(
+        None, max_length=20, description="The documents (ids) that answer the question; only those the answer was given from."
+    )
 
 
 class Problem(Exception):
@@ -188,11 +193,16 @@ def create_app(answerer: Answerer, settings: Settings, watch: bool = True) -> Fa
 
     @app.post("/v1/feedback")
     async def feedback(body: FeedbackRequest) -> dict:
-        try:
-            await run_in_threadpool(answerer.feedback, body.id, body.rating, body.correction)
-        except KeyError:
-            raise Problem(404, f"no interaction with id {body.id!r}") from None
+        found = await run_in_threadpool(answerer.interactions.records, None, False, [body.id])
+        if not found:
+            raise Problem(404, f"no interaction with id {body.id!r}")
+        outside = sorted(set(body.citations or ()) - {r["doc_id"] for r in found[0]["retrieved"]})
+        if outside:
+            raise Problem(422, f"citations name documents this answer was not given from: {', '.join(outside)}")
+        await run_in_threadpool(answerer.feedback, body.id, body.rating, body.correction, body.citations)
         return {"ok": True, "id": body.id, "rating": body.rating}
+
+    add_pages(app, answerer, settings, admission, Problem)
 
     @app.get("/healthz")
     async def healthz() -> dict:

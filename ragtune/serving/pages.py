@@ -1,0 +1,223 @@
+"""The web pages beside the JSON API: `/` to ask, rate and correct; `/review` to review logged answers.
+
+Server-rendered HTML (Jinja2 templates in ./templates, autoescaped: a question or a document holding
+`<script>` shows as text) and plain forms, so no JavaScript and no build step. The ask page answers
+exactly as POST /v1/ask does (the same admission limits, the caller's groups filtering retrieval), and
+its ratings are the feedback POST /v1/feedback records; documents chosen there must be among those the
+answer was given from.
+
+Reviewing needs the reviewer token from the settings (`RAGTUNE_REVIEW_TOKEN`): signing in keeps it, with
+the reviewer's name, in SameSite=Strict cookies. Without a configured token /review answers 404. Every
+review is a feedback event with the reviewer's name (append-only): approve, correct or reject the
+answer, and name the documents that really answer it, which curation then takes as the gold documents.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from ragtune.behaviour.interactions import RecordError
+from ragtune.llm.generator import FALLBACK_PREFIX
+from ragtune.llm.prompting import abstained
+
+TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(default=True))
+TOKEN_COOKIE, NAME_COOKIE = "ragtune_review_token", "ragtune_reviewer"
+RECENT = 1000  # the review queue looks at this many newest interactions
+SHOWN = 100  # and lists at most this many of those that match the filter
+FILTERS = {
+    "unreviewed": "not yet reviewed",
+    "down": "down-voted",
+    "fallback": "fallbacks",
+    "abstained": "abstentions",
+    "low_retrieval": "low retrieval scores",
+    "all": "all recent",
+}
+
+
+@dataclass
+class Flags:
+    """What the review queue filters on, for one logged interaction."""
+
+    down: bool
+    fallback: bool
+    abstained: bool
+    low_retrieval: bool
+    reviewed: bool
+    top_similarity: float | None
+
+    @classmethod
+    def of(cls, record: dict, low_similarity: float) -> Flags:
+        similarities = [r["similarity"] for r in record.get("retrieved") or [] if r.get("similarity") is not None]
+        top = max(similarities) if similarities else None
+        return cls(
+            down=record.get("feedback") == "down",
+            fallback=bool(record.get("fallback")) or record["answer"].startswith(FALLBACK_PREFIX),
+            abstained=abstained(record["answer"]),
+            low_retrieval=not record.get("retrieved") or (top is not None and top < low_similarity),
+            reviewed=record.get("reviewer") is not None,
+            top_similarity=top,
+        )
+
+    def matches(self, show: str) -> bool:
+        return {
+            "unreviewed": not self.reviewed,
+            "down": self.down,
+            "fallback": self.fallback,
+            "abstained": self.abstained,
+            "low_retrieval": self.low_retrieval,
+        }.get(show, True)
+
+
+def review_queue(records: list[dict], show: str, low_similarity: float) -> list[tuple[dict, Flags]]:
+    """The live (not shadow) records matching the filter, newest first, at most SHOWN."""
+    listed = []
+    for record in records:
+        if record.get("shadow_of"):
+            continue
+        flags = Flags.of(record, low_similarity)
+        if flags.matches(show):
+            listed.append((record, flags))
+        if len(listed) >= SHOWN:
+            break
+    return listed
+
+
+def form_fields(body: bytes) -> dict[str, list[str]]:
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def first(fields: dict[str, list[str]], name: str, default: str = "") -> str:
+    return (fields.get(name) or [default])[0]
+
+
+def doc_ids_of(fields: dict[str, list[str]]) -> list[str]:
+    """Checked documents plus any typed into the `other_docs` box (comma- or space-separated)."""
+    typed = first(fields, "other_docs").replace(",", " ").split()
+    return list(dict.fromkeys([d for d in fields.get("docs", []) if d] + typed))
+
+
+def html(name: str, status: int = 200, **context) -> HTMLResponse:
+    return HTMLResponse(TEMPLATES.get_template(name).render(**context), status_code=status)
+
+
+def add_pages(app: FastAPI, answerer, settings, admission, problem) -> None:
+    """Register the pages on the API's app; `admission` and `problem` are the API's own, so limits match."""
+    log = answerer.interactions
+    max_chars = settings.serve_max_question_chars
+
+    def reviewer_of(request: Request) -> str | None:
+        token = request.cookies.get(TOKEN_COOKIE, "")
+        if settings.review_token and hmac.compare_digest(token.encode(), settings.review_token.encode()):
+            return request.cookies.get(NAME_COOKIE) or "reviewer"
+        return None
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def ask_page() -> HTMLResponse:
+        return html("ask.html", question="", user="", groups="")
+
+    @app.post("/", response_class=HTMLResponse, include_in_schema=False)
+    async def ask_form(request: Request) -> HTMLResponse:
+        fields = form_fields(await request.body())
+        question, user, groups = first(fields, "question"), first(fields, "user").strip(), first(fields, "groups")
+        form = dict(question=question, user=user, groups=groups)
+        if not question.strip():
+            return html("ask.html", 422, error="The question is empty.", **form)
+        if len(question) > max_chars:
+            return html("ask.html", 422, error=f"The question is {len(question)} characters; the limit is {max_chars}.", **form)
+        try:
+            async with admission.slot():
+                answer = await run_in_threadpool(answerer.answer, question, user or "anonymous", groups.replace(",", " ").split())
+        except problem as refused:
+            return html("ask.html", refused.status, error=refused.message, **form)
+        admission.observe(answer.latency_ms / 1000)
+        return html("ask.html", answer=answer, **form)
+
+    @app.post("/rate", response_class=HTMLResponse, include_in_schema=False)
+    async def rate_form(request: Request) -> HTMLResponse:
+        fields = form_fields(await request.body())
+        interaction_id, rating = first(fields, "id"), first(fields, "rating") or None
+        correction = first(fields, "correction").strip() or None
+        chosen = doc_ids_of(fields)
+        found = await run_in_threadpool(log.records, None, False, [interaction_id])
+        if not found:
+            return html("ask.html", 404, error=f"No interaction with id {interaction_id!r}.", question="", user="", groups="")
+        served = {r["doc_id"] for r in found[0]["retrieved"]}
+        outside = [d for d in chosen if d not in served]
+        if outside:  # an end user may only point at documents they were shown
+            return html(
+                "ask.html",
+                422,
+                error=f"Not among this answer's documents: {', '.join(outside)}.",
+                question="",
+                user="",
+                groups="",
+            )
+        try:
+            await run_in_threadpool(answerer.feedback, interaction_id, rating, correction, chosen or None)
+        except RecordError as bad:
+            return html("ask.html", 422, error=str(bad), question="", user="", groups="")
+        return html("ask.html", thanks=interaction_id, rating=rating, corrected=bool(correction), question="", user="", groups="")
+
+    @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
+    async def review_page(request: Request, show: str = "unreviewed", done: str = "") -> HTMLResponse:
+        if not settings.review_token:
+            return html("review_off.html", 404)
+        reviewer = reviewer_of(request)
+        if reviewer is None:
+            return html("review_login.html", 401, failed=bool(request.cookies.get(TOKEN_COOKIE)))
+        show = show if show in FILTERS else "unreviewed"
+        records = await run_in_threadpool(log.records, RECENT, True)
+        listed = review_queue(records, show, settings.review_low_similarity)
+        chunk_ids = list({r["chunk_id"] for record, _ in listed for r in record["retrieved"] if r.get("chunk_id")})
+        _, store, _ = answerer.live.current()
+        chunks = await run_in_threadpool(store.chunks, chunk_ids)
+        return html("review.html", reviewer=reviewer, show=show, filters=FILTERS, listed=listed, chunks=chunks, done=done)
+
+    @app.post("/review/login", include_in_schema=False)
+    async def review_login(request: Request):
+        if not settings.review_token:
+            return html("review_off.html", 404)
+        fields = form_fields(await request.body())
+        token, name = first(fields, "token"), first(fields, "name").strip()[:200]
+        if not hmac.compare_digest(token.encode(), settings.review_token.encode()) or not name:
+            return html("review_login.html", 401, failed=True)
+        response = RedirectResponse("/review", status_code=303)
+        for key, value in ((TOKEN_COOKIE, token), (NAME_COOKIE, name)):
+            response.set_cookie(key, value, httponly=True, samesite="strict")
+        return response
+
+    @app.post("/review/{interaction_id}", include_in_schema=False)
+    async def review_one(interaction_id: str, request: Request):
+        if not settings.review_token:
+            return html("review_off.html", 404)
+        reviewer = reviewer_of(request)
+        if reviewer is None:
+            return html("review_login.html", 401, failed=True)
+        fields = form_fields(await request.body())
+        action, correction = first(fields, "action"), first(fields, "correction").strip()
+        docs = doc_ids_of(fields)
+        back = "/review?" + urlencode({"show": first(fields, "show", "unreviewed")})
+        if action not in ("approve", "correct", "reject"):
+            return html("review_error.html", 422, error=f"unknown review action {action!r}", back=back)
+        if action == "correct" and not correction:
+            return html("review_error.html", 422, error="a correction needs the corrected answer", back=back)
+        _, store, _ = answerer.live.current()
+        unknown = sorted(set(docs) - await run_in_threadpool(store.known_doc_ids, docs))
+        if unknown:
+            return html("review_error.html", 422, error=f"not in the index: {', '.join(unknown)}", back=back)
+        rating = "down" if action == "reject" else "up"
+        try:
+            await run_in_threadpool(
+                log.add_feedback, interaction_id, rating, correction if action == "correct" else None, docs or None, reviewer
+            )
+        except KeyError:
+            return html("review_error.html", 404, error=f"no interaction with id {interaction_id!r}", back=back)
+        return RedirectResponse(f"{back}&{urlencode({'done': interaction_id})}", status_code=303)
