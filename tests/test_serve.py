@@ -387,3 +387,18 @@ def test_ask_and_feedback_from_the_command_line(served, monkeypatch, capsys):
     assert code == 2 and "no interaction with id 'no-such-id'" in missing["error"]
     code, too_long = run("ask", "why? " * 300)
     assert code == 2 and "the limit is 1000" in too_long["error"]
+
+
+def test_with_shadowing_off_nothing_extra_runs(served):
+    url, settings, _ = served
+    assert ask(url, "How do I translate English to German?").status_code == 200
+    health = httpx.get(f"{url}/healthz", timeout=TIMEOUT).json()
+    assert health["shadow"] == {
+        "share": 0.0,
+        "challenger": None,
+        "answered": 0,
+        "skipped_busy": 0,
+        "no_challenger": 0,
+        "failed": 0,
+    }
+    assert not [r for r in InteractionLog(settings.interactions_db).records() if r["shadow_of"]]

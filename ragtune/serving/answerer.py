@@ -101,17 +101,18 @@ class ModelSlot:
     when called from the server's watcher thread.
     """
 
-    def __init__(self, settings: Settings, base_model: str, max_new_tokens: int):
+    def __init__(self, settings: Settings, base_model: str, max_new_tokens: int, alias: str = registry.CHAMPION):
         self.settings = settings
         self.base_model = base_model
         self.max_new_tokens = max_new_tokens
+        self.alias = alias  # champion: the base model while none is released; another alias: nothing while unset
         self._current: LoadedModel | None = None
         self._load_lock = threading.Lock()
         self.last_error: str | None = None
 
-    def wanted(self) -> str:
-        version = registry.resolve(self.settings.tracking_uri, self.settings.registered_model, registry.CHAMPION)
-        return version or BASE
+    def wanted(self) -> str | None:
+        version = registry.resolve(self.settings.tracking_uri, self.settings.registered_model, self.alias)
+        return version or (BASE if self.alias == registry.CHAMPION else None)
 
     def load(self, version: str) -> LoadedModel:
         adapter = None
@@ -141,10 +142,10 @@ class ModelSlot:
         with self._load_lock:
             try:
                 version = self.wanted()
-                if self._current is not None and self._current.version == version:
+                if (self._current.version if self._current else None) == version:
                     self.last_error = None
                     return False
-                loaded = self.load(version)
+                loaded = None if version is None else self.load(version)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if self._current is None:
@@ -153,7 +154,8 @@ class ModelSlot:
                 return False
             previous, self._current, self.last_error = self._current, loaded, None
             if previous is not None:
-                log.warning("champion moved: now serving %s (was %s)", loaded.version, previous.version)
+                now = loaded.version if loaded else "nothing"
+                log.warning("%s moved: now serving %s (was %s)", self.alias, now, previous.version)
             return True
 
     @property
@@ -170,9 +172,12 @@ class ModelSlot:
 class Answerer:
     """Answers with the champion adapter over the live index; follows both when they change under it."""
 
-    def __init__(self, settings: Settings, slot: ModelSlot, interactions: InteractionLog, k: int):
+    def __init__(
+        self, settings: Settings, slot: ModelSlot, interactions: InteractionLog, k: int, shadow_slot: ModelSlot | None = None
+    ):
         self.settings = settings
         self.slot = slot
+        self.shadow_slot = shadow_slot  # the challenger, when shadowing is on
         self.interactions = interactions
         self.k = k
         self.live = LiveRetriever(settings)
@@ -182,8 +187,10 @@ class Answerer:
         from ragtune.llm.base_model import resolve_base_model
 
         base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
-        slot = ModelSlot(settings, base_model, max_new_tokens or settings.serve_max_new_tokens)
-        answerer = cls(settings, slot, InteractionLog(settings.interactions_db), k or settings.serve_k)
+        budget = max_new_tokens or settings.serve_max_new_tokens
+        slot = ModelSlot(settings, base_model, budget)
+        shadow = ModelSlot(settings, base_model, budget, registry.CHALLENGER) if settings.shadow_share > 0 else None
+        answerer = cls(settings, slot, InteractionLog(settings.interactions_db), k or settings.serve_k, shadow)
         answerer.live.current()  # load the embedder now, not on the first request
         return answerer
 
@@ -195,12 +202,24 @@ class Answerer:
         """Retrieve within `groups` (public documents only when empty), generate, resolve citations, log."""
         if not question.strip():
             raise ValueError("the question is empty")
+        return self._answer(question, user, groups, self.slot.get())
+
+    def shadow(self, question: str, user: str, groups: list[str] | None, live_id: str) -> str | None:
+        """Answer again with the challenger and log it as a shadow of `live_id` (never shown); its id, or None
+        when there is no challenger other than the champion to shadow with."""
+        model, champion = (self.shadow_slot.current if self.shadow_slot else None), self.slot.current
+        if model is None or (champion is not None and model.version == champion.version):
+            return None
+        return self._answer(question, user, groups, model, shadow_of=live_id).id
+
+    def _answer(
+        self, question: str, user: str, groups: list[str] | None, model: LoadedModel, shadow_of: str | None = None
+    ) -> Answer:
         started = time.perf_counter()
         live, store, retriever = self.live.current()
         index_version = live.label(store.version()) if store.exists() else "none"
         hits = retriever.search(question, k=self.k, groups=list(groups or []))
         retrieved = time.perf_counter()
-        model = self.slot.get()
         if hits:
             generation = model.generator.generate(question, [h.as_dict() for h in hits])
             text, cited, fallback, tokens = generation.answer, generation.citations, not generation.valid, generation.tokens
@@ -218,6 +237,7 @@ class Answerer:
             "latency_ms": round((finished - started) * 1000, 1),
             "retrieved": logged_context(hits),
             "fallback": fallback,
+            "shadow_of": shadow_of,
         }
         interaction_id, _ = self.interactions.append(record)
         return Answer(

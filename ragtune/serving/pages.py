@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -108,8 +108,9 @@ def html(name: str, status: int = 200, **context) -> HTMLResponse:
     return HTMLResponse(TEMPLATES.get_template(name).render(**context), status_code=status)
 
 
-def add_pages(app: FastAPI, answerer, settings, admission, problem) -> None:
-    """Register the pages on the API's app; `admission` and `problem` are the API's own, so limits match."""
+def add_pages(app: FastAPI, answerer, settings, admission, problem, shadowing) -> None:
+    """Register the pages on the API's app; `admission`, `problem` and `shadowing` are the API's own, so
+    limits match and questions asked here are shadowed like those asked through the API."""
     log = answerer.interactions
     max_chars = settings.serve_max_question_chars
 
@@ -124,7 +125,7 @@ def add_pages(app: FastAPI, answerer, settings, admission, problem) -> None:
         return html("ask.html", question="", user="", groups="")
 
     @app.post("/", response_class=HTMLResponse, include_in_schema=False)
-    async def ask_form(request: Request) -> HTMLResponse:
+    async def ask_form(request: Request, background: BackgroundTasks) -> HTMLResponse:
         fields = form_fields(await request.body())
         question, user, groups = first(fields, "question"), first(fields, "user").strip(), first(fields, "groups")
         form = dict(question=question, user=user, groups=groups)
@@ -138,7 +139,10 @@ def add_pages(app: FastAPI, answerer, settings, admission, problem) -> None:
         except problem as refused:
             return html("ask.html", refused.status, error=refused.message, **form)
         admission.observe(answer.latency_ms / 1000)
-        return html("ask.html", answer=answer, **form)
+        shadowing.after(background, question, user or "anonymous", groups.replace(",", " ").split(), answer.id)
+        response = html("ask.html", answer=answer, **form)
+        response.background = background
+        return response
 
     @app.post("/rate", response_class=HTMLResponse, include_in_schema=False)
     async def rate_form(request: Request) -> HTMLResponse:

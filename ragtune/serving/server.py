@@ -6,6 +6,12 @@ so at most `serve_workers` answers are generated at once and at most
 `serve_queue` more wait; a request beyond that is answered 503 with Retry-After
 at once instead of piling up in memory. A watcher thread follows the registry's
 `champion` alias and swaps the model without touching requests in flight.
+
+Shadowing (`shadow_share` > 0): after the caller has their answer, a share of live questions is
+answered again by the `challenger` (logged with `shadow_of`, never shown). A shadow answer runs only
+when no request is admitted (it never queues, so it never makes a caller wait behind the queue or turns
+a caller away), takes a generation slot like an answer, and is skipped otherwise; the counts are in
+/healthz. A caller that arrives while a shadow generates waits for at most that one answer.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import threading
 from contextlib import asynccontextmanager
 from typing import Literal
 
-from fastapi import FastAPI, Request
+from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -89,6 +96,16 @@ class Admission:
         finally:
             self.admitted -= 1
 
+    def idle(self) -> bool:
+        """No request admitted and a generation slot free: a shadow answer may run now without queueing."""
+        return self.admitted == 0 and not self._semaphore.locked()
+
+    @asynccontextmanager
+    async def shadow_slot(self):
+        """A generation slot for a shadow answer; the caller checked `idle()` in the same event-loop step."""
+        async with self._semaphore:
+            yield
+
     def observe(self, seconds: float) -> None:
         self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * seconds
 
@@ -144,19 +161,57 @@ def describe_validation(exc: RequestValidationError) -> tuple[int, list[dict]]:
 
 def watch_champion(answerer: Answerer, every: float, stop: threading.Event) -> None:
     while not stop.wait(every):
+        for slot in filter(None, (answerer.slot, answerer.shadow_slot)):
+            try:
+                slot.sync()
+            except Exception:  # sync keeps serving the old model; never let the watcher die
+                log.exception("%s check failed", slot.alias)
+
+
+class Shadowing:
+    """Schedules the challenger's shadow answers after responses, within the admission limits."""
+
+    def __init__(self, answerer: Answerer, admission: Admission, share: float, seed: int | None = None):
+        self.answerer, self.admission, self.share = answerer, admission, share
+        self.random = random.Random(seed)
+        self.counts = {"answered": 0, "skipped_busy": 0, "no_challenger": 0, "failed": 0}
+
+    def after(self, background: BackgroundTasks, question: str, user: str, groups: list[str], live_id: str) -> None:
+        """Called once the caller's answer is ready: maybe answer it again, after the response is sent."""
+        if self.answerer.shadow_slot is not None and self.random.random() < self.share:
+            background.add_task(self.run, question, user, groups, live_id)
+
+    async def run(self, question: str, user: str, groups: list[str], live_id: str) -> None:
+        if not self.admission.idle():  # callers come first: never queue behind or ahead of them
+            self.counts["skipped_busy"] += 1
+            return
         try:
-            answerer.slot.sync()
-        except Exception:  # sync keeps serving the old model; never let the watcher die
-            log.exception("champion check failed")
+            async with self.admission.shadow_slot():
+                shadow_id = await run_in_threadpool(self.answerer.shadow, question, user, groups, live_id)
+        except Exception:  # a shadow answer must never surface anywhere but the log
+            log.exception("shadow answer failed")
+            self.counts["failed"] += 1
+            return
+        self.counts["answered" if shadow_id else "no_challenger"] += 1
+
+    def state(self) -> dict:
+        current = self.answerer.shadow_slot.current if self.answerer.shadow_slot else None
+        return {"share": self.share, "challenger": current.version if current else None, **self.counts}
 
 
 def create_app(answerer: Answerer, settings: Settings, watch: bool = True) -> FastAPI:
     admission = Admission(settings.serve_workers, settings.serve_queue)
+    shadowing = Shadowing(answerer, admission, settings.shadow_share)
     max_chars = settings.serve_max_question_chars
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await run_in_threadpool(answerer.slot.get)  # load the model before the first request
+        if answerer.shadow_slot is not None:
+            try:
+                await run_in_threadpool(answerer.shadow_slot.sync)  # the challenger, if there is one
+            except Exception:
+                log.exception("could not load the challenger; the watcher retries")
         stop = threading.Event()
         watcher = threading.Thread(
             target=watch_champion, args=(answerer, settings.serve_reload_seconds, stop), name="champion-watcher", daemon=True
@@ -181,7 +236,7 @@ def create_app(answerer: Answerer, settings: Settings, watch: bool = True) -> Fa
         return problem_response(exc.status, exc.message, headers=exc.headers)
 
     @app.post("/v1/ask")
-    async def ask(body: AskRequest) -> dict:
+    async def ask(body: AskRequest, background: BackgroundTasks) -> dict:
         if not body.question.strip():
             raise Problem(422, "question is empty")
         if len(body.question) > max_chars:
@@ -189,6 +244,7 @@ def create_app(answerer: Answerer, settings: Settings, watch: bool = True) -> Fa
         async with admission.slot():
             answer = await run_in_threadpool(answerer.answer, body.question, body.user, body.groups)
         admission.observe(answer.latency_ms / 1000)
+        shadowing.after(background, body.question, body.user, body.groups, answer.id)
         return answer.as_dict()
 
     @app.post("/v1/feedback")
@@ -202,7 +258,7 @@ def create_app(answerer: Answerer, settings: Settings, watch: bool = True) -> Fa
         await run_in_threadpool(answerer.feedback, body.id, body.rating, body.correction, body.citations)
         return {"ok": True, "id": body.id, "rating": body.rating}
 
-    add_pages(app, answerer, settings, admission, Problem)
+    add_pages(app, answerer, settings, admission, Problem, shadowing)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -215,6 +271,7 @@ def create_app(answerer: Answerer, settings: Settings, watch: bool = True) -> Fa
             "index_version": await run_in_threadpool(answerer.index_version),
             "reload_error": answerer.slot.last_error,
             "queue": admission.state(),
+            "shadow": shadowing.state(),
         }
 
     return app

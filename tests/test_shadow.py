@@ -1,0 +1,134 @@
+"""Shadow answers: a real `ragtune serve` with shadowing on answers live questions again with the challenger,
+after the caller has their answer, within the admission limits, logged and never shown.
+
+One server for the module (1 worker, 1 waiting, 16 new tokens, every question shadowed) on a small real
+index, with two real registered adapters: version 1 is the champion, version 2 the challenger.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from conftest import DEMO, free_port, make_adapter, register_versions, wait_for_http
+
+from ragtune import registry
+from ragtune.behaviour.interactions import InteractionLog
+from ragtune.knowledge.chunker import chunk_document
+from ragtune.knowledge.documents import load_documents
+from ragtune.knowledge.indexing import refresh_index
+from ragtune.knowledge.store import ChunkStore
+from ragtune.settings import load_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def shadowed(tmp_path_factory, embedder, base_model):
+    root = tmp_path_factory.mktemp("shadow")
+    docs = root / "docs"
+    docs.mkdir()
+    for path in sorted((DEMO / "docs").glob("*.md"))[:8]:
+        shutil.copy(path, docs / path.name)
+    settings = load_settings(home=str(root / "home"), base_model=str(base_model))
+    load = load_documents(docs)
+    chunks = [
+        c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)
+    ]
+    refresh_index(load, chunks, ChunkStore(settings.lancedb_uri, settings.table_name, embedder.dim), embedder)
+    champion, challenger = register_versions(
+        settings, ["a", "b"], root / "unused", adapter=make_adapter(base_model, root / "lora")
+    )
+    registry.promote(settings.tracking_uri, settings.registered_model, champion, "test: the champion")
+    registry.set_challenger(settings.tracking_uri, settings.registered_model, challenger)
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAGTUNE_HOME": str(settings.home_dir),
+        "RAGTUNE_BASE_MODEL": str(base_model),
+        "RAGTUNE_SERVE_WORKERS": "1",
+        "RAGTUNE_SERVE_QUEUE": "1",
+        "RAGTUNE_SERVE_MAX_NEW_TOKENS": "16",
+        "RAGTUNE_SHADOW_SHARE": "1.0",
+    }
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/healthz", process)
+    except (RuntimeError, TimeoutError) as e:
+        process.kill()
+        pytest.fail(f"the server did not come up ({e}):\n{(root / 'server.log').read_text()[-3000:]}")
+    yield url, settings, champion, challenger
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+    log.close()
+
+
+def shadows_of(settings, live_id: str) -> list[dict]:
+    return [r for r in InteractionLog(settings.interactions_db).records() if r["shadow_of"] == live_id]
+
+
+def wait_for_shadow(settings, live_id: str, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = shadows_of(settings, live_id)
+        if found:
+            return found[0]
+        time.sleep(0.3)
+    pytest.fail(f"no shadow answer of {live_id} was logged")
+
+
+def test_the_challenger_answers_after_the_caller_and_is_never_shown(shadowed):
+    url, settings, champion, challenger = shadowed
+    health = httpx.get(f"{url}/healthz", timeout=30).json()
+    assert health["model_version"] == champion and health["shadow"]["challenger"] == challenger
+
+    answer = httpx.post(f"{url}/v1/ask", json={"question": "How do I classify images?", "user": "ana"}, timeout=120).json()
+    assert answer["model_version"] == champion  # the caller gets the champion's answer, and only that
+    assert shadows_of(settings, answer["id"]) == []  # the shadow starts only once the response is out
+    shadow = wait_for_shadow(settings, answer["id"])
+    assert (shadow["model_version"], shadow["user"], shadow["question"]) == (challenger, "ana", "How do I classify images?")
+    live = next(r for r in InteractionLog(settings.interactions_db).records() if r["id"] == answer["id"])
+    assert shadow["ts"] > live["ts"] and live["shadow_of"] is None  # logged after the live answer, as its shadow
+    assert [r["doc_id"] for r in shadow["retrieved"]] and shadow["id"] != answer["id"]
+
+
+def test_shadowing_obeys_the_queue_and_never_fails_a_caller(shadowed):
+    url, settings, _, _ = shadowed
+    before = httpx.get(f"{url}/healthz", timeout=30).json()["shadow"]
+    results: list[httpx.Response] = []
+
+    def ask(question: str) -> None:
+        results.append(httpx.post(f"{url}/v1/ask", json={"question": question}, timeout=180))
+
+    # two callers at once fill the one worker and the one waiting place: the first one's shadow finds
+    # the second still admitted and is skipped; nobody is refused because of shadows
+    threads = [threading.Thread(target=ask, args=(q,)) for q in ("How do I translate text?", "How do I summarise text?")]
+    for t in threads:
+        t.start()
+        time.sleep(0.2)
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in results] == [200, 200]
+    for r in results:  # whatever happened to the shadows, the callers' answers are the champion's
+        assert r.json()["model_version"] == httpx.get(f"{url}/healthz", timeout=30).json()["model_version"]
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        after = httpx.get(f"{url}/healthz", timeout=30).json()["shadow"]
+        if after["answered"] + after["skipped_busy"] - before["answered"] - before["skipped_busy"] >= 2:
+            break
+        time.sleep(0.3)
+    assert after["skipped_busy"] > before["skipped_busy"]  # the first caller's shadow did not queue
+    assert after["failed"] == 0
