@@ -126,3 +126,34 @@ def test_forgotten_users_are_refused_on_import_and_timestamps_are_utc(tmp_path):
     assert log.append(record(3, user="bob")) == ("r3", False)
     with pytest.raises(RecordError, match="ts"):
         normalise_record({"question": "q", "answer": "a", "ts": "yesterday"})
+
+
+def test_a_log_from_before_the_review_columns_gains_them_and_keeps_its_rows(tmp_path):
+    """A database written by an earlier release (no retrieved/fallback/shadow_of, no review fields) opens,
+    gains the columns, reads its old rows back with None, and takes reviews."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """
+            CREATE TABLE interactions (seq INTEGER PRIMARY KEY AUTOINCREMENT, id VARCHAR(64) NOT NULL UNIQUE,
+                ts VARCHAR(40) NOT NULL, user VARCHAR(200) NOT NULL, question TEXT NOT NULL, answer TEXT NOT NULL,
+                citations TEXT NOT NULL, model_version VARCHAR(64), index_version VARCHAR(64), latency_ms FLOAT);
+            CREATE TABLE feedback (seq INTEGER PRIMARY KEY AUTOINCREMENT, interaction_id VARCHAR(64) NOT NULL,
+                rating VARCHAR(8), correction TEXT, ts VARCHAR(40) NOT NULL);
+            CREATE TABLE forgotten_users (user VARCHAR(200) PRIMARY KEY, ts VARCHAR(40) NOT NULL);
+            INSERT INTO interactions (id, ts, user, question, answer, citations)
+                VALUES ('old-1', '2026-01-01T00:00:00+00:00', 'ana', 'How do I parse a PDF file?', 'Use pypdf.', '[]');
+            INSERT INTO feedback (interaction_id, rating, ts) VALUES ('old-1', 'up', '2026-01-01T00:01:00+00:00');
+            """
+        )
+    log = InteractionLog(f"sqlite:///{path}")
+    (old,) = log.records()
+    assert (old["feedback"], old["retrieved"], old["fallback"], old["shadow_of"], old["reviewer"]) == ("up", [], None, None, None)
+    log.add_feedback("old-1", "up", None, ["pypdf-docs"], reviewer="rita")
+    (reviewed,) = log.records()
+    assert (reviewed["reviewer"], reviewed["gold_citations"]) == ("rita", ["pypdf-docs"])
+    log.add_feedback("old-1", "down")  # a later vote keeps the reviewer's documents and name
+    (voted,) = InteractionLog(f"sqlite:///{path}").records()  # opening again adds nothing twice
+    assert (voted["feedback"], voted["reviewer"], voted["gold_citations"]) == ("down", "rita", ["pypdf-docs"])
