@@ -52,7 +52,8 @@ def default_shape_adapter(base_model: str, folder: Path) -> Path:
     return folder
 
 
-def promote_adapter(settings, folder: Path) -> str:
+def register_adapter(settings, folder: Path) -> str:
+    """A real MLflow run logging the adapter folder, registered as a new version."""
     import mlflow
 
     from ragtune import registry
@@ -60,9 +61,15 @@ def promote_adapter(settings, folder: Path) -> str:
     experiment = registry.ensure_experiment(settings.tracking_uri, "bench", settings.artifact_root())
     with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_artifacts(str(folder), "adapter")
-    version = registry.register_model(
+    return registry.register_model(
         settings.tracking_uri, settings.registered_model, run.info.run_id, "adapter", {"dataset_hash": "bench"}
     )
+
+
+def promote_adapter(settings, folder: Path) -> str:
+    from ragtune import registry
+
+    version = register_adapter(settings, folder)
     registry.promote(settings.tracking_uri, settings.registered_model, version, reason="serving benchmark")
     return version
 

@@ -119,6 +119,20 @@ def ask_in_browser(driver, url: str, question: str, groups: str = "", user: str 
     return driver.find_element(By.CSS_SELECTOR, "#rate input[name=id]").get_attribute("value")
 
 
+def submitted(driver, button, *ids: str) -> None:
+    """Click a submit button and wait for the next page: one that has any of `ids`, or an error that says why."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(driver, 120).until(staleness_of(page))
+    WebDriverWait(driver, 120).until(lambda d: any(d.find_elements(By.ID, i) for i in (*ids, "error")))
+    errors = driver.find_elements(By.ID, "error")
+    assert "error" in ids or not errors, errors[0].text if errors else ""
+
+
 def records_by_id(settings) -> dict[str, dict]:
     return {r["id"]: r for r in InteractionLog(settings.interactions_db).records()}
 
@@ -136,7 +150,7 @@ def test_ask_rate_correct_and_review_in_a_browser(site, driver, tmp_path):
     assert driver.find_elements(By.CSS_SELECTOR, "details.citation") or driver.find_elements(By.ID, "no-citations")
     shots["ask-answer"] = tmp_path / "ask-answer.png"
     driver.save_screenshot(str(shots["ask-answer"]))
-    by_id(driver, "up").click()
+    submitted(driver, by_id(driver, "up"), "thanks")
     assert liked in by_id(driver, "thanks").text
     assert records_by_id(settings)[liked]["feedback"] == "up"
 
@@ -146,7 +160,7 @@ def test_ask_rate_correct_and_review_in_a_browser(site, driver, tmp_path):
     assert served, "the answer page offers its documents to choose from"
     driver.find_element(By.CSS_SELECTOR, f"#rate input[name=docs][value='{served[-1]}']").click()
     by_id(driver, "correction").send_keys("Use the T5 translation pipeline: pipeline('translation_en_to_fr').")
-    by_id(driver, "send-correction").click()
+    submitted(driver, by_id(driver, "send-correction"), "thanks")
     assert "with your correction" in by_id(driver, "thanks").text
     record = records_by_id(settings)[corrected]
     assert (record["feedback"], record["gold_citations"], record["reviewer"]) == ("down", [served[-1]], None)
@@ -166,11 +180,11 @@ def test_ask_rate_correct_and_review_in_a_browser(site, driver, tmp_path):
     driver.get(f"{url}/review")
     by_id(driver, "name").send_keys("rita")
     by_id(driver, "token").send_keys("wrong")
-    by_id(driver, "sign-in").click()
+    submitted(driver, by_id(driver, "sign-in"), "error")
     assert "not the reviewer token" in by_id(driver, "error").text
     by_id(driver, "name").send_keys("rita")
     by_id(driver, "token").send_keys(TOKEN)
-    by_id(driver, "sign-in").click()
+    submitted(driver, by_id(driver, "sign-in"), "reviewer")
     assert by_id(driver, "reviewer").text == "rita"
     assert driver.execute_script("return window.__pwned") is None  # the zyxwidget document is listed, as text
     assert "Zyxwidget guide <script>" in driver.find_element(By.TAG_NAME, "body").text
@@ -193,7 +207,7 @@ def test_ask_rate_correct_and_review_in_a_browser(site, driver, tmp_path):
     typed = next(p.stem for p in sorted((DEMO / "docs").glob("*.md"))[:12] if p.stem != ticked)
     item.find_element(By.NAME, "other_docs").send_keys(typed)
     item.find_element(By.NAME, "correction").send_keys("Use google/vit-base-patch16-224 with the image-classification pipeline.")
-    item.find_element(By.CSS_SELECTOR, "button[value=correct]").click()
+    submitted(driver, item.find_element(By.CSS_SELECTOR, "button[value=correct]"), "done")
     assert liked in by_id(driver, "done").text
     assert not driver.find_elements(By.ID, f"item-{liked}")  # reviewed: off the unreviewed queue
 
@@ -201,7 +215,7 @@ def test_ask_rate_correct_and_review_in_a_browser(site, driver, tmp_path):
     driver.get(f"{url}/review?show=all")
     other = by_id(driver, f"item-{corrected}")
     other.find_element(By.NAME, "other_docs").send_keys("no-such-document")
-    other.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+    submitted(driver, other.find_element(By.CSS_SELECTOR, "button[value=approve]"), "error")
     assert "not in the index: no-such-document" in by_id(driver, "error").text
 
     # the review is an event with the reviewer's name, and the next curation trains on it with its documents
