@@ -5,6 +5,7 @@
     d.diff, d.low, d.high, d.n, d.method  # challenger - incumbent, its interval, pairs compared, "newcombe" or "bootstrap"
     newcombe_paired(b=12, c=1, a=8, d=9)   # the paired 2x2 table directly: (low, high)
     mean_interval([1, 0, 1, 1])            # one candidate's mean: Wilson for 0/1 values, bootstrap otherwise
+    newcombe_independent(56, 70, 48, 80)   # two independent samples' proportions: (low, high) of p1 - p2
 
 Most metrics are 0/1 per item (identifier match, citation accuracy, format validity, abstention,
 adherence, false abstention). For them the paired difference is Newcombe's hybrid score interval for
@@ -33,6 +34,17 @@ difference it treats the discordant share (b+c)/n as known. Reference: Cavo et a
 16, 80 gives -0.0621 [-0.1186, -0.0046] (Fagerland et al.; tests/test_gate.py checks it). Near the
 boundary the interval is an approximate 95% interval, not an exact test: on 20-40 items it can clear
 a small margin where the exact sign test has p just above 0.05 (5 won, 0 lost of 20: p = 0.0625).
+
+Two independent samples (live traffic of two model versions in different periods: no item is answered
+by both) use Newcombe's hybrid score interval for independent proportions (Newcombe 1998, Statistics in
+Medicine 17:873, method 10): with the Wilson intervals (l1, u1) of p1 = x1/n1 and (l2, u2) of p2 = x2/n2,
+
+    low  = p1 - p2 - sqrt((p1 - l1)^2 + (u2 - p2)^2)
+    high = p1 - p2 + sqrt((u1 - p1)^2 + (p2 - l2)^2)
+
+the paired formula with phi = 0. Newcombe's example 56/70 - 48/80 gives 0.2 [0.0524, 0.3339], and
+10/10 - 0/10 gives [0.6075, 1] (his Table II; tests/test_live_report.py checks them). It keeps near 95%
+coverage where the Wald interval (p1 - p2 +- 1.96 se) collapses at 0 or 1 successes.
 
 Metrics with graded values (token F1) keep the percentile bootstrap over items: resample the items
 (both candidates' values together), take the mean difference each time, read the 2.5th and 97.5th
@@ -117,6 +129,19 @@ def newcombe_paired(a: int, b: int, c: int, d: int) -> tuple[float, float]:
     below = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     above = math.sqrt(max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2))
     return max(-1.0, p1 - p2 - below), min(1.0, p1 - p2 + above)
+
+
+def newcombe_independent(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float]:
+    """95% interval of p1 - p2 = x1/n1 - x2/n2 for two independent samples of 0/1 outcomes: Newcombe (1998)
+    method 10, the square-and-add of the two Wilson intervals; see the module docstring."""
+    if n1 <= 0 or n2 <= 0 or not (0 <= x1 <= n1 and 0 <= x2 <= n2):
+        raise ValueError(f"two samples need 0 <= successes <= n and n >= 1, got {x1}/{n1} and {x2}/{n2}")
+    p1, p2 = x1 / n1, x2 / n2
+    l1, u1 = wilson(x1, n1)
+    l2, u2 = wilson(x2, n2)
+    low = p1 - p2 - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = p1 - p2 + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return max(-1.0, low), min(1.0, high)
 
 
 def paired_difference(challenger: dict[Hashable, float], incumbent: dict[Hashable, float]) -> PairedDifference | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.monitoring import SERVING_DAYS
+
 INDEX_REFRESH = "index_refresh"
 INTERACTION_CURATION = "interaction_curation"
 ADAPTER_RETRAIN = "adapter_retrain"
@@ -11,6 +13,8 @@ NIGHTLY_INDEX_REFRESH = "nightly_index_refresh"
 NIGHTLY_CRON = "0 2 * * *"
 QUARTERLY_ADAPTER_RETRAIN = "quarterly_adapter_retrain"
 QUARTERLY_CRON = "0 3 1 1,4,7,10 *"
+LIVE_MONITORING = "live_monitoring"
+DAILY_SERVING_REPORT = "daily_serving_report"
 
 # The executor comes from the Definitions (assets/launchers.py): by default one process per
 # run, so models load once and values pass between steps in memory (two runs at once never read
@@ -37,6 +41,14 @@ adapter_retrain_job = dg.define_asset_job(
     tags={"ragtune/stage": "behaviour"},
 )
 
+live_monitoring_job = dg.define_asset_job(
+    name=LIVE_MONITORING,
+    selection=dg.AssetSelection.groups("monitoring"),
+    partitions_def=SERVING_DAYS,
+    description="Report one UTC day of live answers per model version and check the champion against the one before.",
+    tags={"ragtune/stage": "monitoring"},
+)
+
 
 def nightly_index_refresh(timezone: str) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
@@ -56,5 +68,17 @@ def quarterly_adapter_retrain(timezone: str) -> dg.ScheduleDefinition:
         cron_schedule=QUARTERLY_CRON,
         execution_timezone=timezone,
         description="Retrain the adapter at 03:00 on the first day of each quarter; the gate decides whether it ships.",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+
+
+def daily_serving_report() -> dg.ScheduleDefinition:
+    """At 00:30 UTC, the report of the UTC day just ended (the partitions are UTC days, whatever RAGTUNE_TIMEZONE)."""
+    return dg.build_schedule_from_partitioned_job(
+        live_monitoring_job,
+        name=DAILY_SERVING_REPORT,
+        hour_of_day=0,
+        minute_of_hour=30,
+        description="Build yesterday's serving report (UTC day) and check the champion against the previous one.",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )

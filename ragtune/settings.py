@@ -112,6 +112,24 @@ class Settings(BaseSettings):
         le=1,
         description="Share of live questions the challenger also answers after the caller has their answer (logged, flagged, never shown); 0 turns shadowing off.",
     )
+    monitor_min_answers: int = Field(
+        30,
+        ge=1,
+        description="The daily serving report compares a new champion's live answers with the previous champion's "
+        "only when each side has at least this many; below it the check says 'not enough evidence'.",
+    )
+    monitor_tolerance: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="A live rate (votes, fallbacks, abstentions, valid citations) regressed when its whole 95% "
+        "interval is worse than the previous champion's by more than this.",
+    )
+    monitor_auto_rollback: bool = Field(
+        False,
+        description="Roll the champion back automatically (recorded like `ragtune models rollback`, the metric "
+        "named in the reason) when the serving report's check finds a significant regression; off = warn only.",
+    )
     # scale-out switches (docs/scaling.md); the defaults run everything on this machine
     index_uri: str = Field(
         "",

@@ -10,6 +10,7 @@ GROUPS = {
     "interactions": {"interaction_logs", "curated_interactions"},
     "behaviour": {"evaluation_set", "embedder_release", "raft_dataset", "lora_adapter"},
     "release": {"adapter_evaluation", "release"},
+    "monitoring": {"serving_report"},
 }
 CHECKS = {
     "chunks_are_valid",
@@ -20,6 +21,7 @@ CHECKS = {
     "raft_dataset_is_valid",
     "raft_dataset_has_no_pii",
     "release_gate",
+    "champion_has_not_regressed",
 }
 BLOCKING = {
     "chunks_are_valid",
@@ -60,6 +62,9 @@ def test_definitions_load_everything(home):
     assert dg.AssetKey("adapter_evaluation") in graph.get(dg.AssetKey("release")).parent_keys
     quarterly = d.resolve_schedule_def("quarterly_adapter_retrain")
     assert quarterly.cron_schedule == "0 3 1 1,4,7,10 *" and quarterly.job_name == "adapter_retrain"
+    daily = d.resolve_schedule_def("daily_serving_report")
+    assert daily.cron_schedule == "30 0 * * *" and daily.job_name == "live_monitoring"
+    assert graph.get(dg.AssetKey("serving_report")).partitions_def.get_partition_keys()[0] == "2025-01-01"
     sensor = d.resolve_sensor_def("curated_volume_sensor")
     assert sensor.job_name == "adapter_retrain" and sensor.default_status == dg.DefaultSensorStatus.STOPPED
 

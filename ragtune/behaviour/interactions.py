@@ -309,15 +309,23 @@ class InteractionLog:
 
     # -- reads -------------------------------------------------------------
     def records(
-        self, limit: int | None = None, newest_first: bool = False, ids: list[str] | None = None, since: str | None = None
+        self,
+        limit: int | None = None,
+        newest_first: bool = False,
+        ids: list[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> list[dict]:
-        """Records with their newest feedback; `ids` keeps those ids, `since` those logged at or after an ISO time."""
+        """Records with their newest feedback; `ids` keeps those ids, `since` those logged at or after an ISO time,
+        `until` those logged before one (a day's report reads one day, not everything after it)."""
         order = interactions.c.seq.desc() if newest_first else interactions.c.seq
         query = sa.select(interactions).order_by(order).limit(limit)
         if ids is not None:
             query = query.where(interactions.c.id.in_(ids))
         if since is not None:
             query = query.where(interactions.c.ts >= since)
+        if until is not None:
+            query = query.where(interactions.c.ts < until)
         with self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
             latest = self._latest_feedback(conn, [r["id"] for r in rows])
