@@ -5,12 +5,15 @@ adapter_evaluation (challenger alias set, harness run, recorded in MLflow)
   -> release (decides again from the registry, then moves the aliases).
 """
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 from pydantic import Field
 
-from assets.resources import MLflowResource
+from assets.resources import InteractionLogResource, MLflowResource
 from evaluation.gate import DEFAULT_GATE, GatePolicy
 from evaluation.harness import HarnessConfig
+from evaluation.live_traffic import live_traffic, live_traffic_markdown
 from evaluation.release import judge, record_evaluation, release_challenger
 from evaluation.runner import LABELS, evaluate, table_rows, tqdm_progress
 from ragtune import registry
@@ -18,6 +21,7 @@ from ragtune import registry
 GROUP = "release"
 DEFAULT_HARNESS = HarnessConfig()
 DEFAULT_PROBED = 60  # probes per kind: the gate wants at least 50 judged abstentions and counterfactuals
+LIVE_TRAFFIC_DAYS = 28  # the challenger's shadow answers read back this far
 
 
 class EvaluationConfig(dg.Config):
@@ -54,7 +58,12 @@ def comparison_table(comparison: dict) -> dg.MetadataValue:
     "with and without retrieval; metrics to MLflow and a per-item artifact.",
 )
 def adapter_evaluation(
-    context: dg.AssetExecutionContext, lora_adapter: dict, evaluation_set: dict, config: EvaluationConfig, mlflow: MLflowResource
+    context: dg.AssetExecutionContext,
+    lora_adapter: dict,
+    evaluation_set: dict,
+    config: EvaluationConfig,
+    mlflow: MLflowResource,
+    interaction_log: InteractionLogResource,
 ) -> dg.Output[dict]:
     s = mlflow.settings()
     version = lora_adapter["model_version"]
@@ -69,6 +78,8 @@ def adapter_evaluation(
     )
     summary = record_evaluation(mlflow.uri(), mlflow.model_name(), lora_adapter["run_id"], evaluation)
     mine = evaluation.report.metrics["challenger_rag"]
+    since = (datetime.now(UTC) - timedelta(days=LIVE_TRAFFIC_DAYS)).isoformat()
+    traffic = live_traffic(interaction_log.get().records(since=since), version)
     return dg.Output(
         summary,
         metadata={
@@ -82,6 +93,8 @@ def adapter_evaluation(
             **{f"retrieval_{k.replace('@', '_at_')}": float(v) for k, v in evaluation.report.retrieval.items()},
             **{f"challenger_{m}": float(v) for m, v in mine.items()},
             "skipped_eval_lines": dg.MetadataValue.json(evaluation.report.skipped),
+            "live_traffic_pairs": traffic["pairs"],
+            "live_traffic": dg.MetadataValue.md(live_traffic_markdown(traffic)),
         },
     )
 

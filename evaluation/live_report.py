@@ -45,8 +45,7 @@ import numpy as np
 
 from evaluation.intervals import newcombe_independent
 from evaluation.metrics import percentile
-from ragtune.llm.generator import FALLBACK_PREFIX
-from ragtune.llm.prompting import abstained
+from ragtune.behaviour.answer_flags import flags, low_retrieval, top_similarity
 from ragtune.registry import CHAMPION, champion_at
 
 BASE = "base"  # model_version of answers from the base model (no champion)
@@ -72,33 +71,6 @@ NO_REGRESSION = "no regression"
 def live(records: list[dict]) -> list[dict]:
     """The answers people were shown: shadow answers left out."""
     return [r for r in records if r.get("shadow_of") is None]
-
-
-def top_similarity(record: dict) -> float | None:
-    """The best context chunk's cosine similarity to the question; None when none was logged."""
-    values = [c["similarity"] for c in record.get("retrieved") or [] if c.get("similarity") is not None]
-    return max(values) if values else None
-
-
-def valid_citation(record: dict) -> bool:
-    """At least one citation, and every cited document was in the answer's context."""
-    cited = {c["doc_id"] for c in record.get("citations") or []}
-    return bool(cited) and cited <= {c["doc_id"] for c in record.get("retrieved") or []}
-
-
-def is_fallback(record: dict) -> bool:
-    return bool(record.get("fallback")) or (record.get("answer") or "").startswith(FALLBACK_PREFIX)
-
-
-def flags(record: dict) -> dict[str, bool]:
-    """The 0/1 outcomes the rates count, for one answer."""
-    return {
-        "up": record.get("feedback") == "up",
-        "down": record.get("feedback") == "down",
-        "fallback": is_fallback(record),
-        "abstained": abstained(record.get("answer") or ""),
-        "valid_citation": valid_citation(record),
-    }
 
 
 def histogram(values: list[float], bins: int = SIMILARITY_BINS) -> list[int]:
@@ -156,15 +128,8 @@ def by_model(records: list[dict]) -> dict[str, dict]:
 
 def gap_reasons(record: dict, low_similarity: float) -> list[str]:
     """Why a live answer shows a coverage gap (empty: it does not)."""
-    top = top_similarity(record)
-    reasons = []
-    if abstained(record.get("answer") or ""):
-        reasons.append("abstained")
-    if record.get("feedback") == "down":
-        reasons.append("down")
-    if not record.get("retrieved") or (top is not None and top < low_similarity):
-        reasons.append("low_retrieval")
-    return reasons
+    seen = {**flags(record), "low_retrieval": low_retrieval(record, low_similarity)}
+    return [reason for reason in ("abstained", "down", "low_retrieval") if seen[reason]]
 
 
 def cluster(vectors: np.ndarray, min_similarity: float = GAP_SIMILARITY) -> list[int]:

@@ -22,8 +22,8 @@ from evaluation.live_report import (
     histogram,
     live_report,
     summarise,
-    valid_citation,
 )
+from ragtune.behaviour.answer_flags import valid_citation
 from ragtune.behaviour.interactions import InteractionLog
 from ragtune.llm.prompting import NOT_COVERED
 from ragtune.settings import load_settings

@@ -277,11 +277,12 @@ def test_the_review_queue_filters():
         record(3, fallback=True),
         record(4, retrieved=[{"doc_id": "d", "similarity": 0.1}]),
         record(5, reviewer="rita"),
-        record(6, shadow_of="1"),  # a shadow answer is never listed
+        record(6, shadow_of="1"),  # a shadow answer is never listed; this one agrees with 1 (same call, same citations)
+        record(7, answer="Not covered: the documents do not answer this question.", shadow_of="3"),  # disagrees with 3
     ]
     ids = {
         show: [r["id"] for r, _ in review_queue(records, show, 0.35)]
-        for show in ("down", "abstained", "fallback", "low_retrieval", "unreviewed", "all")
+        for show in ("down", "abstained", "fallback", "low_retrieval", "unreviewed", "disagreements", "all")
     }
     assert ids == {
         "down": ["1"],
@@ -289,5 +290,6 @@ def test_the_review_queue_filters():
         "fallback": ["3"],
         "low_retrieval": ["4"],
         "unreviewed": ["1", "2", "3", "4"],
+        "disagreements": ["3"],
         "all": ["1", "2", "3", "4", "5"],
     }

@@ -24,9 +24,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from ragtune.behaviour.answer_flags import agree, flags, low_retrieval, top_similarity
 from ragtune.behaviour.interactions import RecordError
-from ragtune.llm.generator import FALLBACK_PREFIX
-from ragtune.llm.prompting import abstained
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(default=True))
 TOKEN_COOKIE, NAME_COOKIE = "ragtune_review_token", "ragtune_reviewer"
@@ -38,6 +37,7 @@ FILTERS = {
     "fallback": "fallbacks",
     "abstained": "abstentions",
     "low_retrieval": "low retrieval scores",
+    "disagreements": "challenger disagrees",
     "all": "all recent",
 }
 
@@ -52,18 +52,19 @@ class Flags:
     low_retrieval: bool
     reviewed: bool
     top_similarity: float | None
+    disagreeing: list[dict]  # shadow answers (the challenger's) that disagree with this one
 
     @classmethod
-    def of(cls, record: dict, low_similarity: float) -> Flags:
-        similarities = [r["similarity"] for r in record.get("retrieved") or [] if r.get("similarity") is not None]
-        top = max(similarities) if similarities else None
+    def of(cls, record: dict, low_similarity: float, shadows: list[dict] = ()) -> Flags:
+        top, seen = top_similarity(record), flags(record)
         return cls(
-            down=record.get("feedback") == "down",
-            fallback=bool(record.get("fallback")) or record["answer"].startswith(FALLBACK_PREFIX),
-            abstained=abstained(record["answer"]),
-            low_retrieval=not record.get("retrieved") or (top is not None and top < low_similarity),
+            down=seen["down"],
+            fallback=seen["fallback"],
+            abstained=seen["abstained"],
+            low_retrieval=low_retrieval(record, low_similarity),
             reviewed=record.get("reviewer") is not None,
             top_similarity=top,
+            disagreeing=[s for s in shadows if not agree(record, s)],
         )
 
     def matches(self, show: str) -> bool:
@@ -73,16 +74,21 @@ class Flags:
             "fallback": self.fallback,
             "abstained": self.abstained,
             "low_retrieval": self.low_retrieval,
+            "disagreements": bool(self.disagreeing),
         }.get(show, True)
 
 
 def review_queue(records: list[dict], show: str, low_similarity: float) -> list[tuple[dict, Flags]]:
     """The live (not shadow) records matching the filter, newest first, at most SHOWN."""
+    shadows: dict[str, list[dict]] = {}
+    for record in records:
+        if record.get("shadow_of"):
+            shadows.setdefault(record["shadow_of"], []).append(record)
     listed = []
     for record in records:
         if record.get("shadow_of"):
             continue
-        flags = Flags.of(record, low_similarity)
+        flags = Flags.of(record, low_similarity, shadows.get(record["id"], []))
         if flags.matches(show):
             listed.append((record, flags))
         if len(listed) >= SHOWN:

@@ -1,0 +1,58 @@
+"""What a logged answer shows at a glance: its flags, read from the interaction record alone.
+
+One definition, used by the review queue (ragtune/serving/pages.py), the live report
+(evaluation/live_report.py) and the challenger's live-traffic table (evaluation/live_traffic.py).
+
+- a **fallback**: the logged flag, or the generator's fallback text (records logged before the flag);
+- **abstained**: the answer says the documents do not answer (`ragtune.llm.prompting.abstained`);
+- a **valid citation**: at least one document cited, and every cited document was in the context;
+- the **top similarity**: the best context chunk's cosine similarity to the question (None if not logged),
+  and **low retrieval** when it is below a threshold or nothing was retrieved;
+- two answers to one question **agree** when they make the same call (answer or abstain) and cite the
+  same documents: the behaviour the adapter is trained for, not the wording, which varies freely.
+"""
+
+from __future__ import annotations
+
+from ragtune.llm.generator import FALLBACK_PREFIX
+from ragtune.llm.prompting import abstained
+
+
+def top_similarity(record: dict) -> float | None:
+    values = [c["similarity"] for c in record.get("retrieved") or [] if c.get("similarity") is not None]
+    return max(values) if values else None
+
+
+def low_retrieval(record: dict, threshold: float) -> bool:
+    """Nothing was retrieved, or the best chunk's similarity is below `threshold` (RAGTUNE_REVIEW_LOW_SIMILARITY)."""
+    top = top_similarity(record)
+    return not record.get("retrieved") or (top is not None and top < threshold)
+
+
+def is_fallback(record: dict) -> bool:
+    return bool(record.get("fallback")) or (record.get("answer") or "").startswith(FALLBACK_PREFIX)
+
+
+def valid_citation(record: dict) -> bool:
+    cited = {c["doc_id"] for c in record.get("citations") or []}
+    return bool(cited) and cited <= {c["doc_id"] for c in record.get("retrieved") or []}
+
+
+def cited(record: dict) -> set[str]:
+    return {c["doc_id"] for c in record.get("citations") or []}
+
+
+def agree(first: dict, second: dict) -> bool:
+    answer_a, answer_b = first.get("answer") or "", second.get("answer") or ""
+    return abstained(answer_a) == abstained(answer_b) and cited(first) == cited(second)
+
+
+def flags(record: dict) -> dict[str, bool]:
+    """The 0/1 outcomes the live rates count, for one answer."""
+    return {
+        "up": record.get("feedback") == "up",
+        "down": record.get("feedback") == "down",
+        "fallback": is_fallback(record),
+        "abstained": abstained(record.get("answer") or ""),
+        "valid_citation": valid_citation(record),
+    }
