@@ -14,14 +14,17 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 from conftest import browser, free_port, register_versions
 
-from pipelines.runner import prepare_dagster_home
+from pipelines.runner import get_instance, prepare_dagster_home
 from ragtune import registry
+from ragtune.behaviour.interactions import InteractionLog
 from ragtune.settings import REPO_ROOT, load_settings
 
 pytestmark = pytest.mark.integration
@@ -38,9 +41,14 @@ ASSETS = {
     "embedder_release": "behaviour",
     "adapter_evaluation": "release",
     "release": "release",
+    "serving_report": "monitoring",
 }
-JOBS = {"index_refresh", "interaction_curation", "adapter_retrain", "champion_rollback"}
-SCHEDULES = {"nightly_index_refresh": "0 2 * * *", "quarterly_adapter_retrain": "0 3 1 1,4,7,10 *"}
+JOBS = {"index_refresh", "interaction_curation", "adapter_retrain", "live_monitoring", "champion_rollback"}
+SCHEDULES = {
+    "nightly_index_refresh": "0 2 * * *",
+    "quarterly_adapter_retrain": "0 3 1 1,4,7,10 *",
+    "daily_serving_report": "30 0 * * *",
+}
 SENSORS = {"curated_volume_sensor", "step_outputs_pruner"}
 
 WORKSPACE = """{ workspaceOrError { ... on Workspace { locationEntries { name
@@ -83,6 +91,7 @@ def wait_for_location(url: str, process: subprocess.Popen, log: Path, timeout: f
 PAGES = {  # screenshot name -> (path under the location, names that must be on the page)
     "asset-graph-knowledge": ("asset-groups/knowledge", ["raw_documents", "document_chunks", "chunk_index"]),
     "asset-graph-release": ("asset-groups/release", ["adapter_evaluation", "release"]),
+    "asset-graph-monitoring": ("asset-groups/monitoring", ["serving_report"]),
 }
 
 
@@ -195,6 +204,36 @@ def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
         assert registry.aliases(settings.tracking_uri, settings.registered_model) == {"champion": v1}
         tags = {v["version"]: v["tags"] for v in registry.list_versions(settings.tracking_uri, settings.registered_model)}
         assert tags[v2]["rolled_back_reason"] == "worse answers in review" and tags[v1]["restored_run_id"] == rollback_run
+
+        # the day's serving report from the launchpad: a partition of live_monitoring, its figures and its check
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        InteractionLog(settings.interactions_db).extend(
+            [
+                {
+                    "question": f"How do I load model {n}?",
+                    "answer": f"Use org/model-{n}.",
+                    "citations": [{"doc_id": "d1"}],
+                    "retrieved": [{"doc_id": "d1", "similarity": 0.7}],
+                    "model_version": v1,
+                    "latency_ms": 900.0 + n,
+                    "feedback": "up" if n % 2 else None,
+                }
+                for n in range(6)
+            ]
+        )
+        params["selector"]["jobName"] = "live_monitoring"
+        params["runConfigData"] = {}
+        params["executionMetadata"] = {"tags": [{"key": "dagster/partition", "value": day}]}
+        launch_and_wait(url, params, log)
+        instance = get_instance(settings)
+        report = instance.get_latest_materialization_event(dg.AssetKey("serving_report")).asset_materialization
+        assert report.partition == day
+        figures = {k: v.value for k, v in report.metadata.items()}
+        assert figures["champion"] == v1 and figures["champion_answers"] == 6 and figures["champion_up_rate"] == 0.5
+        (check,) = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey("serving_report"), "champion_has_not_regressed")]
+        ).values()
+        assert check.status.value == "SUCCEEDED"
 
         shots = screenshots_of_the_ui(url, location["name"], run_id, tmp_path)
         assert all(p.stat().st_size > 10_000 for p in shots)  # a real rendering, not a blank page
