@@ -114,6 +114,10 @@ def html(name: str, status: int = 200, **context) -> HTMLResponse:
     return HTMLResponse(TEMPLATES.get_template(name).render(**context), status_code=status)
 
 
+def ask_html(status: int = 200, question: str = "", user: str = "", groups: str = "", **context) -> HTMLResponse:
+    return html("ask.html", status, question=question, user=user, groups=groups, **context)
+
+
 def add_pages(app: FastAPI, answerer, settings, admission, problem, shadowing) -> None:
     """Register the pages on the API's app; `admission`, `problem` and `shadowing` are the API's own, so
     limits match and questions asked here are shadowed like those asked through the API."""
@@ -128,25 +132,26 @@ def add_pages(app: FastAPI, answerer, settings, admission, problem, shadowing) -
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def ask_page() -> HTMLResponse:
-        return html("ask.html", question="", user="", groups="")
+        return ask_html()
 
     @app.post("/", response_class=HTMLResponse, include_in_schema=False)
     async def ask_form(request: Request, background: BackgroundTasks) -> HTMLResponse:
         fields = form_fields(await request.body())
         question, user, groups = first(fields, "question"), first(fields, "user").strip(), first(fields, "groups")
         form = dict(question=question, user=user, groups=groups)
+        caller, caller_groups = user or "anonymous", groups.replace(",", " ").split()
         if not question.strip():
-            return html("ask.html", 422, error="The question is empty.", **form)
+            return ask_html(422, error="The question is empty.", **form)
         if len(question) > max_chars:
-            return html("ask.html", 422, error=f"The question is {len(question)} characters; the limit is {max_chars}.", **form)
+            return ask_html(422, error=f"The question is {len(question)} characters; the limit is {max_chars}.", **form)
         try:
             async with admission.slot():
-                answer = await run_in_threadpool(answerer.answer, question, user or "anonymous", groups.replace(",", " ").split())
+                answer = await run_in_threadpool(answerer.answer, question, caller, caller_groups)
         except problem as refused:
-            return html("ask.html", refused.status, error=refused.message, **form)
+            return ask_html(refused.status, error=refused.message, **form)
         admission.observe(answer.latency_ms / 1000)
-        shadowing.after(background, question, user or "anonymous", groups.replace(",", " ").split(), answer.id)
-        response = html("ask.html", answer=answer, **form)
+        shadowing.after(background, question, caller, caller_groups, answer.id)
+        response = ask_html(answer=answer, **form)
         response.background = background
         return response
 
@@ -158,23 +163,16 @@ def add_pages(app: FastAPI, answerer, settings, admission, problem, shadowing) -
         chosen = doc_ids_of(fields)
         found = await run_in_threadpool(log.records, None, False, [interaction_id])
         if not found:
-            return html("ask.html", 404, error=f"No interaction with id {interaction_id!r}.", question="", user="", groups="")
+            return ask_html(404, error=f"No interaction with id {interaction_id!r}.")
         served = {r["doc_id"] for r in found[0]["retrieved"]}
         outside = [d for d in chosen if d not in served]
         if outside:  # an end user may only point at documents they were shown
-            return html(
-                "ask.html",
-                422,
-                error=f"Not among this answer's documents: {', '.join(outside)}.",
-                question="",
-                user="",
-                groups="",
-            )
+            return ask_html(422, error=f"Not among this answer's documents: {', '.join(outside)}.")
         try:
             await run_in_threadpool(answerer.feedback, interaction_id, rating, correction, chosen or None)
         except RecordError as bad:
-            return html("ask.html", 422, error=str(bad), question="", user="", groups="")
-        return html("ask.html", thanks=interaction_id, rating=rating, corrected=bool(correction), question="", user="", groups="")
+            return ask_html(422, error=str(bad))
+        return ask_html(thanks=interaction_id, rating=rating, corrected=bool(correction))
 
     @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
     async def review_page(request: Request, show: str = "unreviewed", done: str = "") -> HTMLResponse:
