@@ -68,6 +68,8 @@ bench: setup
 	$(BIN)/python bench/abstention_signal.py --home .bench/quality-huggingface --holdout 0.2
 	$(BIN)/python bench/quality.py --split tensorflow
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/shadow.py
+	$(BIN)/python bench/serving_report.py
 
 demo-data: setup
 	rm -rf examples/apibench/docs examples/apibench/*.jsonl
