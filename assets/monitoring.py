@@ -13,7 +13,7 @@ significant regression. With RAGTUNE_MONITOR_AUTO_ROLLBACK it also rolls back th
 a reason like any other.
 """
 
-from datetime import datetime
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
@@ -171,15 +171,28 @@ def champion_has_not_regressed(
     return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description=description, metadata=metadata)
 
 
+ROLLBACK_DAYS = 2  # only the report of yesterday or today may roll back: a backfill of an old day never does
+
+
 def auto_rollback(mlflow: MLflowResource, report: dict, run_id: str) -> str:
-    """Roll the compared champion back to the version before it, if it still serves and that was a version."""
+    """Roll the compared champion back to the version before it, if it still serves and that was a version.
+
+    Never automatically: to a version that was itself rolled back (after v2 -> v1, v1 is never judged back
+    into v2), nor from a backfilled report of an old day.
+    """
     comparison = report["comparison"]
     uri, name = mlflow.uri(), mlflow.model_name()
+    age = (datetime.now(UTC).date() - date.fromisoformat(report["day"])).days
+    if age >= ROLLBACK_DAYS:
+        return f"not rolled back: the report of {report['day']} is {age} days old (a backfill warns only)"
     serving = registry.aliases(uri, name).get(registry.CHAMPION)
     if serving != comparison["champion"]:
         return f"not rolled back: version {serving} serves now, not {comparison['champion']}"
     if comparison["previous"] == BASE:
         return "not rolled back: the base model served before; retire the champion by hand"
+    tags = {v["version"]: v["tags"] for v in registry.list_versions(uri, name)}
+    if "rolled_back_reason" in tags.get(str(comparison["previous"]), {}):
+        return f"not rolled back: version {comparison['previous']} was rolled back before; decide by hand"
     try:
         moved = registry.rollback(uri, name, rollback_reason(report), to=comparison["previous"], run_id=run_id)
     except registry.RegistryError as exc:

@@ -131,14 +131,14 @@ def newcombe_paired(a: int, b: int, c: int, d: int) -> tuple[float, float]:
     return max(-1.0, p1 - p2 - below), min(1.0, p1 - p2 + above)
 
 
-def newcombe_independent(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float]:
-    """95% interval of p1 - p2 = x1/n1 - x2/n2 for two independent samples of 0/1 outcomes: Newcombe (1998)
-    method 10, the square-and-add of the two Wilson intervals; see the module docstring."""
+def newcombe_independent(x1: int, n1: int, x2: int, n2: int, z: float = Z95) -> tuple[float, float]:
+    """95% interval (or another level, by `z`) of p1 - p2 = x1/n1 - x2/n2 for two independent samples of 0/1
+    outcomes: Newcombe (1998) method 10, the square-and-add of the two Wilson intervals; see the module docstring."""
     if n1 <= 0 or n2 <= 0 or not (0 <= x1 <= n1 and 0 <= x2 <= n2):
         raise ValueError(f"two samples need 0 <= successes <= n and n >= 1, got {x1}/{n1} and {x2}/{n2}")
     p1, p2 = x1 / n1, x2 / n2
-    l1, u1 = wilson(x1, n1)
-    l2, u2 = wilson(x2, n2)
+    l1, u1 = wilson(x1, n1, z)
+    l2, u2 = wilson(x2, n2, z)
     low = p1 - p2 - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
     high = p1 - p2 + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
     return max(-1.0, low), min(1.0, high)
@@ -172,11 +172,12 @@ def paired_difference(challenger: dict[Hashable, float], incumbent: dict[Hashabl
     )
 
 
-def wilson(successes: int, n: int) -> tuple[float, float]:
-    """Wilson score 95% interval of a proportion: sound near 0 and 1 and on few items, unlike mean ± 1.96 se."""
-    p, z2 = successes / n, Z95**2
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score 95% interval (or another level, by `z`) of a proportion: sound near 0 and 1 and on few
+    items, unlike mean ± 1.96 se."""
+    p, z2 = successes / n, z**2
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return max(0.0, centre - half), min(1.0, centre + half)
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from statistics import NormalDist
 
 import numpy as np
 
@@ -84,13 +85,19 @@ def histogram(values: list[float], bins: int = SIMILARITY_BINS) -> list[int]:
 def summarise(records: list[dict]) -> dict:
     """Answers, counts and rates, latency p50/p95 (ms) and the top-similarity distribution of some live answers."""
     n = len(records)
-    counts = Counter()
+    counts, known = Counter(), Counter()  # known: the answers a flag could be read on (its denominator)
     for record in records:
-        counts.update(k for k, v in flags(record).items() if v)
+        seen = flags(record)
+        counts.update(k for k, v in seen.items() if v)
+        known.update(k for k, v in seen.items() if v is not None)
     latencies = [float(r["latency_ms"]) for r in records if r.get("latency_ms") is not None]
     similarities = [s for s in map(top_similarity, records) if s is not None]
-    summary = {"answers": n, "counts": {flag: counts[flag] for flag, _ in RATE_METRICS.values()}}
-    summary.update({metric: counts[flag] / n if n else None for metric, (flag, _) in RATE_METRICS.items()})
+    summary = {
+        "answers": n,
+        "counts": {flag: counts[flag] for flag, _ in RATE_METRICS.values()},
+        "known": {flag: known[flag] for flag, _ in RATE_METRICS.values()},
+    }
+    summary.update({metric: counts[flag] / known[flag] if known[flag] else None for metric, (flag, _) in RATE_METRICS.items()})
     summary.update(
         {
             "latency_p50_ms": percentile(latencies, 50) if latencies else None,
@@ -202,9 +209,12 @@ def compare_periods(new: dict, old: dict, tolerance: float, min_answers: int) ->
     if min(new["answers"], old["answers"]) < max(1, min_answers):
         return {**result, "verdict": NOT_ENOUGH, "regressions": [], "metrics": {}}
     metrics = {}
+    z = NormalDist().inv_cdf(1 - 0.05 / (2 * len(RATE_METRICS)))  # simultaneous 95% over the rates (Bonferroni)
     for metric, (flag, better) in RATE_METRICS.items():
-        x1, n1, x2, n2 = new["counts"][flag], new["answers"], old["counts"][flag], old["answers"]
-        low, high = newcombe_independent(x1, n1, x2, n2)
+        x1, n1, x2, n2 = new["counts"][flag], new["known"][flag], old["counts"][flag], old["known"][flag]
+        if min(n1, n2) < max(1, min_answers):
+            continue  # not readable on enough answers on both sides (a context logged before the column existed)
+        low, high = newcombe_independent(x1, n1, x2, n2, z=z)
         worse = high < -tolerance if better > 0 else low > tolerance
         metrics[metric] = {
             "new": x1 / n1,

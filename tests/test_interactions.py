@@ -150,10 +150,26 @@ def test_a_log_from_before_the_review_columns_gains_them_and_keeps_its_rows(tmp_
         )
     log = InteractionLog(f"sqlite:///{path}")
     (old,) = log.records()
-    assert (old["feedback"], old["retrieved"], old["fallback"], old["shadow_of"], old["reviewer"]) == ("up", [], None, None, None)
+    assert (old["feedback"], old["retrieved"], old["fallback"], old["shadow_of"], old["reviewer"]) == (
+        "up",
+        None,
+        None,
+        None,
+        None,
+    )
     log.add_feedback("old-1", "up", None, ["pypdf-docs"], reviewer="rita")
     (reviewed,) = log.records()
     assert (reviewed["reviewer"], reviewed["gold_citations"]) == ("rita", ["pypdf-docs"])
-    log.add_feedback("old-1", "down")  # a later vote keeps the reviewer's documents and name
+    log.add_feedback("old-1", "down", "Use pdfminer.", ["other-docs"])  # a user's later vote never undoes a review
     (voted,) = InteractionLog(f"sqlite:///{path}").records()  # opening again adds nothing twice
-    assert (voted["feedback"], voted["reviewer"], voted["gold_citations"]) == ("down", "rita", ["pypdf-docs"])
+    assert (voted["feedback"], voted["correction"], voted["reviewer"]) == ("up", None, "rita")
+    assert (voted["gold_citations"], voted["user_feedback"]) == (["pypdf-docs"], "down")
+    log.add_feedback("old-1", "down", "Use pypdf.PdfReader.", None, reviewer="sam")  # a later review does
+    (again,) = log.records()
+    assert (again["feedback"], again["correction"], again["reviewer"], again["gold_citations"]) == (
+        "down",
+        "Use pypdf.PdfReader.",
+        "sam",
+        ["pypdf-docs"],
+    )
+    assert old["retrieved"] is None  # logged before the context was kept: unknown, not "nothing retrieved"

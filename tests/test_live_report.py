@@ -193,7 +193,10 @@ def test_serving_report_for_a_day_with_its_metadata_and_the_champion_check(home,
     assert check.passed and "base model serves" in check.description
 
     v1, v2 = register_versions(s, ["d1", "d2"], tmp_path / "adapter")
+    from assets import monitoring
+
     monkeypatch.setattr(registry, "datetime", Clock)
+    monkeypatch.setattr(monitoring, "datetime", Clock)  # "today", for how old a report is
     Clock.current = promoted - timedelta(days=30)
     registry.promote(s.tracking_uri, s.registered_model, v1, "first")
     Clock.current = promoted
@@ -223,3 +226,20 @@ def test_serving_report_for_a_day_with_its_metadata_and_the_champion_check(home,
     assert registry.aliases(s.tracking_uri, s.registered_model)["champion"] == v1
     move = [m for m in registry.alias_history(s.tracking_uri, s.registered_model) if m["alias"] == "champion"][-1]
     assert (move["from"], move["to"]) == (v2, v1) and "down_rate" in move["reason"] and "2025-03-10" in move["reason"]
+
+    # two days later version 1 (back by the rollback) does worse than version 2 did: it warns, and never rolls
+    # back to a version that was rolled back (no flip-flop)
+    worse = [
+        record(i, id=f"back{i}", model_version="1", ts=(promoted + timedelta(days=2, minutes=i)).isoformat(), feedback="down")
+        for i in range(40)
+    ]
+    log.extend(worse)
+    Clock.current = promoted + timedelta(days=2, hours=12)
+    [check] = materialize_day(home, "2025-03-12").get_asset_check_evaluations()
+    assert not check.passed and "was rolled back before" in check.metadata["rollback"].value
+    assert registry.aliases(s.tracking_uri, s.registered_model)["champion"] == v1
+
+    # a backfill of an old day warns only
+    Clock.current = promoted + timedelta(days=9)
+    [check] = materialize_day(home, "2025-03-12").get_asset_check_evaluations()
+    assert not check.passed and "days old" in check.metadata["rollback"].value

@@ -165,11 +165,15 @@ def test_ask_rate_correct_and_review_in_a_browser(site, driver, tmp_path):
     record = records_by_id(settings)[corrected]
     assert (record["feedback"], record["gold_citations"], record["reviewer"]) == ("down", [served[-1]], None)
 
-    # the outsider never sees the restricted document, on the page or in its quotes
-    ask_in_browser(driver, url, "What is the payroll export key for the monthly salary file?")
-    assert SECRET not in driver.page_source and "payroll" not in " ".join(
-        b.get_attribute("value") for b in driver.find_elements(By.CSS_SELECTOR, "#rate input[name=docs]")
-    )
+    # the outsider never sees the restricted document, on the page or in its quotes; the finance group does
+    def served_docs() -> list[str]:
+        return [b.get_attribute("value") for b in driver.find_elements(By.CSS_SELECTOR, "#rate input[name=docs]")]
+
+    payroll_question = "What is the payroll export key for the monthly salary file?"
+    outsider = ask_in_browser(driver, url, payroll_question)
+    assert SECRET not in driver.page_source and "payroll.md" not in served_docs()
+    insider = ask_in_browser(driver, url, payroll_question, groups="finance")
+    assert "payroll.md" in served_docs()
 
     # markup in a question and in a document shows as text, never runs
     ask_in_browser(driver, url, "How do I calibrate the zyxwidget? <script>window.__pwned = 4</script>")
@@ -194,7 +198,8 @@ def test_ask_rate_correct_and_review_in_a_browser(site, driver, tmp_path):
     listed = {e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, "div.item")}
     assert listed == {f"item-{corrected}"}
     driver.get(f"{url}/review?show=low_retrieval")
-    assert len(driver.find_elements(By.CSS_SELECTOR, "div.item")) == 4
+    listed = {e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, "div.item")}
+    assert {f"item-{i}" for i in (liked, corrected, outsider, insider)} <= listed
 
     # review the liked answer: name two documents (one ticked, one typed) and correct it
     driver.get(f"{url}/review?show=unreviewed")
@@ -240,7 +245,7 @@ def test_review_needs_the_token_and_the_api_keeps_feedback_to_served_documents(s
     url, settings = site
     signed_out = httpx.get(f"{url}/review", timeout=30)
     assert signed_out.status_code == 401 and "Reviewer token" in signed_out.text
-    forged = httpx.post(f"{url}/review/anything", data={"action": "approve"}, cookies={"ragtune_review_token": "x"})
+    forged = httpx.post(f"{url}/review/anything", data={"action": "approve"}, cookies={"ragtune_reviewer": "00:rita"})
     assert forged.status_code == 401
     answer = httpx.post(f"{url}/v1/ask", json={"question": "How do I summarise a long article?"}, timeout=120).json()
     refused = httpx.post(f"{url}/v1/feedback", json={"id": answer["id"], "rating": "up", "citations": ["payroll"]}, timeout=30)

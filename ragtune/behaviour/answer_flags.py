@@ -6,8 +6,10 @@ One definition, used by the review queue (ragtune/serving/pages.py), the live re
 - a **fallback**: the logged flag, or the generator's fallback text (records logged before the flag);
 - **abstained**: the answer says the documents do not answer (`ragtune.llm.prompting.abstained`);
 - a **valid citation**: at least one document cited, and every cited document was in the context;
+  unknown (None) for a record logged before the context was kept, so it counts in no denominator;
 - the **top similarity**: the best context chunk's cosine similarity to the question (None if not logged),
-  and **low retrieval** when it is below a threshold or nothing was retrieved;
+  and **low retrieval** when it is below a threshold or nothing was retrieved (never for an unknown context);
+- **up** / **down**: what end users said (`user_feedback`); a reviewer's verdict is not a user's vote;
 - two answers to one question **agree** when they make the same call (answer or abstain) and cite the
   same documents: the behaviour the adapter is trained for, not the wording, which varies freely.
 """
@@ -25,21 +27,24 @@ def top_similarity(record: dict) -> float | None:
 
 def low_retrieval(record: dict, threshold: float) -> bool:
     """Nothing was retrieved, or the best chunk's similarity is below `threshold` (RAGTUNE_REVIEW_LOW_SIMILARITY)."""
+    if record.get("retrieved") is None:
+        return False
     top = top_similarity(record)
-    return not record.get("retrieved") or (top is not None and top < threshold)
+    return not record["retrieved"] or (top is not None and top < threshold)
 
 
 def is_fallback(record: dict) -> bool:
     return bool(record.get("fallback")) or (record.get("answer") or "").startswith(FALLBACK_PREFIX)
 
 
-def valid_citation(record: dict) -> bool:
-    cited = {c["doc_id"] for c in record.get("citations") or []}
-    return bool(cited) and cited <= {c["doc_id"] for c in record.get("retrieved") or []}
-
-
 def cited(record: dict) -> set[str]:
     return {c["doc_id"] for c in record.get("citations") or []}
+
+
+def valid_citation(record: dict) -> bool | None:
+    if record.get("retrieved") is None:
+        return None
+    return bool(cited(record)) and cited(record) <= {c["doc_id"] for c in record["retrieved"]}
 
 
 def agree(first: dict, second: dict) -> bool:
@@ -47,11 +52,12 @@ def agree(first: dict, second: dict) -> bool:
     return abstained(answer_a) == abstained(answer_b) and cited(first) == cited(second)
 
 
-def flags(record: dict) -> dict[str, bool]:
-    """The 0/1 outcomes the live rates count, for one answer."""
+def flags(record: dict) -> dict[str, bool | None]:
+    """The 0/1 outcomes the live rates count, for one answer (None: unknown for this record)."""
+    votes = record.get("user_feedback", record.get("feedback"))  # records built by hand may carry feedback only
     return {
-        "up": record.get("feedback") == "up",
-        "down": record.get("feedback") == "down",
+        "up": votes == "up",
+        "down": votes == "down",
         "fallback": is_fallback(record),
         "abstained": abstained(record.get("answer") or ""),
         "valid_citation": valid_citation(record),

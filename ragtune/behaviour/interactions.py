@@ -7,7 +7,9 @@ write is one short transaction, and writers queue on the database lock (with a
 busy timeout) instead of failing, so nothing is lost or written twice.
 
 The log is append-only: interactions are inserted once (a repeated id is
-ignored), feedback is a separate stream of events whose newest entry wins.
+ignored), feedback is a separate stream of events whose newest entry wins, except that a
+review outranks end users: once reviewed, only a later review changes the rating, correction and
+named documents (a user's later vote is kept apart, as `user_feedback`).
 The one exception is `forget(user)`, which deletes, because erasure is the point.
 
 A review (the server's /review page) is a feedback event with the reviewer's name; it may name
@@ -71,7 +73,7 @@ interactions = sa.Table(
     sa.Column("latency_ms", sa.Float),
     sa.Column("retrieved", sa.Text),  # JSON list of {doc_id, chunk_id, score, similarity}: the context, best first
     sa.Column("fallback", sa.Boolean),  # the model's reply was not answer JSON
-    sa.Column("shadow_of", sa.String(64), index=True),  # a shadow answer: the live interaction it shadows
+    sa.Column("shadow_of", sa.String(64)),  # a shadow answer: the live interaction it shadows
 )
 feedback_events = sa.Table(
     "feedback",
@@ -373,20 +375,23 @@ class InteractionLog:
                 .order_by(feedback_events.c.seq)
             )
             for row in conn.execute(query):
-                before = latest.get(row.interaction_id, {})
-                latest[row.interaction_id] = {
-                    "feedback": row.rating,
-                    "correction": row.correction,
-                    # a reviewer's documents and name stand until another review replaces them
-                    "gold_citations": json.loads(row.citations) if row.citations else before.get("gold_citations"),
-                    "reviewer": row.reviewer or before.get("reviewer"),
-                }
+                entry = latest.setdefault(row.interaction_id, {**dict.fromkeys(FEEDBACK_FIELDS), "user_feedback": None})
+                named = json.loads(row.citations) if row.citations else None
+                if row.reviewer:  # a review decides, until a later review
+                    entry.update(feedback=row.rating, correction=row.correction, reviewer=row.reviewer)
+                    entry["gold_citations"] = named or entry["gold_citations"]
+                    continue
+                entry["user_feedback"] = row.rating  # what end users said, apart from reviews (the live report's votes)
+                if entry["reviewer"] is None:  # a user's vote never undoes a review
+                    entry.update(feedback=row.rating, correction=row.correction)
+                    entry["gold_citations"] = named or entry["gold_citations"]
         return latest
 
     @staticmethod
     def _as_record(row: dict, feedback: dict | None) -> dict:
         record = {k: row[k] for k in RECORD_FIELDS if k in row}
         record["citations"] = json.loads(row["citations"])
-        record["retrieved"] = json.loads(row["retrieved"]) if row.get("retrieved") else []
-        record.update(feedback or dict.fromkeys(FEEDBACK_FIELDS))
+        # None: logged before the context was kept (unknown), unlike [] (nothing was retrieved)
+        record["retrieved"] = None if row.get("retrieved") is None else json.loads(row["retrieved"])
+        record.update(feedback or {**dict.fromkeys(FEEDBACK_FIELDS), "user_feedback": None})
         return record

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ragtune import registry
-from ragtune.behaviour.interactions import InteractionLog
+from ragtune.behaviour.interactions import InteractionLog, RecordError
 from ragtune.knowledge.retriever import Hit, LiveRetriever
 from ragtune.llm.generator import Generator
 from ragtune.llm.prompting import NOT_COVERED
@@ -259,5 +259,12 @@ class Answerer:
         self, interaction_id: str, rating: str | None, correction: str | None = None, citations: list[str] | None = None
     ) -> None:
         """Record up/down (and an optional corrected answer, and the documents that answer) on a logged
-        interaction; KeyError if unknown."""
+        interaction. KeyError if unknown; ValueError (RecordError) for a bad rating, or for documents the
+        answer was not given from: an end user may only point at documents they were shown."""
+        found = self.interactions.records(ids=[interaction_id])
+        if not found:
+            raise KeyError(f"no interaction with id {interaction_id!r}")
+        outside = sorted(set(citations or ()) - {r["doc_id"] for r in found[0]["retrieved"] or ()})
+        if outside:
+            raise RecordError(f"citations name documents this answer was not given from: {', '.join(outside)}")
         self.interactions.add_feedback(interaction_id, rating, correction, citations)

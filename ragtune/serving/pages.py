@@ -6,14 +6,17 @@ exactly as POST /v1/ask does (the same admission limits, the caller's groups fil
 its ratings are the feedback POST /v1/feedback records; documents chosen there must be among those the
 answer was given from.
 
-Reviewing needs the reviewer token from the settings (`RAGTUNE_REVIEW_TOKEN`): signing in keeps it, with
-the reviewer's name, in SameSite=Strict cookies. Without a configured token /review answers 404. Every
+Reviewing needs the reviewer token from the settings (`RAGTUNE_REVIEW_TOKEN`). Signing in with it sets one
+cookie holding the reviewer's name and an HMAC of that name keyed by the token (HttpOnly, SameSite=Strict,
+Secure under https): the token itself never leaves the sign-in form, and a name cannot be changed without
+signing in again. Changing the token signs everyone out. Without a configured token /review answers 404. Every
 review is a feedback event with the reviewer's name (append-only): approve, correct or reject the
 answer, and name the documents that really answer it, which curation then takes as the gold documents.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from ragtune.behaviour.answer_flags import agree, flags, low_retrieval, top_simi
 from ragtune.behaviour.interactions import RecordError
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(default=True))
-TOKEN_COOKIE, NAME_COOKIE = "ragtune_review_token", "ragtune_reviewer"
+REVIEWER_COOKIE = "ragtune_reviewer"
 RECENT = 1000  # the review queue looks at this many newest interactions
 SHOWN = 100  # and lists at most this many of those that match the filter
 FILTERS = {
@@ -110,6 +113,17 @@ def doc_ids_of(fields: dict[str, list[str]]) -> list[str]:
     return list(dict.fromkeys([d for d in fields.get("docs", []) if d] + typed))
 
 
+def signed(name: str, token: str) -> str:
+    """The reviewer cookie's value: the name and its HMAC-SHA256 under the reviewer token."""
+    return f"{hmac.new(token.encode(), name.encode(), hashlib.sha256).hexdigest()}:{name}"
+
+
+def signed_name(value: str, token: str) -> str | None:
+    """The name a reviewer cookie carries, when its signature holds under `token`."""
+    name = value.partition(":")[2]
+    return name if name and token and hmac.compare_digest(value, signed(name, token)) else None
+
+
 def html(name: str, status: int = 200, **context) -> HTMLResponse:
     return HTMLResponse(TEMPLATES.get_template(name).render(**context), status_code=status)
 
@@ -125,10 +139,7 @@ def add_pages(app: FastAPI, answerer, settings, admission, problem, shadowing) -
     max_chars = settings.serve_max_question_chars
 
     def reviewer_of(request: Request) -> str | None:
-        token = request.cookies.get(TOKEN_COOKIE, "")
-        if settings.review_token and hmac.compare_digest(token.encode(), settings.review_token.encode()):
-            return request.cookies.get(NAME_COOKIE) or "reviewer"
-        return None
+        return signed_name(request.cookies.get(REVIEWER_COOKIE, ""), settings.review_token)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def ask_page() -> HTMLResponse:
@@ -160,18 +171,12 @@ def add_pages(app: FastAPI, answerer, settings, admission, problem, shadowing) -
         fields = form_fields(await request.body())
         interaction_id, rating = first(fields, "id"), first(fields, "rating") or None
         correction = first(fields, "correction").strip() or None
-        chosen = doc_ids_of(fields)
-        found = await run_in_threadpool(log.records, None, False, [interaction_id])
-        if not found:
-            return ask_html(404, error=f"No interaction with id {interaction_id!r}.")
-        served = {r["doc_id"] for r in found[0]["retrieved"]}
-        outside = [d for d in chosen if d not in served]
-        if outside:  # an end user may only point at documents they were shown
-            return ask_html(422, error=f"Not among this answer's documents: {', '.join(outside)}.")
         try:
-            await run_in_threadpool(answerer.feedback, interaction_id, rating, correction, chosen or None)
+            await run_in_threadpool(answerer.feedback, interaction_id, rating, correction, doc_ids_of(fields) or None)
+        except KeyError:
+            return ask_html(404, error=f"No interaction with id {interaction_id!r}.")
         except RecordError as bad:
-            return ask_html(422, error=str(bad))
+            return ask_html(422, error=f"{bad}.")
         return ask_html(thanks=interaction_id, rating=rating, corrected=bool(correction))
 
     @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
@@ -180,11 +185,11 @@ def add_pages(app: FastAPI, answerer, settings, admission, problem, shadowing) -
             return html("review_off.html", 404)
         reviewer = reviewer_of(request)
         if reviewer is None:
-            return html("review_login.html", 401, failed=bool(request.cookies.get(TOKEN_COOKIE)))
+            return html("review_login.html", 401, failed=bool(request.cookies.get(REVIEWER_COOKIE)))
         show = show if show in FILTERS else "unreviewed"
         records = await run_in_threadpool(log.records, RECENT, True)
         listed = review_queue(records, show, settings.review_low_similarity)
-        chunk_ids = list({r["chunk_id"] for record, _ in listed for r in record["retrieved"] if r.get("chunk_id")})
+        chunk_ids = list({r["chunk_id"] for record, _ in listed for r in record["retrieved"] or () if r.get("chunk_id")})
         _, store, _ = answerer.live.current()
         chunks = await run_in_threadpool(store.chunks, chunk_ids)
         return html("review.html", reviewer=reviewer, show=show, filters=FILTERS, listed=listed, chunks=chunks, done=done)
@@ -198,11 +203,16 @@ def add_pages(app: FastAPI, answerer, settings, admission, problem, shadowing) -
         if not hmac.compare_digest(token.encode(), settings.review_token.encode()) or not name:
             return html("review_login.html", 401, failed=True)
         response = RedirectResponse("/review", status_code=303)
-        for key, value in ((TOKEN_COOKIE, token), (NAME_COOKIE, name)):
-            response.set_cookie(key, value, httponly=True, samesite="strict")
+        response.set_cookie(
+            REVIEWER_COOKIE,
+            signed(name, settings.review_token),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
         return response
 
-    @app.post("/review/{interaction_id}", include_in_schema=False)
+    @app.post("/review/{interaction_id:path}", include_in_schema=False)
     async def review_one(interaction_id: str, request: Request):
         if not settings.review_token:
             return html("review_off.html", 404)

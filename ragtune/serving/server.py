@@ -30,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragtune.behaviour.interactions import RecordError
 from ragtune.serving.answerer import Answerer
 from ragtune.serving.pages import add_pages
 from ragtune.settings import Settings
@@ -249,13 +250,12 @@ def create_app(answerer: Answerer, settings: Settings, watch: bool = True) -> Fa
 
     @app.post("/v1/feedback")
     async def feedback(body: FeedbackRequest) -> dict:
-        found = await run_in_threadpool(answerer.interactions.records, None, False, [body.id])
-        if not found:
-            raise Problem(404, f"no interaction with id {body.id!r}")
-        outside = sorted(set(body.citations or ()) - {r["doc_id"] for r in found[0]["retrieved"]})
-        if outside:
-            raise Problem(422, f"citations name documents this answer was not given from: {', '.join(outside)}")
-        await run_in_threadpool(answerer.feedback, body.id, body.rating, body.correction, body.citations)
+        try:
+            await run_in_threadpool(answerer.feedback, body.id, body.rating, body.correction, body.citations)
+        except KeyError:
+            raise Problem(404, f"no interaction with id {body.id!r}") from None
+        except RecordError as bad:
+            raise Problem(422, str(bad)) from None
         return {"ok": True, "id": body.id, "rating": body.rating}
 
     add_pages(app, answerer, settings, admission, Problem, shadowing)
