@@ -74,6 +74,33 @@ def promote_adapter(settings, folder: Path) -> str:
     return version
 
 
+def serving_home(tmp: Path, documents: int, max_new_tokens: int, requests: int):
+    """A data home in `tmp` (RAGTUNE_HOME set) indexing `documents` APIBench HuggingFace documents; its settings,
+    the base model's path and `requests` held-out questions in a seeded order."""
+    from ragtune.cli.apibench import import_apibench
+    from ragtune.cli.knowledge import refresh
+    from ragtune.llm.base_model import resolve_base_model
+    from ragtune.settings import load_settings
+
+    os.environ["RAGTUNE_HOME"] = str(tmp / "home")
+    data = tmp / "apibench"
+    import_apibench(
+        APIBENCH / "huggingface_api.jsonl",
+        APIBENCH / "huggingface_eval.json",
+        data,
+        eval_fraction=0.2,
+        seed=0,
+        max_docs=documents,
+    )
+    settings = load_settings(serve_max_new_tokens=max_new_tokens)
+    if not refresh(settings, str(data / "docs"), allow_empty=False, verbose=False).success:
+        raise SystemExit("refresh failed")
+    items = read_jsonl(data / "eval.jsonl")
+    random.Random(0).shuffle(items)
+    base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
+    return settings, base_model, [item["question"] for item in items][:requests]
+
+
 class MemoryWatch(threading.Thread):
     """Peak resident memory of a process, sampled every 0.2 s."""
 
@@ -132,32 +159,11 @@ def main() -> None:
 
     import httpx
 
-    from ragtune.cli.apibench import import_apibench
-    from ragtune.cli.knowledge import refresh
-    from ragtune.llm.base_model import resolve_base_model
     from ragtune.serving.answerer import Answerer
-    from ragtune.settings import load_settings
 
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        os.environ["RAGTUNE_HOME"] = str(home)
-        data = Path(tmp) / "apibench"
-        import_apibench(
-            APIBENCH / "huggingface_api.jsonl",
-            APIBENCH / "huggingface_eval.json",
-            data,
-            eval_fraction=0.2,
-            seed=0,
-            max_docs=args.docs,
-        )
-        settings = load_settings(serve_max_new_tokens=args.max_new_tokens)
-        if not refresh(settings, str(data / "docs"), allow_empty=False, verbose=False).success:
-            raise SystemExit("refresh failed")
-        base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
+        settings, base_model, questions = serving_home(Path(tmp), args.docs, args.max_new_tokens, args.requests)
         version = promote_adapter(settings, default_shape_adapter(base_model, Path(tmp) / "adapter"))
-        items = read_jsonl(data / "eval.jsonl")
-        random.Random(0).shuffle(items)
-        questions = [item["question"] for item in items][: args.requests]
 
         # baseline: the same answers, in this process, one after another
         answerer = Answerer.from_settings(settings)

@@ -25,11 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-from common import APIBENCH, timer, write_result
-from serve import default_shape_adapter, free_port, promote_adapter, register_adapter
+from common import timer, write_result
+from serve import default_shape_adapter, free_port, promote_adapter, register_adapter, serving_home
 
 from evaluation.metrics import percentile
-from ragtune.jsonl import read_jsonl
 
 
 def paced_load(url: str, questions: list[str], clients: int, think: float, seed: int) -> tuple[list[dict], float]:
@@ -118,33 +117,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from ragtune import registry
-    from ragtune.cli.apibench import import_apibench
-    from ragtune.cli.knowledge import refresh
-    from ragtune.llm.base_model import resolve_base_model
-    from ragtune.settings import load_settings
 
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        os.environ["RAGTUNE_HOME"] = str(home)
-        data = Path(tmp) / "apibench"
-        import_apibench(
-            APIBENCH / "huggingface_api.jsonl",
-            APIBENCH / "huggingface_eval.json",
-            data,
-            eval_fraction=0.2,
-            seed=0,
-            max_docs=args.docs,
-        )
-        settings = load_settings(serve_max_new_tokens=args.max_new_tokens)
-        if not refresh(settings, str(data / "docs"), allow_empty=False, verbose=False).success:
-            raise SystemExit("refresh failed")
-        base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
+        settings, base_model, questions = serving_home(Path(tmp), args.docs, args.max_new_tokens, args.requests)
         champion = promote_adapter(settings, default_shape_adapter(base_model, Path(tmp) / "champion"))
         challenger = register_adapter(settings, default_shape_adapter(base_model, Path(tmp) / "challenger"))
         registry.set_challenger(settings.tracking_uri, settings.registered_model, challenger)
-        items = read_jsonl(data / "eval.jsonl")
-        random.Random(0).shuffle(items)
-        questions = [item["question"] for item in items][: args.requests]
         env = {
             **os.environ,
             "RAGTUNE_SERVE_MAX_NEW_TOKENS": str(args.max_new_tokens),

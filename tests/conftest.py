@@ -105,6 +105,61 @@ def browser(profile: Path):
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
+def small_served_home(root: Path, embedder, base_model, documents: int, extra: dict[str, str] | None = None):
+    """Settings of a data home under `root` whose index holds the first `documents` demo documents plus
+    `extra` ({file name: markdown text}), embedded for real."""
+    from ragtune.knowledge.chunker import chunk_document
+    from ragtune.knowledge.documents import load_documents
+    from ragtune.knowledge.indexing import refresh_index
+    from ragtune.knowledge.store import ChunkStore
+    from ragtune.settings import load_settings
+
+    docs = root / "docs"
+    docs.mkdir()
+    for path in sorted((DEMO / "docs").glob("*.md"))[:documents]:
+        shutil.copy(path, docs / path.name)
+    for name, text in (extra or {}).items():
+        (docs / name).write_text(text)
+    settings = load_settings(home=str(root / "home"), base_model=str(base_model))
+    load = load_documents(docs)
+    chunks = [
+        c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)
+    ]
+    refresh_index(load, chunks, ChunkStore(settings.lancedb_uri, settings.table_name, embedder.dim), embedder)
+    return settings
+
+
+def serve_in_background(settings, base_model, root: Path, env: dict[str, str]):
+    """A real `ragtune serve` on a free loopback port for this data home, until the generator is closed:
+    yields its base url; fails the test with the server's log if it does not come up."""
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    full_env = {**os.environ, "RAGTUNE_HOME": str(settings.home_dir), "RAGTUNE_BASE_MODEL": str(base_model), **env}
+    log_path = root / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_http(f"{url}/healthz", process)
+        except (RuntimeError, TimeoutError) as e:
+            process.kill()
+            pytest.fail(f"the server did not come up ({e}):\n{log_path.read_text()[-3000:]}")
+        try:
+            yield url
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+
+
 def run_cli(capsys, *argv) -> dict:
     """Run `ragtune ARGV --json` in this process; its JSON line plus the exit status."""
     import json

@@ -7,21 +7,14 @@ that would run if a page failed to escape it. The model is the bundled base mode
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import DEMO, browser, free_port, wait_for_http
+from conftest import DEMO, browser, serve_in_background, small_served_home
 
 from ragtune.behaviour.curation import curate
 from ragtune.behaviour.interactions import InteractionLog
-from ragtune.knowledge.chunker import chunk_document
-from ragtune.knowledge.documents import load_documents
-from ragtune.knowledge.indexing import refresh_index
-from ragtune.knowledge.store import ChunkStore
 from ragtune.settings import load_settings
 
 TOKEN = "review-token-7f3a"
@@ -50,45 +43,14 @@ SHOTS = ("ask-answer", "review-queue")
 def site(tmp_path_factory, embedder, base_model):
     """(base url, settings) of a running server with reviewing on; stopped after the module."""
     root = tmp_path_factory.mktemp("pages")
-    docs = root / "docs"
-    docs.mkdir()
-    for path in sorted((DEMO / "docs").glob("*.md"))[:12]:
-        shutil.copy(path, docs / path.name)
-    (docs / "payroll.md").write_text(PAYROLL)
-    (docs / "zyxwidget.md").write_text(MARKUP)
-    settings = load_settings(home=str(root / "home"), base_model=str(base_model))
-    load = load_documents(docs)
-    chunks = [
-        c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)
-    ]
-    refresh_index(load, chunks, ChunkStore(settings.lancedb_uri, settings.table_name, embedder.dim), embedder)
-    port = free_port()
+    settings = small_served_home(root, embedder, base_model, 12, {"payroll.md": PAYROLL, "zyxwidget.md": MARKUP})
     env = {
-        **os.environ,
-        "RAGTUNE_HOME": str(settings.home_dir),
-        "RAGTUNE_BASE_MODEL": str(base_model),
         "RAGTUNE_SERVE_MAX_NEW_TOKENS": "24",
         "RAGTUNE_REVIEW_TOKEN": TOKEN,
         "RAGTUNE_REVIEW_LOW_SIMILARITY": "0.99",  # every answer counts as poorly retrieved: the filter must list it
     }
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/healthz", process)
-    except (RuntimeError, TimeoutError) as e:
-        process.kill()
-        pytest.fail(f"the server did not come up ({e}):\n{(root / 'server.log').read_text()[-3000:]}")
-    yield url, settings
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
-    log.close()
+    for url in serve_in_background(settings, base_model, root, env):
+        yield url, settings
 
 
 @pytest.fixture(scope="module")

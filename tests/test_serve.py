@@ -7,27 +7,18 @@ tokens, questions up to 300 characters, bodies up to 2 KiB, champion checked eve
 """
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import pytest
-from conftest import DEMO, free_port, make_adapter, register_versions, wait_for_http
+from conftest import make_adapter, register_versions, serve_in_background, small_served_home
 
 from ragtune import registry
 from ragtune.behaviour.interactions import InteractionLog
-from ragtune.knowledge.chunker import chunk_document
-from ragtune.knowledge.documents import load_documents
-from ragtune.knowledge.indexing import refresh_index
 from ragtune.knowledge.retriever import Hit, Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.serving.answerer import resolve_citations
-from ragtune.settings import load_settings
 
 SECRET = "ZEBRA-PLUM-4417"
 PAYROLL = f"""---
@@ -55,41 +46,12 @@ LIMITS = {
 def served(tmp_path_factory, embedder, base_model):
     """(base url, settings, registered versions) of a running server; stopped after the module."""
     root = tmp_path_factory.mktemp("serve")
-    docs = root / "docs"
-    docs.mkdir()
-    for path in sorted((DEMO / "docs").glob("*.md"))[:12]:
-        shutil.copy(path, docs / path.name)
-    (docs / "payroll.md").write_text(PAYROLL)
-    settings = load_settings(home=str(root / "home"), base_model=str(base_model))
-    load = load_documents(docs)
-    chunks = [
-        c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)
-    ]
-    refresh_index(load, chunks, ChunkStore(settings.lancedb_uri, settings.table_name, embedder.dim), embedder)
+    settings = small_served_home(root, embedder, base_model, 12, {"payroll.md": PAYROLL})
     adapter = make_adapter(base_model, root / "adapter")
     versions = register_versions(settings, ["a", "b"], root / "unused", adapter=adapter)
-
-    port = free_port()
-    env = {**os.environ, **LIMITS, "RAGTUNE_HOME": str(settings.home_dir), "RAGTUNE_BASE_MODEL": str(base_model)}
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/healthz", process)
-    except (RuntimeError, TimeoutError) as e:
-        process.kill()
-        pytest.fail(f"the server did not come up ({e}):\n{(root / 'server.log').read_text()[-3000:]}")
-    assert httpx.get(f"{url}/healthz", timeout=TIMEOUT).json()["status"] == "ok"
-    yield url, settings, versions
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
-    log.close()
+    for url in serve_in_background(settings, base_model, root, LIMITS):
+        assert httpx.get(f"{url}/healthz", timeout=TIMEOUT).json()["status"] == "ok"
+        yield url, settings, versions
 
 
 def ask(url: str, question: str, **extra) -> httpx.Response:

@@ -5,26 +5,16 @@ One server for the module (1 worker, 1 waiting, 16 new tokens, every question sh
 index, with two real registered adapters: version 1 is the champion, version 2 the challenger.
 """
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from conftest import DEMO, free_port, make_adapter, register_versions, wait_for_http
+from conftest import make_adapter, register_versions, serve_in_background, small_served_home
 
 from ragtune import registry
 from ragtune.behaviour.interactions import InteractionLog
-from ragtune.knowledge.chunker import chunk_document
-from ragtune.knowledge.documents import load_documents
-from ragtune.knowledge.indexing import refresh_index
-from ragtune.knowledge.store import ChunkStore
-from ragtune.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,49 +22,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def shadowed(tmp_path_factory, embedder, base_model):
     root = tmp_path_factory.mktemp("shadow")
-    docs = root / "docs"
-    docs.mkdir()
-    for path in sorted((DEMO / "docs").glob("*.md"))[:8]:
-        shutil.copy(path, docs / path.name)
-    settings = load_settings(home=str(root / "home"), base_model=str(base_model))
-    load = load_documents(docs)
-    chunks = [
-        c for d in load.documents for c in chunk_document(d, embedder.counter, settings.chunk_tokens, settings.chunk_overlap)
-    ]
-    refresh_index(load, chunks, ChunkStore(settings.lancedb_uri, settings.table_name, embedder.dim), embedder)
+    settings = small_served_home(root, embedder, base_model, 8)
     champion, challenger = register_versions(
         settings, ["a", "b"], root / "unused", adapter=make_adapter(base_model, root / "lora")
     )
     registry.promote(settings.tracking_uri, settings.registered_model, champion, "test: the champion")
     registry.set_challenger(settings.tracking_uri, settings.registered_model, challenger)
-    port = free_port()
     env = {
-        **os.environ,
-        "RAGTUNE_HOME": str(settings.home_dir),
-        "RAGTUNE_BASE_MODEL": str(base_model),
         "RAGTUNE_SERVE_WORKERS": "1",
         "RAGTUNE_SERVE_QUEUE": "1",
         "RAGTUNE_SERVE_MAX_NEW_TOKENS": "16",
         "RAGTUNE_SHADOW_SHARE": "1.0",
     }
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ragtune.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/healthz", process)
-    except (RuntimeError, TimeoutError) as e:
-        process.kill()
-        pytest.fail(f"the server did not come up ({e}):\n{(root / 'server.log').read_text()[-3000:]}")
-    yield url, settings, champion, challenger
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
-    log.close()
+    for url in serve_in_background(settings, base_model, root, env):
+        yield url, settings, champion, challenger
 
 
 def shadows_of(settings, live_id: str) -> list[dict]:
