@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -205,8 +205,10 @@ def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
         tags = {v["version"]: v["tags"] for v in registry.list_versions(settings.tracking_uri, settings.registered_model)}
         assert tags[v2]["rolled_back_reason"] == "worse answers in review" and tags[v1]["restored_run_id"] == rollback_run
 
-        # the day's serving report from the launchpad: a partition of live_monitoring, its figures and its check
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        # yesterday's serving report from the launchpad (today is not a partition until it ends): its figures,
+        # its partition and its check
+        yesterday = datetime.now(UTC) - timedelta(days=1)
+        day = yesterday.strftime("%Y-%m-%d")
         InteractionLog(settings.interactions_db).extend(
             [
                 {
@@ -217,6 +219,7 @@ def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
                     "model_version": v1,
                     "latency_ms": 900.0 + n,
                     "feedback": "up" if n % 2 else None,
+                    "ts": (yesterday.replace(hour=12, minute=0) + timedelta(minutes=n)).isoformat(),
                 }
                 for n in range(6)
             ]
@@ -226,6 +229,7 @@ def test_ui_lists_everything_and_runs_a_refresh(home, corpus, tmp_path):
         params["executionMetadata"] = {"tags": [{"key": "dagster/partition", "value": day}]}
         launch_and_wait(url, params, log)
         instance = get_instance(settings)
+        assert day in instance.get_materialized_partitions(dg.AssetKey("serving_report"))
         report = instance.get_latest_materialization_event(dg.AssetKey("serving_report")).asset_materialization
         figures = {k: v.value for k, v in report.metadata.items()}
         assert figures["champion"] == v1 and figures["champion_answers"] == 6 and figures["champion_up_rate"] == 0.5
