@@ -202,6 +202,10 @@ def test_serving_report_for_a_day_with_its_metadata_and_the_champion_check(home,
     Clock.current = promoted
     registry.promote(s.tracking_uri, s.registered_model, v2, "second")
 
+    Clock.current = promoted + timedelta(hours=12)  # 18:00 on the 10th: its day has not ended, so it is refused
+    with pytest.raises(dg.Failure, match="has not ended"):
+        materialize_day(home, "2025-03-10")
+    Clock.current = promoted + timedelta(days=1)
     result = materialize_day(home, "2025-03-10")
     assert result.success
     report = result.output_for_node("serving_report")
@@ -234,7 +238,7 @@ def test_serving_report_for_a_day_with_its_metadata_and_the_champion_check(home,
         for i in range(40)
     ]
     log.extend(worse)
-    Clock.current = promoted + timedelta(days=2, hours=12)
+    Clock.current = promoted + timedelta(days=3)  # the 13th: the 12th has ended
     [check] = materialize_day(home, "2025-03-12").get_asset_check_evaluations()
     assert not check.passed and "was rolled back before" in check.metadata["rollback"].value
     assert registry.aliases(s.tracking_uri, s.registered_model)["champion"] == v1
