@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import APIBENCH
 
-from ragtune.behaviour.interactions import RECORD_FIELDS
+from ragtune.behaviour.interactions import OPTIONAL_FIELDS, RECORD_FIELDS
 from ragtune.cli.apibench import import_apibench
 from ragtune.knowledge.documents import load_documents
 
@@ -52,7 +52,7 @@ def test_import_writes_documents_interactions_and_eval(tiny):
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     inters = [json.loads(line) for line in (out / "interactions.jsonl").read_text().splitlines()]
     assert all(set(e["gold_doc_ids"]) <= ids and e["answerable"] for e in evals)
-    assert set(RECORD_FIELDS) <= set(inters[0])
+    assert set(RECORD_FIELDS) - set(OPTIONAL_FIELDS) <= set(inters[0])
     assert all(i["feedback"] == "up" and i["citations"][0]["doc_id"] in ids for i in inters)
     assert not {e["id"] for e in evals} & {i["id"] for i in inters}
 

@@ -88,7 +88,7 @@ def test_refresh_search_and_rollback_from_the_cli(tmp_path):
     back = json.loads(ragtune(home, "index", "rollback", "--reason", "bad deploy", "--json").stdout)
     assert back["restored_from"] == first["index_version"]
     hits = json.loads(ragtune(home, "search", "a good line", "--k", "3", "--json").stdout)["hits"]
-    assert hits[0]["doc_id"] == "j1" and set(hits[0]) == {"doc_id", "chunk_id", "title", "text", "score"}
+    assert hits[0]["doc_id"] == "j1" and set(hits[0]) == {"doc_id", "chunk_id", "title", "text", "score", "similarity"}
     history = json.loads(ragtune(home, "index", "history", "--json").stdout)["history"]
     assert [h["action"] for h in history] == ["refresh", "refresh", "rollback"] and history[-1]["reason"] == "bad deploy"
     status = json.loads(ragtune(home, "index", "status", "--json").stdout)

@@ -56,6 +56,13 @@ RECORD_FIELDS = (
     "reviewer",
 )
 FEEDBACK_FIELDS = ("feedback", "correction", "gold_citations", "reviewer")  # from the feedback events
+OPTIONAL_FIELDS = (
+    "retrieved",
+    "fallback",
+    "shadow_of",
+    "gold_citations",
+    "reviewer",
+)  # since the review page: a file may omit them
 
 metadata = sa.MetaData()
 interactions = sa.Table(
