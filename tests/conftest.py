@@ -105,6 +105,19 @@ def browser(profile: Path):
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
+# A document restricted to the finance group, and the secret only finance may ever see (serving tests).
+SECRET = "ZEBRA-PLUM-4417"
+PAYROLL = f"""---
+title: Payroll export procedure
+acl: [finance]
+---
+# Payroll export procedure
+
+The payroll export key is {SECRET}. Finance staff export the monthly salary file from the payroll
+system with this key, then upload the salary export to the bank portal before the 25th.
+"""
+
+
 def small_served_home(root: Path, embedder, base_model, documents: int, extra: dict[str, str] | None = None):
     """Settings of a data home under `root` whose index holds the first `documents` demo documents plus
     `extra` ({file name: markdown text}), embedded for real."""

@@ -11,23 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import DEMO, browser, serve_in_background, small_served_home
+from conftest import DEMO, PAYROLL, SECRET, browser, serve_in_background, small_served_home
 
 from ragtune.behaviour.curation import curate
 from ragtune.behaviour.interactions import InteractionLog
 from ragtune.settings import load_settings
 
 TOKEN = "review-token-7f3a"
-SECRET = "ZEBRA-PLUM-4417"
-PAYROLL = f"""---
-title: Payroll export procedure
-acl: [finance]
----
-# Payroll export procedure
-
-The payroll export key is {SECRET}. Finance staff export the monthly salary file from the payroll
-system with this key, then upload the salary export to the bank portal before the 25th.
-"""
 MARKUP = """---
 title: Zyxwidget guide <script>window.__pwned = 1</script>
 ---

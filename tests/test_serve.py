@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from conftest import make_adapter, register_versions, serve_in_background, small_served_home
+from conftest import PAYROLL, SECRET, make_adapter, register_versions, serve_in_background, small_served_home
 
 from ragtune import registry
 from ragtune.behaviour.interactions import InteractionLog
@@ -20,16 +20,6 @@ from ragtune.knowledge.retriever import Hit, Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.serving.answerer import resolve_citations
 
-SECRET = "ZEBRA-PLUM-4417"
-PAYROLL = f"""---
-title: Payroll export procedure
-acl: [finance]
----
-# Payroll export procedure
-
-The payroll export key is {SECRET}. Finance staff export the monthly salary file from the payroll
-system with this key, then upload the salary export to the bank portal before the 25th.
-"""
 OUTSIDER_QUESTIONS = ["What is the payroll export key?", "Which code do I need to export the monthly salary file to the bank?"]
 TIMEOUT = 30  # seconds a client waits for a quick endpoint on a loaded machine
 LIMITS = {
