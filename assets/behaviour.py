@@ -36,6 +36,16 @@ class RaftDatasetConfig(dg.Config):
     oracle_probability: float = Field(
         DEFAULT_RAFT.oracle_probability, description="P: share of examples whose context holds the gold chunk."
     )
+    counterfactual_share: float = Field(
+        DEFAULT_RAFT.counterfactual_share,
+        description="Share of the oracle examples whose identifier is edited in the document and the answer "
+        "(teaches following the document over the weights).",
+    )
+    neighbourhood: int = Field(
+        DEFAULT_RAFT.neighbourhood,
+        description="A 'not covered' example's documents are the nearest ranked beyond the question's top "
+        "this-many documents: off-topic, not a near miss that may answer it.",
+    )
     validation_fraction: float = Field(
         DEFAULT_RAFT.validation_fraction, description="Share of examples held out for validation loss."
     )
@@ -178,6 +188,7 @@ def raft_dataset(
             "train": built.train,
             "validation": built.validation,
             "oracle_share": built.oracle_share,
+            "counterfactual_examples": built.counterfactual,
             "oracle_probability": raft.oracle_probability,
             "distractors": raft.distractors,
             "index_version": built.index_version,

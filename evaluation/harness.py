@@ -6,8 +6,10 @@
 Every item of an evaluation set (docs/design.md format) becomes up to three probes:
 - `answer`: the production retrieval (top k) as context; scores correctness,
   citations and format;
-- `unanswerable`: the same question with the gold documents removed from the
-  context (or an item marked `answerable: false`); scores abstention;
+- `unanswerable`: the same question with an off-topic context, the documents the
+  retriever ranks nearest beyond the question's neighbourhood
+  (ragtune.behaviour.contexts), or an item marked `answerable: false` with what
+  retrieval serves; scores abstention;
 - `counterfactual`: the gold chunk with its identifier changed (a fact the
   weights cannot know); scores whether the answer follows the document.
 A candidate without retrieval gets the answer probes with no documents: the gap
@@ -22,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,7 @@ from evaluation.metrics import (
     token_f1,
 )
 from evaluation.retrieval import ranked_documents, recall_at_k, reciprocal_rank
+from ragtune.behaviour.contexts import counterfactual_identifier, edit_chunk, off_topic
 from ragtune.jsonl import iter_jsonl, read_jsonl, write_jsonl
 from ragtune.llm.prompting import SYSTEM_PROMPT
 from ragtune.precision import resolve_dtype
@@ -56,7 +58,8 @@ class HarnessConfig:
     limit: int | None = None  # items evaluated (None: all)
     probe_limit: int | None = None  # of those, items also probed for abstention and adherence (None: all)
     max_new_tokens: int = 128
-    depth: int = 10  # retrieved per question for recall@depth, MRR and the gold-free context
+    depth: int = 10  # retrieved per question for recall@depth and MRR
+    neighbourhood: int = 20  # an unanswerable probe's documents are ranked beyond the question's top 20 documents
     dtype: str = "auto"  # ragtune.precision: bfloat16 where the hardware has it
     batch_size: int = 8  # prompts generated together (left-padded)
     constrained: bool = True  # decode under the answer JSON schema (ragtune.llm.constrained)
@@ -136,23 +139,6 @@ def eval_set_digest(items: list[dict]) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def counterfactual_identifier(identifier: str) -> str | None:
-    """A plausible identifier that is not the original and does not contain it (`org/name` -> `org-labs/name`)."""
-    original = distinctive_identifier(identifier)
-    if "/" in original and not original.startswith("/"):
-        org, name = original.split("/", 1)
-        edited = f"{org}-labs/{name}"
-    elif re.search(r"\w\.\w+$", original):
-        stem, ext = original.rsplit(".", 1)
-        edited = f"{stem}_v2.{ext}"
-    elif len(original) >= 4:
-        middle = len(original) // 2
-        edited = f"{original[:middle]}_cf_{original[middle:]}"
-    else:
-        return None
-    return edited if original not in edited else None
-
-
 def documents_of(chunks: list[dict]) -> list[dict]:
     return [{k: c[k] for k in DOC_FIELDS} for c in chunks]
 
@@ -189,7 +175,10 @@ def build_probes(items: list[dict], search: Search, config: HarnessConfig) -> tu
             continue
         probed += 1
         others = [c for c in ranked if c["doc_id"] not in gold]
-        probes.append(Probe(kind="unanswerable", documents=documents_of(others[: config.k]), **common))
+        deep = search(item["question"], 4 * (config.neighbourhood + config.k))
+        unrelated = off_topic(deep, set(gold), config.neighbourhood, config.k)
+        if unrelated:
+            probes.append(Probe(kind="unanswerable", documents=documents_of(unrelated), **common))
         edited = counterfactual_context(item, ranked, others, identifier, config.k)
         if edited:
             probes.append(Probe(kind="counterfactual", identifier=identifier, **edited, **common))
@@ -204,12 +193,7 @@ def counterfactual_context(item: dict, ranked: list[dict], others: list[dict], i
     gold_chunk = next((c for c in ranked if c["doc_id"] in item["gold_doc_ids"] and original in c["text"]), None)
     if edited is None or gold_chunk is None:
         return None
-    changed = {
-        **gold_chunk,
-        "text": gold_chunk["text"].replace(original, edited),
-        "title": (gold_chunk.get("title") or "").replace(original, edited),
-    }
-    documents = documents_of([changed] + others[: k - 1])
+    documents = documents_of([edit_chunk(gold_chunk, original, edited)] + others[: k - 1])
     random.Random(item["id"]).shuffle(documents)  # the edited chunk is not always first
     return {"documents": documents, "expected": edited, "original": original}
 
@@ -286,9 +270,12 @@ def item_metrics(row: dict) -> dict:
     would not show which document the model read. Rows scored before that field existed fall back to
     the gold document alone.
 
-    `abstain_decision`, on answer and unanswerable probes: the call to abstain was right (abstain exactly
-    when no gold document is in the context). Abstention alone rewards abstaining on everything and false
-    abstention rewards never abstaining; this one cannot be won either way.
+    `abstain_decision`: the call to abstain was right, on the probes where the right call is known: answer
+    probes with a gold document in the context (answer) and unanswerable probes (abstain). Abstention alone
+    rewards abstaining on everything and false abstention rewards never abstaining; this one cannot be won
+    either way. An answer probe whose gold document retrieval missed has no right call: the documents served
+    instead are often other APIs for the same task that answer it as well. How often a model abstains
+    there is reported as `abstained_gold_missed`, judged by nothing.
     """
     if row["kind"] == "unanswerable" and "abstention" in row:
         return {**row, "abstain_decision": row["abstention"]}
@@ -297,7 +284,10 @@ def item_metrics(row: dict) -> dict:
     derived = {"false_abstention": row["abstained"]} if "abstained" in row else {}
     derived["gold_in_context"] = float(gold_in_context(row))
     if "abstained" in row:
-        derived["abstain_decision"] = float(bool(row["abstained"]) != bool(derived["gold_in_context"]))
+        if derived["gold_in_context"]:
+            derived["abstain_decision"] = 1.0 - row["abstained"]
+        else:
+            derived["abstained_gold_missed"] = row["abstained"]
     if derived["gold_in_context"]:
         derived.update({f"{key}_gold_in_context": value for key, value in {**row, **derived}.items() if key in CONDITIONAL})
         if not row.get("identifier_shown", 1.0):
@@ -322,6 +312,7 @@ def summarise(rows: list[dict]) -> dict[str, float]:
             "false_abstention",
             "gold_in_context",
             "abstain_decision",
+            "abstained_gold_missed",
             *(f"{key}_gold_in_context" for key in CONDITIONAL),
         )
     }

@@ -14,9 +14,12 @@ import re
 import string
 from collections import Counter
 
+from ragtune.behaviour.contexts import distinctive_identifier
 from ragtune.llm.prompting import abstained, format_documents, parse_answer
 
-__all__ = ["abstained"]  # defined beside the answer contract; the harness and the live report share it
+# abstained: defined beside the answer contract (the harness and the live report share it);
+# distinctive_identifier: beside the contexts built from it (RAFT training shares it)
+__all__ = ["abstained", "distinctive_identifier"]
 
 
 def normalise(text: str) -> str:
@@ -38,19 +41,6 @@ def token_f1(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = common / len(pred), common / len(ref)
     return 2 * precision * recall / (precision + recall)
-
-
-def distinctive_identifier(identifier: str) -> str:
-    """The part of a reference identifier worth matching: a quoted hub id (`org/name`), else the longest quoted
-    string of its first sentence (the call; the explanation after it may quote other things), else of the
-    whole text, else the identifier itself."""
-    quoted = re.findall(r"['\"]([^'\"]+)['\"]", identifier)
-    hub_ids = [q for q in quoted if re.fullmatch(r"[\w.\-]+/[\w.\-]+", q)]
-    first = re.findall(r"['\"]([^'\"]+)['\"]", re.split(r"\.\s", identifier, maxsplit=1)[0])
-    first_hub = [q for q in first if re.fullmatch(r"[\w.\-]+/[\w.\-]+", q)]
-    if first_hub or hub_ids:
-        return (first_hub or hub_ids)[0]
-    return max(first or quoted, key=len) if quoted else identifier.strip()
 
 
 def identifier_match(answer: str, identifier: str, others: list[str] = ()) -> float:

@@ -71,13 +71,61 @@ def test_oracle_share_matches_p_and_gold_is_never_a_distractor(p):
         docs = [d["doc_id"] for d in ex["documents"]]
         gold = set(ex["gold_doc_ids"])
         assert not gold & set(ex["distractor_doc_ids"])
-        assert len(ex["distractor_doc_ids"]) == 4
+        assert len(ex["distractor_doc_ids"]) == (4 if ex["oracle_kept"] else 5)  # "not covered": as many documents
         assert (gold <= set(docs)) is ex["oracle_kept"]
         target = parse_answer(ex["target"])
         if ex["oracle_kept"]:
             assert target["citations"] == ex["gold_doc_ids"] and target["answer"].startswith("answer")
         else:
             assert target == {"answer": NOT_COVERED, "citations": []}
+
+
+def test_not_covered_contexts_hold_nothing_from_the_questions_neighbourhood():
+    by_doc, rank = synthetic(n_docs=100)
+    config = RaftConfig(oracle_probability=0.0, distractors=2, neighbourhood=20)
+    result = build_raft_examples(records(200, n_docs=100), rank, by_doc, config)
+    assert len(result.examples) == 200
+    for record, ex in zip(records(200, n_docs=100), result.examples):
+        near = list(dict.fromkeys(c["doc_id"] for c in rank(record["question"], 200)))[:20]  # its top 20 documents
+        assert len(ex["documents"]) == 3 and not set(near) & {d["doc_id"] for d in ex["documents"]}
+    # a corpus too small for any document beyond those served: skipped with its reason, never a near miss
+    tiny_docs, tiny_rank = synthetic(n_docs=3)
+    tiny = build_raft_examples(records(5, n_docs=3), tiny_rank, tiny_docs, config)
+    assert tiny.examples == [] and tiny.skipped == {"no_off_topic_context": 5}
+
+
+def test_counterfactual_examples_edit_the_identifier_in_the_oracle_and_the_target():
+    by_doc = {
+        f"d{i}": [
+            {
+                "doc_id": f"d{i}",
+                "chunk_id": f"d{i}-0",
+                "title": f"acme/m{i}",
+                "text": f"pipeline(model='acme/m{i}')",
+                "position": 0,
+            }
+        ]
+        for i in range(30)
+    }
+    everything = [c for cs in by_doc.values() for c in cs]
+
+    def rank(question, n):
+        return everything[:n]
+
+    recs = [dict(r, answer=f"Use pipeline(model='acme/m{i}').") for i, r in enumerate(records(30, n_docs=30))]
+    result = build_raft_examples(recs, rank, by_doc, RaftConfig(oracle_probability=1.0, counterfactual_share=1.0))
+    assert len(result.examples) == 30 and all(ex["counterfactual"] for ex in result.examples)
+    for i, ex in enumerate(result.examples):
+        oracle = next(d for d in ex["documents"] if d["doc_id"] == f"d{i}")
+        assert oracle["text"] == f"pipeline(model='acme-labs/m{i}')" and oracle["title"] == f"acme-labs/m{i}"
+        assert parse_answer(ex["target"])["answer"] == f"Use pipeline(model='acme-labs/m{i}')."
+        others = [d for d in ex["documents"] if d["doc_id"] != f"d{i}"]
+        assert others and all("-labs/" not in d["text"] for d in others)  # only the oracle is edited
+    share = build_raft_examples(recs * 20, rank, by_doc, RaftConfig(oracle_probability=1.0, counterfactual_share=0.15))
+    assert 0 < sum(ex["counterfactual"] for ex in share.examples) < 0.3 * len(share.examples)
+    # an answer without the document's identifier has nothing to edit: the example stays as it was
+    plain = build_raft_examples(records(5), *reversed(synthetic()), RaftConfig(oracle_probability=1.0, counterfactual_share=1.0))
+    assert not any(ex["counterfactual"] for ex in plain.examples)
 
 
 def test_retrieval_order_keeps_the_served_order_and_places_an_unranked_oracle_anywhere():

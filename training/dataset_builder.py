@@ -28,6 +28,7 @@ class RaftDataset:
     skipped: dict
     index_version: int
     trimmed: int = 0  # examples whose documents were cut to fit max_tokens
+    counterfactual: int = 0  # oracle examples with the identifier edited in the document and the answer
 
     def as_dict(self) -> dict:
         return {**asdict(self), "folder": str(self.folder)}
@@ -118,6 +119,7 @@ def build_dataset(
         "index_version": index_version,
         "include_restricted": include_restricted,
         "trimmed": trimmed,
+        "counterfactual": sum(e["counterfactual"] for e in result.examples),
         "held_out_ids": sorted(held_out_ids or []),
     }
     folder = save_raft(datasets_dir, digest, {"train": train, "validation": validation}, meta)
@@ -130,4 +132,5 @@ def build_dataset(
         skipped=dict(result.skipped),
         index_version=index_version,
         trimmed=trimmed,
+        counterfactual=meta["counterfactual"],
     )

@@ -3,9 +3,15 @@
 For each curated question with gold documents: the oracle chunk(s) of the gold
 documents plus the k chunks the production retriever ranks highest among the
 non-gold ones (hard negatives: what the model will really see beside the
-answer), optionally a few random chunks. With probability P the oracle is kept;
-otherwise the context holds distractors only and the target says the documents
-do not cover the question. Documents are shuffled (`order: shuffled`, the
+answer), optionally a few random chunks. With probability P the oracle is kept
+(and, for a share of those, its identifier is edited in the chunk and in the
+target: a counterfactual example that teaches following the document over the
+weights). Otherwise the context holds as many off-topic chunks, the nearest
+beyond the question's neighbourhood (ragtune.behaviour.contexts), and the target
+says the documents do not cover the question. Not the hard negatives alone: the
+documents ranked just after a missing gold one are usually other APIs for the
+same task that answer the question too, and "not covered" there contradicts
+the examples that answer from them. Documents are shuffled (`order: shuffled`, the
 default), or kept in the retriever's order as served (`order: retrieval`: the
 oracle where the retriever ranked it, a chunk it did not rank at a random
 place), so the model can learn how much the rank says. Deterministic for a seed:
@@ -24,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from ragtune.behaviour.contexts import counterfactual_identifier, distinctive_identifier, edit_chunk, off_topic
 from ragtune.behaviour.pii import residue
 from ragtune.llm.prompting import NOT_COVERED, answer_json
 
@@ -39,6 +46,8 @@ class RaftConfig:
     oracle_probability: float = 0.8  # P: share of examples whose context holds the gold chunk
     oracle_chunks: int = 1  # gold chunks per gold document (the best-ranked ones)
     candidates: int = 30  # retrieved per question to choose hard negatives from
+    neighbourhood: int = 20  # a "not covered" context is ranked beyond the question's top 20 documents
+    counterfactual_share: float = 0.15  # of the oracle examples: identifier edited in the chunk and the target
     max_tokens: int = 1024  # prompt + answer budget (the trainer's max_length); longer documents are cut to fit
     validation_fraction: float = 0.1
     seed: int = 0
@@ -47,6 +56,8 @@ class RaftConfig:
     def __post_init__(self):
         if self.order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        if not 0.0 <= self.counterfactual_share <= 1.0:
+            raise ValueError(f"counterfactual_share must be within [0, 1], got {self.counterfactual_share}")
         if not 0.0 <= self.oracle_probability <= 1.0:
             raise ValueError(f"oracle_probability must be within [0, 1], got {self.oracle_probability}")
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -92,8 +103,21 @@ def in_retrieval_order(documents: list[dict], ranked: list[dict], rng: random.Ra
     return ordered
 
 
-def sample_example(record: dict, gold_chunks: list[dict], ranked: list[dict], pool: list[dict], config: RaftConfig) -> dict:
-    """One RAFT example for a curated record (see the module docstring)."""
+def counterfactual(record: dict, oracles: list[dict]) -> tuple[list[dict], str] | None:
+    """(oracles, answer) with the answer's distinctive identifier edited in both; None when nothing to edit."""
+    answer = record["answer"]
+    original = distinctive_identifier(record.get("identifier") or answer)
+    edited = counterfactual_identifier(record.get("identifier") or answer)
+    if not edited or original not in answer or not any(original in c["text"] for c in oracles):
+        return None
+    return [edit_chunk(c, original, edited) for c in oracles], answer.replace(original, edited)
+
+
+def sample_example(
+    record: dict, gold_chunks: list[dict], ranked: list[dict], pool: list[dict], config: RaftConfig
+) -> dict | None:
+    """One RAFT example for a curated record (see the module docstring); None when the ranking holds no
+    off-topic context for a "not covered" example (a corpus of a few documents)."""
     rng = record_rng(config.seed, record["id"])
     gold = set(record["gold_doc_ids"])
     hard = [c for c in ranked if c["doc_id"] not in gold][: config.distractors]
@@ -101,14 +125,28 @@ def sample_example(record: dict, gold_chunks: list[dict], ranked: list[dict], po
     spare = [c for c in pool if c["doc_id"] not in gold and c["chunk_id"] not in chosen]
     extra = rng.sample(spare, min(config.random_distractors, len(spare)))
     keep_oracle = rng.random() < config.oracle_probability
-    documents = hard + extra + (pick_oracles(gold_chunks, ranked, config.oracle_chunks) if keep_oracle else [])
+    edit = keep_oracle and rng.random() < config.counterfactual_share
+    answer = record["answer"]
+    if keep_oracle:
+        oracles = pick_oracles(gold_chunks, ranked, config.oracle_chunks)
+        edited = counterfactual(record, oracles) if edit else None
+        if edited:
+            oracles, answer = edited
+        distractors = hard + extra
+        documents = distractors + oracles
+    else:
+        edited = None
+        distractors = off_topic(ranked, gold, config.neighbourhood, len(hard) + len(extra) + 1)
+        if not distractors:
+            return None
+        documents = list(distractors)
     if config.order == "retrieval":
         documents = in_retrieval_order(documents, ranked, rng)
     else:
         rng.shuffle(documents)
     documents = [{k: c[k] for k in ("doc_id", "chunk_id", "title", "text")} for c in documents]
     if keep_oracle:
-        target = answer_json(record["answer"], [d for d in record["gold_doc_ids"] if d in {c["doc_id"] for c in gold_chunks}])
+        target = answer_json(answer, [d for d in record["gold_doc_ids"] if d in {c["doc_id"] for c in gold_chunks}])
     else:
         target = answer_json(NOT_COVERED, [])
     return {
@@ -117,8 +155,9 @@ def sample_example(record: dict, gold_chunks: list[dict], ranked: list[dict], po
         "question": record["question"],
         "documents": documents,
         "oracle_kept": keep_oracle,
+        "counterfactual": bool(edited),
         "gold_doc_ids": record["gold_doc_ids"],
-        "distractor_doc_ids": [c["doc_id"] for c in hard + extra],
+        "distractor_doc_ids": [c["doc_id"] for c in distractors],
         "target": target,
     }
 
@@ -141,8 +180,12 @@ def build_raft_examples(
         if not gold_chunks:
             result.skipped["gold_not_in_index"] += 1
             continue
-        ranked = rank(record["question"], config.candidates)
-        result.examples.append(sample_example(record, gold_chunks, ranked, pool, config))
+        depth = max(config.candidates, 4 * (config.neighbourhood + config.distractors + config.random_distractors + 1))
+        example = sample_example(record, gold_chunks, rank(record["question"], depth), pool, config)
+        if example is None:
+            result.skipped["no_off_topic_context"] += 1
+            continue
+        result.examples.append(example)
     return result
 
 

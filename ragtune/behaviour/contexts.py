@@ -1,0 +1,73 @@
+"""Contexts that test one behaviour each, built the same way for training (RAFT) and for evaluation.
+
+- **Off-topic**: the documents the retriever ranks nearest to the question *outside* its
+  neighbourhood (its top `neighbourhood` documents). Nothing there answers the question, so the
+  right reply is "not covered". The context of a question whose gold document was merely missed
+  by retrieval is not such a context: in an API catalogue the documents ranked next are usually
+  other APIs for the same task (in APIBench a document's "functionality" has a median of 17 other
+  documents), which answer the question too. Training "not covered" on those taught a contradiction.
+- **Counterfactual**: a gold chunk whose distinctive identifier is replaced by one the weights
+  cannot know; the answer should state the edited one (it follows the document).
+
+Pure functions over ranked chunks ({doc_id, chunk_id, title, text}, best first).
+"""
+
+from __future__ import annotations
+
+import re
+
+HUB_ID = r"[\w.\-]+/[\w.\-]+"
+
+
+def off_topic(ranked: list[dict], exclude: set[str], neighbourhood: int, k: int) -> list[dict]:
+    """The first chunk of each of the k best-ranked documents beyond the top `neighbourhood` ones, never one of
+    `exclude` (the gold documents). When the ranking does not reach that far (a small corpus), the k
+    lowest-ranked documents it holds, but never one of the top k that would be served."""
+    firsts: dict[str, dict] = {}
+    for chunk in ranked:
+        firsts.setdefault(chunk["doc_id"], chunk)
+    documents = list(firsts.values())  # in rank order, one chunk per document
+    beyond = [c for c in documents[neighbourhood:] if c["doc_id"] not in exclude]
+    if len(beyond) >= k:
+        return beyond[:k]
+    tail = [c for c in documents[k:] if c["doc_id"] not in exclude]
+    return tail[-k:]
+
+
+def distinctive_identifier(identifier: str) -> str:
+    """The part of a reference identifier worth matching: a quoted hub id (`org/name`), else the longest quoted
+    string of its first sentence (the call; the explanation after it may quote other things), else of the
+    whole text, else the identifier itself."""
+    quoted = re.findall(r"['\"]([^'\"]+)['\"]", identifier)
+    hub_ids = [q for q in quoted if re.fullmatch(HUB_ID, q)]
+    first = re.findall(r"['\"]([^'\"]+)['\"]", re.split(r"\.\s", identifier, maxsplit=1)[0])
+    first_hub = [q for q in first if re.fullmatch(HUB_ID, q)]
+    if first_hub or hub_ids:
+        return (first_hub or hub_ids)[0]
+    return max(first or quoted, key=len) if quoted else identifier.strip()
+
+
+def counterfactual_identifier(identifier: str) -> str | None:
+    """A plausible identifier that is not the original and does not contain it (`org/name` -> `org-labs/name`)."""
+    original = distinctive_identifier(identifier)
+    if "/" in original and not original.startswith("/"):
+        org, name = original.split("/", 1)
+        edited = f"{org}-labs/{name}"
+    elif re.search(r"\w\.\w+$", original):
+        stem, ext = original.rsplit(".", 1)
+        edited = f"{stem}_v2.{ext}"
+    elif len(original) >= 4:
+        middle = len(original) // 2
+        edited = f"{original[:middle]}_cf_{original[middle:]}"
+    else:
+        return None
+    return edited if original not in edited else None
+
+
+def edit_chunk(chunk: dict, original: str, edited: str) -> dict:
+    """The chunk with every occurrence of `original` in its text and title replaced by `edited`."""
+    return {
+        **chunk,
+        "text": chunk["text"].replace(original, edited),
+        "title": (chunk.get("title") or "").replace(original, edited),
+    }
