@@ -3,9 +3,9 @@
 On a data home where `adapter_retrain` ran (make run's, or bench/quality.py --keep), the held-out
 evaluation set is rebuilt as the job built it, its probes are retrieved from the live index, and for
 each probe the model reads the prompt plus the opening `{"answer": "` of the reply JSON. The score is
-log P(first token of the abstention reply). A probe should abstain when no gold document is in its
-context (unanswerable probes, and answer probes whose retrieval missed); counterfactual probes should
-not. The AUC of the score against that label says whether any threshold could teach the decision:
+log P(first token of the abstention reply). A probe should abstain when its context is off-topic
+(unanswerable probes); answer probes with a gold document served and counterfactual probes should not.
+Answer probes whose retrieval missed the gold document have no right call (decision 36) and are left out. The AUC of the score against that label says whether any threshold could teach the decision:
 0.5 is chance. Baseline in the same run: the base model on the same prompts.
 
     python bench/abstention_signal.py --home .ragtune [--version latest] [--holdout 0.4] [--items 71] [--probe-items 20]
@@ -49,10 +49,12 @@ def scores(model, tokenizer, probes) -> list[dict]:
         with torch.inference_mode():
             logits = model(**inputs, logits_to_keep=1).logits[0, -1].float()
         gold_in = any(d["doc_id"] in probe.gold_doc_ids for d in probe.documents)
+        if probe.kind == "answer" and not gold_in:
+            continue  # a near miss: the documents served may answer it
         rows.append(
             {
                 "kind": probe.kind,
-                "should_abstain": probe.kind != "counterfactual" and (probe.kind == "unanswerable" or not gold_in),
+                "should_abstain": probe.kind == "unanswerable",
                 "score": float(torch.log_softmax(logits, -1)[first]),
                 "greedy_abstains": int(logits.argmax()) == first,
             }
