@@ -6,7 +6,11 @@ each probe the model reads the prompt plus the opening `{"answer": "` of the rep
 log P(first token of the abstention reply). A probe should abstain when its context is off-topic
 (unanswerable probes); answer probes with a gold document served and counterfactual probes should not.
 Answer probes whose retrieval missed the gold document have no right call (decision 36) and are left out. The AUC of the score against that label says whether any threshold could teach the decision:
-0.5 is chance. Baseline in the same run: the base model on the same prompts.
+0.5 is chance. Baselines in the same run: the base model on the same prompts, and a detector that reads
+no model at all, the retrieval's best cosine similarity among the probe's documents (low: abstain).
+For that one also a rule with no probe in its making: abstain below the 5th percentile of the best
+similarity the *training* questions (the curated ones not held out, all in scope) get from the live
+index; reported as how often it abstains where it should and where it should not.
 
     python bench/abstention_signal.py --home .ragtune [--version latest] [--holdout 0.4] [--items 71] [--probe-items 20]
 """
@@ -62,6 +66,20 @@ def scores(model, tokenizer, probes) -> list[dict]:
     return rows
 
 
+def similarity_rows(probes, similarity) -> list[dict]:
+    """The best served document's similarity to the question as a score (negated: low means abstain)."""
+    rows = []
+    for probe in probes:
+        gold_in = any(d["doc_id"] in probe.gold_doc_ids for d in probe.documents)
+        if probe.kind == "answer" and not gold_in:
+            continue
+        best = max(similarity(probe.question).get(d["chunk_id"], 0.0) for d in probe.documents)
+        rows.append(
+            {"kind": probe.kind, "should_abstain": probe.kind == "unanswerable", "score": -best, "greedy_abstains": False}
+        )
+    return rows
+
+
 def summary(rows: list[dict]) -> dict:
     positives = [r["score"] for r in rows if r["should_abstain"]]
     negatives = [r["score"] for r in rows if not r["should_abstain"]]
@@ -100,9 +118,10 @@ def main() -> None:
     settings = load_settings()
     _, store, embedder = open_live(settings)
     holdout = settings.eval_holdout if args.holdout is None else args.holdout
-    items = build_evaluation_set(
+    chosen = build_evaluation_set(
         read_jsonl(settings.home / "datasets" / "curated.jsonl"), settings.eval_set, indexed_doc_ids(store), holdout
-    )["items"]
+    )
+    items = chosen["items"]
     retriever = Retriever(store, embedder, settings.rrf_k)
     probes, _ = build_probes(
         items,
@@ -120,6 +139,22 @@ def main() -> None:
     base = str(resolve_base_model(settings.base_model, settings.models_dir))
     tokenizer = AutoTokenizer.from_pretrained(base)
     result = {"home": args.home, "version": version, "probes": len(probes)}
+
+    def similarity(question: str) -> dict[str, float]:
+        return {h.chunk_id: h.similarity or 0.0 for h in retriever.search(question, k=200)}
+
+    rows = similarity_rows(probes, similarity)
+    result["retrieval_similarity"] = {k: v for k, v in summary(rows).items() if not k.startswith("greedy")}
+    curated = read_jsonl(settings.home / "datasets" / "curated.jsonl")
+    held_out = set(chosen["held_out_ids"])
+    in_scope = sorted(max(similarity(r["question"]).values(), default=0.0) for r in curated if r["id"] not in held_out)
+    floor = in_scope[len(in_scope) // 20]
+    result["retrieval_similarity"].update(
+        floor_from_training_questions=round(floor, 4),
+        training_questions=len(in_scope),
+        floor_abstains_when_it_should=sum(-r["score"] < floor for r in rows if r["should_abstain"]),
+        floor_abstains_when_it_should_not=sum(-r["score"] < floor for r in rows if not r["should_abstain"]),
+    )
     for name, adapter_dir in (("base", None), ("adapter", adapter)):
         with timer() as t:
             rows = scores(load_model(base, adapter_dir, "float32"), tokenizer, probes)
