@@ -53,7 +53,6 @@ COMPARED = (
     "abstain_decision",
     "adherence",
     "false_abstention",
-    "abstained_gold_missed",  # reported, judged by nothing: retrieval missed, the documents served may answer
     *(f"{key}_gold_in_context" for key in CONDITIONAL),
 )
 LOWER_IS_BETTER = {"false_abstention", "false_abstention_gold_in_context"}

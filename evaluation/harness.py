@@ -41,7 +41,7 @@ from evaluation.metrics import (
     token_f1,
 )
 from evaluation.retrieval import ranked_documents, recall_at_k, reciprocal_rank
-from ragtune.behaviour.contexts import counterfactual_identifier, edit_chunk, off_topic
+from ragtune.behaviour.contexts import counterfactual_identifier, edit_chunk, off_topic_context
 from ragtune.jsonl import iter_jsonl, read_jsonl, write_jsonl
 from ragtune.llm.prompting import SYSTEM_PROMPT
 from ragtune.precision import resolve_dtype
@@ -175,8 +175,7 @@ def build_probes(items: list[dict], search: Search, config: HarnessConfig) -> tu
             continue
         probed += 1
         others = [c for c in ranked if c["doc_id"] not in gold]
-        deep = search(item["question"], 4 * (config.neighbourhood + config.k))
-        unrelated = off_topic(deep, set(gold), config.neighbourhood, config.k)
+        unrelated = off_topic_context(search, item["question"], set(gold), config.neighbourhood, config.k)
         if unrelated:
             probes.append(Probe(kind="unanswerable", documents=documents_of(unrelated), **common))
         edited = counterfactual_context(item, ranked, others, identifier, config.k)
@@ -283,7 +282,7 @@ def item_metrics(row: dict) -> dict:
         return row
     derived = {"false_abstention": row["abstained"]} if "abstained" in row else {}
     derived["gold_in_context"] = float(gold_in_context(row))
-    if "abstained" in row:
+    if "abstained" in row and row.get("retrieved"):  # a candidate without retrieval had nothing to miss
         if derived["gold_in_context"]:
             derived["abstain_decision"] = 1.0 - row["abstained"]
         else:

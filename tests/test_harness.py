@@ -18,7 +18,7 @@ from evaluation.harness import (
     run_harness,
     summarise,
 )
-from ragtune.behaviour.contexts import counterfactual_identifier, off_topic
+from ragtune.behaviour.contexts import counterfactual_identifier, off_topic, off_topic_context
 from ragtune.llm.generator import Generation, to_answer
 from ragtune.llm.prompting import NOT_COVERED, answer_json
 
@@ -119,6 +119,22 @@ def test_off_topic_contexts_lie_beyond_the_neighbourhood():
     short = ranked[:16]  # 8 documents
     assert [c["doc_id"] for c in off_topic(short, {"d7"}, neighbourhood=20, k=3)] == ["d4", "d5", "d6"]
     assert off_topic(ranked[:6], set(), neighbourhood=20, k=3) == []  # 3 documents: all of them would be served
+    assert off_topic(ranked[:10], {"d4"}, neighbourhood=20, k=3) == []  # 1 document left past those served: none
+
+
+def test_off_topic_context_deepens_a_ranking_of_many_chunks_per_document():
+    ranked = [{"doc_id": f"d{i}", "chunk_id": f"d{i}#{j}"} for i in range(60) for j in range(10)]  # 10 chunks a document
+    asked = []
+
+    def search(question, n):
+        asked.append(n)
+        return ranked[:n]
+
+    context = off_topic_context(search, "q", {"d0"}, neighbourhood=20, k=3)
+    assert [c["doc_id"] for c in context] == ["d20", "d21", "d22"] and asked == [92, 368]
+    asked.clear()
+    small = off_topic_context(lambda q, n: asked.append(n) or ranked[:80][:n], "q", set(), 20, 3)  # 8 documents in all
+    assert [c["doc_id"] for c in small] == ["d5", "d6", "d7"] and asked == [92]  # the whole corpus: no deeper search
 
 
 def test_probes_answer_unanswerable_and_counterfactual():

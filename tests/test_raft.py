@@ -121,11 +121,13 @@ def test_counterfactual_examples_edit_the_identifier_in_the_oracle_and_the_targe
         assert parse_answer(ex["target"])["answer"] == f"Use pipeline(model='acme-labs/m{i}')."
         others = [d for d in ex["documents"] if d["doc_id"] != f"d{i}"]
         assert others and all("-labs/" not in d["text"] for d in others)  # only the oracle is edited
-    share = build_raft_examples(recs * 20, rank, by_doc, RaftConfig(oracle_probability=1.0, counterfactual_share=0.15))
-    assert 0 < sum(ex["counterfactual"] for ex in share.examples) < 0.3 * len(share.examples)
+    many = [dict(r, id=f"{r['id']}-{n}") for n in range(20) for r in recs]  # 600 records, each its own draws
+    share = build_raft_examples(many, rank, by_doc, RaftConfig(oracle_probability=1.0, counterfactual_share=0.15))
+    assert len(share.examples) == 600
+    assert 0.15 - 0.05 < sum(ex["counterfactual"] for ex in share.examples) / 600 < 0.15 + 0.05  # 3.4 standard errors
     # an answer without the document's identifier has nothing to edit: the example stays as it was
     plain = build_raft_examples(records(5), *reversed(synthetic()), RaftConfig(oracle_probability=1.0, counterfactual_share=1.0))
-    assert not any(ex["counterfactual"] for ex in plain.examples)
+    assert len(plain.examples) == 5 and not any(ex["counterfactual"] for ex in plain.examples)
 
 
 def test_retrieval_order_keeps_the_served_order_and_places_an_unranked_oracle_anywhere():

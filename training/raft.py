@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from ragtune.behaviour.contexts import counterfactual_identifier, distinctive_identifier, edit_chunk, off_topic
+from ragtune.behaviour.contexts import counterfactual_identifier, distinctive_identifier, edit_chunk, off_topic_context
 from ragtune.behaviour.pii import residue
 from ragtune.llm.prompting import NOT_COVERED, answer_json
 
@@ -114,7 +114,7 @@ def counterfactual(record: dict, oracles: list[dict]) -> tuple[list[dict], str] 
 
 
 def sample_example(
-    record: dict, gold_chunks: list[dict], ranked: list[dict], pool: list[dict], config: RaftConfig
+    record: dict, gold_chunks: list[dict], ranked: list[dict], pool: list[dict], config: RaftConfig, rank: Ranker
 ) -> dict | None:
     """One RAFT example for a curated record (see the module docstring); None when the ranking holds no
     off-topic context for a "not covered" example (a corpus of a few documents)."""
@@ -136,7 +136,7 @@ def sample_example(
         documents = distractors + oracles
     else:
         edited = None
-        distractors = off_topic(ranked, gold, config.neighbourhood, len(hard) + len(extra) + 1)
+        distractors = off_topic_context(rank, record["question"], gold, config.neighbourhood, len(hard) + len(extra) + 1)
         if not distractors:
             return None
         documents = list(distractors)
@@ -181,7 +181,7 @@ def build_raft_examples(
             result.skipped["gold_not_in_index"] += 1
             continue
         depth = max(config.candidates, 4 * (config.neighbourhood + config.distractors + config.random_distractors + 1))
-        example = sample_example(record, gold_chunks, rank(record["question"], depth), pool, config)
+        example = sample_example(record, gold_chunks, rank(record["question"], depth), pool, config, rank)
         if example is None:
             result.skipped["no_off_topic_context"] += 1
             continue

@@ -21,8 +21,11 @@ HUB_ID = r"[\w.\-]+/[\w.\-]+"
 
 def off_topic(ranked: list[dict], exclude: set[str], neighbourhood: int, k: int) -> list[dict]:
     """The first chunk of each of the k best-ranked documents beyond the top `neighbourhood` ones, never one of
-    `exclude` (the gold documents). When the ranking does not reach that far (a small corpus), the k
-    lowest-ranked documents it holds, but never one of the top k that would be served."""
+    `exclude` (the gold documents); exactly k, or none.
+
+    A corpus too small to have k documents beyond the neighbourhood (a few dozen documents) gets its k
+    lowest-ranked documents instead, never one of the top k that would be served: the least related it has.
+    """
     firsts: dict[str, dict] = {}
     for chunk in ranked:
         firsts.setdefault(chunk["doc_id"], chunk)
@@ -31,7 +34,19 @@ def off_topic(ranked: list[dict], exclude: set[str], neighbourhood: int, k: int)
     if len(beyond) >= k:
         return beyond[:k]
     tail = [c for c in documents[k:] if c["doc_id"] not in exclude]
-    return tail[-k:]
+    return tail[-k:] if len(tail) >= k else []
+
+
+def off_topic_context(search, question: str, exclude: set[str], neighbourhood: int, k: int) -> list[dict]:
+    """`off_topic` over a ranking deep enough to hold neighbourhood + k documents: `search(question, n)` ranks
+    chunks, and a document may have many, so the ranking is deepened until it holds enough documents or
+    holds the whole corpus."""
+    n = 4 * (neighbourhood + k)
+    while True:
+        ranked = search(question, n)
+        if len(ranked) < n or len({c["doc_id"] for c in ranked}) >= neighbourhood + k + len(exclude):
+            return off_topic(ranked, exclude, neighbourhood, k)
+        n *= 4
 
 
 def distinctive_identifier(identifier: str) -> str:
