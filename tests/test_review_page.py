@@ -73,13 +73,26 @@ def ask_in_browser(driver, url: str, question: str, groups: str = "", user: str 
 
 def submitted(driver, button, *ids: str) -> None:
     """Click a submit button and wait for the next page: one that has any of `ids`, or an error that says why."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.expected_conditions import staleness_of
     from selenium.webdriver.support.ui import WebDriverWait
 
+    button_id = button.get_attribute("id")
     page = driver.find_element(By.TAG_NAME, "html")
-    button.click()
-    WebDriverWait(driver, 120).until(staleness_of(page))
+    try:
+        button.click()
+        WebDriverWait(driver, 120).until(staleness_of(page))
+    except WebDriverException as error:
+        # Chromium under load can lose the node between finding and clicking it ("Node with given id does
+        # not belong to the document"): find the button again and click it, unless the page moved on already
+        if "does not belong to the document" not in str(error) or not button_id:
+            raise
+        again = driver.find_elements(By.ID, button_id)
+        if again:
+            page = driver.find_element(By.TAG_NAME, "html")
+            again[0].click()
+            WebDriverWait(driver, 120).until(staleness_of(page))
     WebDriverWait(driver, 120).until(lambda d: any(d.find_elements(By.ID, i) for i in (*ids, "error")))
     errors = driver.find_elements(By.ID, "error")
     assert "error" in ids or not errors, errors[0].text if errors else ""
