@@ -9,7 +9,7 @@ target: a counterfactual example that teaches following the document over the
 weights). Otherwise the context holds as many off-topic chunks, the nearest
 beyond the question's neighbourhood (ragtune.behaviour.contexts), and the target
 says the documents do not cover the question. Not the hard negatives alone: the
-documents ranked just after a missing gold one are usually other APIs for the
+documents ranked just after a missing gold one are often other APIs for the
 same task that answer the question too, and "not covered" there contradicts
 the examples that answer from them. Documents are shuffled (`order: shuffled`, the
 default), or kept in the retriever's order as served (`order: retrieval`: the
