@@ -262,14 +262,15 @@ def create_app(answerer: Answerer, settings: Settings, watch: bool = True) -> Fa
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        current = answerer.slot.current
+        # one reading of the slot: the reload thread may change it while the index version is awaited below
+        current, error = answerer.slot.current, answerer.slot.last_error
         return {
             # degraded: serving, but the registry cannot be followed (answers come from the model named here)
-            "status": ("degraded" if answerer.slot.last_error else "ok") if current else "loading",
+            "status": ("degraded" if error else "ok") if current else "loading",
             "model_version": current.version if current else None,
             "base_model": answerer.slot.base_model,
             "index_version": await run_in_threadpool(answerer.index_version),
-            "reload_error": answerer.slot.last_error,
+            "reload_error": error,
             "queue": admission.state(),
             "shadow": shadowing.state(),
         }
