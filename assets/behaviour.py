@@ -14,6 +14,7 @@ from evaluation.eval_set import build_evaluation_set, indexed_doc_ids, too_few_m
 from evaluation.gate import DEFAULT_GATE, GatePolicy
 from ragtune.jsonl import read_jsonl
 from ragtune.knowledge.live_index import live_store
+from ragtune.knowledge.relevance import RelevanceFloor
 from ragtune.knowledge.retriever import Retriever
 from ragtune.quality import raft_frame, validate_no_pii, validate_raft
 from ragtune.registry import EXPERIMENT, code_version
@@ -173,6 +174,8 @@ def raft_dataset(
         s.datasets_dir,
         config.include_restricted,
         sorted(held_out),
+        floor_quantile=s.relevance_floor_quantile,
+        context_k=s.serve_k,
     )
     value = {
         **built.as_dict(),
@@ -189,6 +192,7 @@ def raft_dataset(
             "validation": built.validation,
             "oracle_share": built.oracle_share,
             "counterfactual_examples": built.counterfactual,
+            "relevance_floor": built.relevance_floor.value if built.relevance_floor else "none",
             "oracle_probability": raft.oracle_probability,
             "distractors": raft.distractors,
             "index_version": built.index_version,
@@ -226,6 +230,7 @@ def lora_adapter(
         "curated_records": str(raft_dataset["curated_records"]),
         "code_version": code_version(),
         "dagster_run_id": context.run_id,
+        **(RelevanceFloor(**raft_dataset["relevance_floor"]).tags() if raft_dataset.get("relevance_floor") else {}),
     }
     sft.run_tags = {"dagster_run_id": context.run_id, "dataset_hash": raft_dataset["digest"]}
     config_path = sft.to_yaml(run_dir / "sft.yaml")

@@ -8,9 +8,9 @@ log P(first token of the abstention reply). A probe should abstain when its cont
 Answer probes whose retrieval missed the gold document have no right call (decision 36) and are left out. The AUC of the score against that label says whether any threshold could teach the decision:
 0.5 is chance. Baselines in the same run: the base model on the same prompts, and a detector that reads
 no model at all, the retrieval's best cosine similarity among the probe's documents (low: abstain).
-For that one also a rule with no probe in its making: abstain below the 5th percentile of the best
-similarity the *training* questions (the curated ones not held out, all in scope) get from the live
-index; reported as how often it abstains where it should and where it should not.
+For that one also a rule with no probe in its making: the relevance floor (ragtune.knowledge.relevance) at
+the 0.05 quantile of the best similarity the *training* questions (the curated ones not held out, all in
+scope) get from the live index; reported as how often it abstains where it should and where it should not.
 
     python bench/abstention_signal.py --home .ragtune [--version latest] [--holdout 0.4] [--items 71] [--probe-items 20]
 """
@@ -110,6 +110,7 @@ def main() -> None:
     from ragtune import registry
     from ragtune.jsonl import read_jsonl
     from ragtune.knowledge.live_index import open_live
+    from ragtune.knowledge.relevance import calibrate
     from ragtune.knowledge.retriever import Retriever
     from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import load_model
@@ -147,11 +148,14 @@ def main() -> None:
     result["retrieval_similarity"] = {k: v for k, v in summary(rows).items() if not k.startswith("greedy")}
     curated = read_jsonl(settings.home / "datasets" / "curated.jsonl")
     held_out = set(chosen["held_out_ids"])
-    in_scope = sorted(max(similarity(r["question"]).values(), default=0.0) for r in curated if r["id"] not in held_out)
-    floor = in_scope[len(in_scope) // 20]
+    in_scope = [max(similarity(r["question"]).values(), default=None) for r in curated if r["id"] not in held_out]
+    calibrated = calibrate(in_scope, 0.05, embedder.fingerprint)
+    if calibrated is None:
+        raise SystemExit(f"too few training questions ({len(in_scope)}) to measure a relevance floor")
+    floor = calibrated.value
     result["retrieval_similarity"].update(
         floor_from_training_questions=round(floor, 4),
-        training_questions=len(in_scope),
+        training_questions=calibrated.questions,
         floor_abstains_when_it_should=sum(-r["score"] < floor for r in rows if r["should_abstain"]),
         floor_abstains_when_it_should_not=sum(-r["score"] < floor for r in rows if not r["should_abstain"]),
     )

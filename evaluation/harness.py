@@ -15,6 +15,12 @@ Every item of an evaluation set (docs/design.md format) becomes up to three prob
 A candidate without retrieval gets the answer probes with no documents: the gap
 to the same adapter with retrieval is what the index adds.
 
+With a relevance floor (`HarnessConfig.floor`, ragtune.knowledge.relevance), every
+candidate with retrieval declines a probe whose context is less related to the
+question than the floor, without generating, as serving does; its row says
+`below_floor`. The floor is the challenger's, the same for every candidate, so a
+comparison between them stays a comparison of weights.
+
 Retrieval runs once per probe, shared by every candidate. Generation is greedy,
 so a candidate's rows for the same probes are reproducible and may be cached.
 """
@@ -43,11 +49,15 @@ from evaluation.metrics import (
 from evaluation.retrieval import ranked_documents, recall_at_k, reciprocal_rank
 from ragtune.behaviour.contexts import counterfactual_identifier, edit_chunk, off_topic_context
 from ragtune.jsonl import iter_jsonl, read_jsonl, write_jsonl
-from ragtune.llm.prompting import SYSTEM_PROMPT
+from ragtune.knowledge.relevance import below
+from ragtune.llm.generator import Generation
+from ragtune.llm.prompting import NOT_COVERED, SYSTEM_PROMPT, answer_json
 from ragtune.precision import resolve_dtype
 
-# (question, n) -> ranked chunks [{doc_id, chunk_id, title, text}], best first
+# (question, n) -> ranked chunks [{doc_id, chunk_id, title, text, similarity?}], best first
 Search = Callable[[str, int], list[dict]]
+# (question, chunks) -> the context's relevance to the question (ragtune.knowledge.relevance), None without chunks
+Relate = Callable[[str, list[dict]], float | None]
 REQUIRED = {"id": str, "question": str, "reference_answer": str, "gold_doc_ids": list, "answerable": bool}
 DOC_FIELDS = ("doc_id", "chunk_id", "title", "text")
 
@@ -63,6 +73,7 @@ class HarnessConfig:
     dtype: str = "auto"  # ragtune.precision: bfloat16 where the hardware has it
     batch_size: int = 8  # prompts generated together (left-padded)
     constrained: bool = True  # decode under the answer JSON schema (ragtune.llm.constrained)
+    floor: float | None = None  # relevance floor: decline a context less related than this without generating
 
     @classmethod
     def for_settings(cls, settings, **choices) -> HarnessConfig:
@@ -90,6 +101,7 @@ class Probe:
     expected: str = ""  # counterfactual: the edited identifier the answer should state ...
     original: str = ""  # ... instead of the one it replaced
     retrieval_ms: float = 0.0
+    relevance: float | None = None  # the context's relevance to the question, where build_probes was given `relate`
 
 
 @dataclass
@@ -143,8 +155,15 @@ def documents_of(chunks: list[dict]) -> list[dict]:
     return [{k: c[k] for k in DOC_FIELDS} for c in chunks]
 
 
-def build_probes(items: list[dict], search: Search, config: HarnessConfig) -> tuple[list[Probe], dict[str, float]]:
-    """Probes for every item (retrieval timed once per question), and the retrieval metrics over answerable items."""
+def build_probes(
+    items: list[dict], search: Search, config: HarnessConfig, relate: Relate | None = None
+) -> tuple[list[Probe], dict[str, float]]:
+    """Probes for every item (retrieval timed once per question), and the retrieval metrics over answerable items.
+    With `relate`, each probe also carries its context's relevance, for a floor to act on."""
+
+    def related(question: str, chunks: list[dict]) -> float | None:
+        return relate(question, chunks) if relate is not None else None
+
     chosen = items[: config.limit] if config.limit is not None else items
     probed = 0
     probes: list[Probe] = []
@@ -156,7 +175,15 @@ def build_probes(items: list[dict], search: Search, config: HarnessConfig) -> tu
         gold = list(item["gold_doc_ids"])
         common = dict(item_id=item["id"], question=item["question"], gold_doc_ids=gold, retrieval_ms=retrieval_ms)
         if not item["answerable"]:
-            probes.append(Probe(kind="unanswerable", documents=documents_of(ranked[: config.k]), **common))
+            context = ranked[: config.k]
+            probes.append(
+                Probe(
+                    kind="unanswerable",
+                    documents=documents_of(context),
+                    relevance=related(item["question"], context),
+                    **common,
+                )
+            )
             continue
         answerable += 1
         recall += recall_at_k(ranked_documents(ranked), gold, config.k)
@@ -168,6 +195,7 @@ def build_probes(items: list[dict], search: Search, config: HarnessConfig) -> tu
                 documents=documents_of(ranked[: config.k]),
                 reference=item["reference_answer"],
                 identifier=identifier,
+                relevance=related(item["question"], ranked[: config.k]),
                 **common,
             )
         )
@@ -177,10 +205,18 @@ def build_probes(items: list[dict], search: Search, config: HarnessConfig) -> tu
         others = [c for c in ranked if c["doc_id"] not in gold]
         unrelated = off_topic_context(search, item["question"], set(gold), config.neighbourhood, config.k)
         if unrelated:
-            probes.append(Probe(kind="unanswerable", documents=documents_of(unrelated), **common))
+            probes.append(
+                Probe(
+                    kind="unanswerable",
+                    documents=documents_of(unrelated),
+                    relevance=related(item["question"], unrelated),
+                    **common,
+                )
+            )
         edited = counterfactual_context(item, ranked, others, identifier, config.k)
         if edited:
-            probes.append(Probe(kind="counterfactual", identifier=identifier, **edited, **common))
+            relevance = related(item["question"], edited["documents"])
+            probes.append(Probe(kind="counterfactual", identifier=identifier, relevance=relevance, **edited, **common))
     n = max(answerable, 1)
     return probes, {f"recall@{config.k}": recall / n, "mrr": rr / n, "answerable_items": int(answerable)}
 
@@ -220,6 +256,8 @@ def score(probe: Probe, generation, candidate: Candidate) -> dict:
         ),
         "latency_ms": (probe.retrieval_ms if candidate.retrieval else 0.0) + generation.seconds * 1000,
     }
+    if candidate.retrieval and probe.relevance is not None:
+        row["relevance"] = round(probe.relevance, 4)
     if probe.kind == "answer":
         row.update(reference=probe.reference, identifier=probe.identifier)
         if candidate.retrieval:
@@ -312,6 +350,7 @@ def summarise(rows: list[dict]) -> dict[str, float]:
             "gold_in_context",
             "abstain_decision",
             "abstained_gold_missed",
+            "below_floor",
             *(f"{key}_gold_in_context" for key in CONDITIONAL),
         )
     }
@@ -325,6 +364,10 @@ def summarise(rows: list[dict]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in metrics.items() if v is not None}
 
 
+# What a candidate says to a context below the relevance floor, without generating (as serving does).
+DECLINED = Generation(answer=NOT_COVERED, citations=[], valid=True, raw=answer_json(NOT_COVERED, []), tokens=0, seconds=0.0)
+
+
 def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
     if candidate.retrieval:
         return probes
@@ -332,7 +375,7 @@ def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
 
 
 # Bump when scoring or decoding code changes what a cached row would hold (metrics, the constraint).
-CACHE_VERSION = 7
+CACHE_VERSION = 8
 
 
 def adapter_digest(adapter_dir: str | None) -> str | None:
@@ -357,6 +400,7 @@ def cache_key(candidate: Candidate, probes: list[Probe], base_model: str, config
         "dtype": resolve_dtype(config.dtype),
         "constrained": config.constrained,
         "batch_size": config.batch_size,
+        "floor": config.floor if candidate.retrieval else None,
         "system_prompt": SYSTEM_PROMPT,
         "version": CACHE_VERSION,
         "prompts": [(p.kind, p.question, p.documents) for p in probes],
@@ -397,8 +441,15 @@ def run_harness(
                 if progress is not None:
                     progress(name, done, total)
 
-            generations = generator.generate_batch([(p.question, p.documents) for p in mine], progress=advance)
-            produced = [score(probe, generation, candidate) for probe, generation in zip(mine, generations)]
+            declined = [candidate.retrieval and below(config.floor, p.relevance) for p in mine]
+            asked = [p for p, no in zip(mine, declined) if not no]
+            generated = iter(generator.generate_batch([(p.question, p.documents) for p in asked], progress=advance))
+            produced = [
+                {**score(probe, DECLINED if no else next(generated), candidate), "below_floor": float(no)}
+                if candidate.retrieval and config.floor is not None
+                else score(probe, next(generated), candidate)
+                for probe, no in zip(mine, declined)
+            ]
             del generator
             if cached is not None:
                 write_jsonl(cached, produced)

@@ -8,7 +8,7 @@ version number or alias), and the challenger without retrieval.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from evaluation.gate import GatePolicy, Verdict, compare, decide
 from evaluation.harness import (
@@ -133,8 +133,14 @@ def evaluate(
     progress=None,
     skipped: list[str] | None = None,
 ) -> Evaluation:
-    """Score base, champion and challenger (if any) on the same probes against the live index."""
+    """Score base, champion and challenger (if any) on the same probes against the live index.
+
+    Every candidate with retrieval declines below the challenger's relevance floor (measured when it was
+    trained, tagged on its version), unless `config.floor` is set already; a floor measured with another
+    embedder than the live one does not apply.
+    """
     from ragtune.knowledge.live_index import open_live
+    from ragtune.knowledge.relevance import RelevanceFloor, relevance
     from ragtune.knowledge.retriever import Retriever
     from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import Generator
@@ -150,7 +156,13 @@ def evaluate(
     def search(question: str, n: int) -> list[dict]:
         return [hit.as_dict() for hit in retriever.search(question, k=n)]
 
-    probes, retrieval = build_probes(items, search, config)
+    floor = None
+    if challenger and config.floor is None:
+        floor = RelevanceFloor.from_tags(registry.version_tags(settings.tracking_uri, settings.registered_model, challenger))
+        if floor is not None and floor.embedder != embedder.fingerprint:
+            floor = None
+        config = replace(config, floor=floor.value if floor else None)
+    probes, retrieval = build_probes(items, search, config, lambda q, chunks: relevance(embedder, q, chunks))
     champion = registry.resolve(settings.tracking_uri, settings.registered_model, registry.CHAMPION)
     chosen = candidates(settings, challenger, champion, include_base)
     base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
@@ -182,6 +194,7 @@ def evaluate(
         "constrained": config.constrained,
         "batch_size": config.batch_size,
         "max_new_tokens": config.max_new_tokens,
+        "relevance_floor": floor.as_dict() if floor else ({"value": config.floor} if config.floor is not None else None),
     }
     return Evaluation(
         report=report,

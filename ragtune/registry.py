@@ -288,6 +288,12 @@ def clear_challenger(tracking_uri: str, name: str, version: str, reason: str, ru
     move_alias(client(tracking_uri), name, CHALLENGER, None, str(version), reason, run_id)
 
 
+def version_tags(tracking_uri: str, name: str, version: str) -> dict[str, str]:
+    c = client(tracking_uri)
+    found = asking(tracking_uri, f"read version {version} of {name}", lambda: c.get_model_version(name, str(version)))
+    return dict(found.tags or {})
+
+
 def tag_version(tracking_uri: str, name: str, version: str, tags: dict[str, object]) -> None:
     c = client(tracking_uri)
     for key, value in tags.items():

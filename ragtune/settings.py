@@ -59,6 +59,14 @@ class Settings(BaseSettings):
         description="Evaluation set (.jsonl) the release gate scores challengers on; empty = a held-out share of "
         "the curated interactions (never trained on), which is what a user's own loop should be judged on.",
     )
+    relevance_floor_quantile: float = Field(
+        0.05,
+        ge=0,
+        lt=0.5,
+        description="Decline without asking the model when the best context chunk is less related to the question than "
+        "this share of the training questions' contexts are (a floor measured at each retrain, kept with the adapter "
+        "version, applied alike in serving and evaluation); 0 turns the floor off.",
+    )
     eval_holdout: float = Field(
         0.2,
         gt=0,

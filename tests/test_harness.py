@@ -351,3 +351,29 @@ def test_a_version_whose_weights_changed_is_answered_again(tmp_path):
     (adapter / "adapter_model.safetensors").write_bytes(b"weights two")
     run_harness(probes, retrieval, champion, lambda c: answerer, "base", HarnessConfig(k=2), cache_dir=tmp_path / "cache")
     assert answerer.calls == 14
+
+
+def test_below_the_floor_every_candidate_with_documents_declines_without_generating(tmp_path):
+    """The floor acts on the probe's relevance alike for every candidate with retrieval, as serving does; a
+    candidate without documents has no context to judge; another floor is another cache key."""
+    gold = {"parse my text": "acme/parser", "tag my text": "acme/tagger"}
+
+    def relate(question, chunks):  # scripted: a context holding the question's gold document is the related one
+        return 0.9 if gold.get(question) in {c["doc_id"] for c in chunks} else 0.1
+
+    probes, retrieval = build_probes(ITEMS, search, HarnessConfig(k=2), relate)
+    floor = HarnessConfig(k=2, floor=0.5)
+    low = [p for p in probes if p.relevance < 0.5]
+    assert {(p.item_id, p.kind) for p in low} == {("q1", "unanswerable"), ("q2", "unanswerable"), ("q3", "unanswerable")}
+    answerer = Scripted(faithful)
+    candidates = [Candidate("base_rag", None), Candidate("challenger_no_rag", "x", retrieval=False, version="2")]
+    report = run_harness(probes, retrieval, candidates, lambda c: answerer, "base", floor, cache_dir=tmp_path)
+    assert answerer.calls == len(probes) - len(low) + 2  # the declined were never asked; no-RAG answered its 2
+    base = [r for r in report.rows if r["candidate"] == "base_rag"]
+    assert sum(r["below_floor"] for r in base) == 3 and all(r["abstention"] == 1.0 for r in base if r["below_floor"])
+    assert all(r["answer"] == NOT_COVERED and r["tokens"] == 0 for r in base if r["below_floor"])
+    assert report.metrics["base_rag"]["below_floor"] == round(3 / 7, 4)
+    assert all("below_floor" not in r for r in report.rows if r["candidate"] == "challenger_no_rag")
+    lower = HarnessConfig(k=2, floor=0.1)  # nothing is below it
+    run_harness(probes, retrieval, candidates[:1], lambda c: answerer, "base", lower, cache_dir=tmp_path)
+    assert answerer.calls == len(probes) - len(low) + 2 + len(probes)  # another floor: another key, all answered

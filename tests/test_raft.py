@@ -9,6 +9,7 @@ from conftest import doc_records
 from ragtune.knowledge.chunker import chunk_document
 from ragtune.knowledge.documents import load_documents
 from ragtune.knowledge.indexing import refresh_index
+from ragtune.knowledge.relevance import relevance
 from ragtune.knowledge.retriever import Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.llm.prompting import NOT_COVERED, parse_answer
@@ -197,15 +198,21 @@ def test_hard_negatives_are_the_retrievers_best_non_gold_chunks(indexed, corpus)
         assert any(d["doc_id"] in rec["gold_doc_ids"] for d in ex["documents"])
 
 
-def test_dataset_on_disk_renders_the_chat_template(indexed, corpus, tokenizer, tmp_path):
+def test_dataset_on_disk_renders_the_chat_template(indexed, corpus, tokenizer, embedder, tmp_path):
     store, retriever = indexed
     recs = [dict(r, gold_doc_ids=[c["doc_id"] for c in r["citations"]]) for r in doc_records(corpus)[:20]]
-    built = build_dataset(
-        recs, store, retriever, tokenizer, RaftConfig(oracle_probability=0.5, validation_fraction=0.2), tmp_path / "ds"
-    )
+    config = RaftConfig(oracle_probability=0.5, validation_fraction=0.2)
+    built = build_dataset(recs, store, retriever, tokenizer, config, tmp_path / "ds", floor_quantile=0.05, context_k=3)
     assert built.train + built.validation == 20 and built.validation >= 1
     meta = json.loads((built.folder / "meta.json").read_text())
     assert meta["hash"] == built.digest and meta["index_version"] == store.version()
+    # the relevance floor, measured on these 20 in-scope questions as serving would retrieve for them: one below it
+    floor = meta["relevance_floor"]
+    assert floor == built.relevance_floor.as_dict() and floor["questions"] == 20 and floor["embedder"] == embedder.fingerprint
+    served = [
+        relevance(embedder, r["question"], [h.as_dict() for h in retriever.search(r["question"], k=3, groups=[])]) for r in recs
+    ]
+    assert sum(v < floor["value"] for v in served) == 1 and floor["value"] in served
     rows = [json.loads(line) for line in (built.folder / "train.jsonl").read_text().splitlines()]
     for row in rows:
         assert row["prompt"].startswith("<|im_start|>system") and row["prompt"].endswith("<|im_start|>assistant\n")

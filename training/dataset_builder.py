@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ragtune.behaviour.datasets import save_raft
+from ragtune.knowledge.relevance import RelevanceFloor, calibrate, relevance
 from ragtune.knowledge.retriever import Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.llm.prompting import render_example
@@ -29,6 +30,7 @@ class RaftDataset:
     index_version: int
     trimmed: int = 0  # examples whose documents were cut to fit max_tokens
     counterfactual: int = 0  # oracle examples with the identifier edited in the document and the answer
+    relevance_floor: RelevanceFloor | None = None  # measured on these training questions (ragtune.knowledge.relevance)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "folder": str(self.folder)}
@@ -80,8 +82,15 @@ def build_dataset(
     datasets_dir: Path,
     include_restricted: bool = False,
     held_out_ids: list[str] | None = None,
+    floor_quantile: float = 0.0,
+    context_k: int = 3,
 ) -> RaftDataset:
-    """Sample, render with the chat template, split, hash and save; returns where and what."""
+    """Sample, render with the chat template, split, hash and save; returns where and what.
+
+    With `floor_quantile` > 0 it also measures the relevance floor (ragtune.knowledge.relevance) on these
+    questions, each with the `context_k` chunks serving would give it: they are in scope by construction,
+    every one answered from the documents.
+    """
     if not store.exists() or store.count() == 0:
         raise RuntimeError("the index is empty: run `ragtune refresh` before building a RAFT dataset")
     # Restricted documents stay out unless asked for: weights cannot enforce an access list.
@@ -92,6 +101,13 @@ def build_dataset(
         return [hit.as_dict() for hit in retriever.search(question, k=n, groups=groups)]
 
     result = build_raft_examples(records, rank, chunks_by_doc(store, public_only=not include_restricted), config)
+    floor = calibrate(
+        [relevance(retriever.embedder, r["question"], rank(r["question"], context_k)) for r in records if r.get("gold_doc_ids")]
+        if floor_quantile > 0
+        else [],
+        floor_quantile,
+        retriever.embedder.fingerprint,
+    )
     fitted, trimmed = [], 0
     for example in result.examples:
         rendered = render_within_budget(tokenizer, example, config.max_tokens)
@@ -121,6 +137,7 @@ def build_dataset(
         "trimmed": trimmed,
         "counterfactual": sum(e["counterfactual"] for e in result.examples),
         "held_out_ids": sorted(held_out_ids or []),
+        "relevance_floor": floor.as_dict() if floor else None,
     }
     folder = save_raft(datasets_dir, digest, {"train": train, "validation": validation}, meta)
     return RaftDataset(
@@ -133,4 +150,5 @@ def build_dataset(
         index_version=index_version,
         trimmed=trimmed,
         counterfactual=meta["counterfactual"],
+        relevance_floor=floor,
     )

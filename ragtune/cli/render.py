@@ -195,6 +195,7 @@ METRIC_ROWS = (
     ("false_abstention_gold_in_context", "  gold in context"),
     ("abstention", "abstains, off-topic"),
     ("abstained_gold_missed", "abstains, gold missed"),
+    ("below_floor", "declined, below floor"),
     ("adherence", "adheres to an edit"),
     ("gold_in_context", "gold in context, share"),
     ("latency_p50_ms", "latency p50 ms"),

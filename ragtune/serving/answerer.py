@@ -9,6 +9,9 @@ document outside their groups is never quoted or cited, whatever the model write
 The model is the base model plus the adapter the registry's `champion` alias
 points at (the base model alone before any release); `ModelSlot` swaps it whole
 when the alias moves, and a request in flight finishes on the model it started with.
+A released adapter carries the relevance floor measured when it was trained
+(ragtune.knowledge.relevance): a context less related to the question than that is
+declined with the not-covered reply, without asking the model (`below_floor`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from ragtune import registry
 from ragtune.behaviour.interactions import InteractionLog, RecordError
+from ragtune.knowledge.relevance import RelevanceFloor, below, relevance
 from ragtune.knowledge.retriever import Hit, LiveRetriever
 from ragtune.llm.generator import Generator
 from ragtune.llm.prompting import NOT_COVERED
@@ -53,6 +57,7 @@ class Answer:
     retrieved: list[str] = field(default_factory=list)  # doc ids in the context, best first (this caller's view)
     tokens: int = 0
     dropped_citations: int = 0  # cited ids that were not in this caller's retrieved context
+    below_floor: bool = False  # declined without generating: the context is less related than the model's floor
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +96,7 @@ class LoadedModel:
     version: str  # a registry version, or BASE
     generator: Generator
     loaded_at: float = field(default_factory=time.time)
+    floor: RelevanceFloor | None = None  # measured when the adapter was trained; none for the base model
 
 
 class ModelSlot:
@@ -115,13 +121,15 @@ class ModelSlot:
         return version or (BASE if self.alias == registry.CHAMPION else None)
 
     def load(self, version: str) -> LoadedModel:
-        adapter = None
+        adapter, floor = None, None
         if version != BASE:
             adapter = str(
                 registry.download_adapter(
                     self.settings.tracking_uri, self.settings.registered_model, version, self.settings.adapters_dir
                 )
             )
+            tags = registry.version_tags(self.settings.tracking_uri, self.settings.registered_model, version)
+            floor = RelevanceFloor.from_tags(tags) if self.settings.relevance_floor_quantile > 0 else None
         return LoadedModel(
             version,
             Generator(
@@ -131,6 +139,7 @@ class ModelSlot:
                 dtype=self.settings.dtype,
                 constrained=self.settings.constrained_decoding,
             ),
+            floor=floor,
         )
 
     def sync(self) -> bool:
@@ -219,8 +228,11 @@ class Answerer:
         live, store, retriever = self.live.current()
         index_version = live.label(store.version()) if store.exists() else "none"
         hits = retriever.search(question, k=self.k, groups=list(groups or []))
+        declined = bool(hits) and self.below_floor(model, retriever.embedder, question, hits)
         retrieved = time.perf_counter()
-        if hits:
+        if declined:  # nothing served is near the question: the documents do not cover it
+            text, cited, fallback, tokens = NOT_COVERED, [], False, 0
+        elif hits:
             generation = model.generator.generate(question, [h.as_dict() for h in hits])
             text, cited, fallback, tokens = generation.answer, generation.citations, not generation.valid, generation.tokens
         else:  # nothing this caller may read matches: no model call can do better than saying so
@@ -253,7 +265,17 @@ class Answerer:
             retrieved=list(dict.fromkeys(h.doc_id for h in hits)),
             tokens=tokens,
             dropped_citations=dropped,
+            below_floor=declined,
         )
+
+    @staticmethod
+    def below_floor(model: LoadedModel, embedder, question: str, hits: list[Hit]) -> bool:
+        """The context is less related to the question than the model's floor; a floor measured with another
+        embedder than the one serving does not apply."""
+        floor = model.floor
+        if floor is None or floor.embedder != embedder.fingerprint:
+            return False
+        return below(floor.value, relevance(embedder, question, [h.as_dict() for h in hits]))
 
     def feedback(
         self, interaction_id: str, rating: str | None, correction: str | None = None, citations: list[str] | None = None

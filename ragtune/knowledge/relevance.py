@@ -1,0 +1,87 @@
+"""How related a context is to its question, and the floor below which the documents do not cover it.
+
+    floor = calibrate([relevance(embedder, q, search(q)) for q in answered_questions], 0.05, embedder.fingerprint)
+    if below(floor.value, relevance(embedder, question, hits)): reply NOT_COVERED, no generation
+
+A context's relevance is the best cosine similarity between the question and one of its chunks, as the index
+embeds them (`passage_text`): the similarity the vector search already reports, computed here for the chunks
+it did not (found by full-text search alone, or built by hand).
+
+The floor is a low quantile of the relevance that in-scope questions get from the index: the curated questions
+the adapter trains on, all answered from the documents. At the 0.05 quantile about one in-scope question in
+twenty falls below it and is wrongly declined; a question less related to the corpus than that is declined
+without asking the model. It catches a context with nothing near the question, not one near it that still
+does not answer (another API for the same task): that call is the model's (docs/retraining.md). A floor is
+tied to the embedder it was measured with: under another one it does not apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ragtune.knowledge.embedder import Embedder
+from ragtune.knowledge.indexing import passage_text
+
+MIN_QUESTIONS = 20  # fewer in-scope questions than this give no floor: a 5% quantile of ten is the minimum
+
+
+@dataclass(frozen=True)
+class RelevanceFloor:
+    value: float  # decline below this relevance
+    quantile: float  # share of the calibration questions below it
+    questions: int  # in-scope questions it was measured on
+    embedder: str  # Embedder.fingerprint it was measured with
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def tags(self) -> dict[str, str]:
+        """As registry version tags (strings)."""
+        return {f"relevance_floor_{k}": str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> RelevanceFloor | None:
+        """The floor a registry version was tagged with, or None (none measured, or a version older than floors)."""
+        try:
+            return cls(
+                value=float(tags["relevance_floor_value"]),
+                quantile=float(tags["relevance_floor_quantile"]),
+                questions=int(tags["relevance_floor_questions"]),
+                embedder=tags["relevance_floor_embedder"],
+            )
+        except (KeyError, ValueError):
+            return None
+
+
+def relevance(embedder: Embedder, question: str, chunks: list[dict]) -> float | None:
+    """The best cosine similarity between `question` and a chunk ({title, text, similarity?}); None without chunks.
+
+    A chunk's `similarity`, where the vector search set it, is used as is (the same cosine over the same
+    embedding); the others are embedded here.
+    """
+    if not chunks:
+        return None
+    known = [c["similarity"] for c in chunks if c.get("similarity") is not None]
+    missing = [c for c in chunks if c.get("similarity") is None]
+    if missing:
+        vectors = embedder.embed([question] + [passage_text(c.get("title") or "", c["text"]) for c in missing])
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        known.extend(float(v) for v in vectors[1:] @ vectors[0])
+    return max(known)
+
+
+def calibrate(values: list[float | None], quantile: float, embedder: str) -> RelevanceFloor | None:
+    """The `quantile` of in-scope questions' relevance (lower nearest rank: a floor never above what it says);
+    None when the quantile is 0 (floors off) or fewer than MIN_QUESTIONS questions had a context."""
+    measured = sorted(v for v in values if v is not None)
+    if quantile <= 0 or len(measured) < MIN_QUESTIONS:
+        return None
+    index = min(int(quantile * len(measured)), len(measured) - 1)
+    return RelevanceFloor(value=measured[index], quantile=quantile, questions=len(measured), embedder=embedder)
+
+
+def below(floor: float | None, value: float | None) -> bool:
+    """True when a context this related should be declined: a floor is set and the relevance is under it."""
+    return floor is not None and value is not None and value < floor
