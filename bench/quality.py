@@ -32,6 +32,8 @@ METRICS = (
     "format_validity",
     "format_validity_unconstrained",
     "abstention",
+    "abstention_by_model",
+    "below_floor",
     "adherence",
     "false_abstention",
     "false_abstention_gold_in_context",
@@ -151,6 +153,7 @@ def main() -> None:
             "scoring_version": report["evaluation"].get("scoring_version"),
         },
         "retrieval": report["evaluation"]["retrieval"],
+        "relevance_floor": report["evaluation"].get("relevance_floor"),
         "training": {k: report["adapter"].get(k) for k in ("steps", "train_seconds", "train_loss", "tokens_per_second", "dtype")}
         | {"curated": report["curation"]["kept"], "raft_train": report["raft"]["train"]},
         "learning_curve": report["adapter"].get("learning_curve"),

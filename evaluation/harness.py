@@ -313,9 +313,13 @@ def item_metrics(row: dict) -> dict:
     either way. An answer probe whose gold document retrieval missed has no right call: the documents served
     instead are often other APIs for the same task that answer it as well. How often a model abstains
     there is reported as `abstained_gold_missed`, judged by nothing.
+
+    `abstention_by_model`: abstention on the unanswerable probes the relevance floor let through to the model
+    (all of them without a floor): what the weights decide, apart from what the floor declined.
     """
     if row["kind"] == "unanswerable" and "abstention" in row:
-        return {**row, "abstain_decision": row["abstention"]}
+        by_model = {} if row.get("below_floor") else {"abstention_by_model": row["abstention"]}
+        return {**row, "abstain_decision": row["abstention"], **by_model}
     if row["kind"] != "answer":
         return row
     derived = {"false_abstention": row["abstained"]} if "abstained" in row else {}
@@ -343,6 +347,7 @@ def summarise(rows: list[dict]) -> dict[str, float]:
             "identifier_match",
             "citation_accuracy",
             "abstention",
+            "abstention_by_model",
             "adherence",
             "format_validity",
             "format_validity_unconstrained",

@@ -308,7 +308,9 @@ def test_conditional_metrics_are_judged_where_the_gold_document_was_in_the_conte
     assert s["identifier_match"] == round(1 / 3, 4) and s["identifier_match_gold_in_context"] == 0.5
     assert s["citation_accuracy"] == round(1 / 3, 4) and s["citation_accuracy_gold_in_context"] == 0.5
     assert s["false_abstention"] == round(2 / 3, 4) and s["false_abstention_gold_in_context"] == 0.5
-    assert item_metrics(rows[3]) == {**rows[3], "abstain_decision": 1.0}  # abstaining there is the right call
+    # abstaining there is the right call, and the model's own (no floor declined it)
+    assert item_metrics(rows[3]) == {**rows[3], "abstain_decision": 1.0, "abstention_by_model": 1.0}
+    assert "abstention_by_model" not in item_metrics({**rows[3], "below_floor": 1.0})
     # the right call to abstain or not: q1 answered with gold (right), q2 abstained with gold (wrong),
     # q1's unanswerable probe abstained (right); q3's retrieval missed its gold, and the documents served
     # instead may answer it: no right call there, so it is reported apart and judged by nothing
@@ -373,6 +375,7 @@ def test_below_the_floor_every_candidate_with_documents_declines_without_generat
     assert sum(r["below_floor"] for r in base) == 3 and all(r["abstention"] == 1.0 for r in base if r["below_floor"])
     assert all(r["answer"] == NOT_COVERED and r["tokens"] == 0 for r in base if r["below_floor"])
     assert report.metrics["base_rag"]["below_floor"] == round(3 / 7, 4)
+    assert "abstention_by_model" not in report.metrics["base_rag"]  # every off-topic probe was declined by the floor
     assert all("below_floor" not in r for r in report.rows if r["candidate"] == "challenger_no_rag")
     lower = HarnessConfig(k=2, floor=0.1)  # nothing is below it
     run_harness(probes, retrieval, candidates[:1], lambda c: answerer, "base", lower, cache_dir=tmp_path)

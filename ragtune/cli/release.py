@@ -93,6 +93,7 @@ def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict
         report["embedder"] = embedder_report(embedder)
     if raft:
         report["raft"] = {k: raft[k] for k in ("digest", "train", "validation", "oracle_share", "distractors", "index_version")}
+        report["raft"]["relevance_floor"] = raft.get("relevance_floor")
     if adapter:
         report["adapter"] = {
             "model_version": adapter["model_version"],
@@ -106,6 +107,7 @@ def retrain(settings: Settings, run_config: dict, verbose: bool = False) -> dict
             k: evaluation[k]
             for k in ("metrics", "comparison", "retrieval", "items", "incumbent", "champion", "challenger", "index_version")
         }
+        report["evaluation"]["relevance_floor"] = (evaluation.get("decoding") or {}).get("relevance_floor")
         report["evaluation"]["scoring_version"] = evaluation.get("scoring_version")
     if gate:
         report["verdict"] = {

@@ -48,6 +48,8 @@ def print_answer(p: dict) -> None:
     console.print(f"[{style}]{p['answer']}[/]", highlight=False)
     for n, c in enumerate(p["citations"], start=1):
         console.print(f"  [{n}] {c['title']} [dim]({c['doc_id']})[/]: {c['quote']}", highlight=False)
+    if p.get("below_floor"):
+        console.print("[dim]declined: no retrieved document is as related to the question as the model's floor[/]")
     console.print(
         f"[dim]id {p['id']} · model {p['model_version']} · index {p['index_version']} · {p['latency_ms'] / 1000:.1f} s "
         f"(retrieval {p['retrieval_ms']:.0f} ms) · rate it: ragtune feedback {p['id']} up|down[/]"
@@ -194,6 +196,7 @@ METRIC_ROWS = (
     ("false_abstention", "false abstention"),
     ("false_abstention_gold_in_context", "  gold in context"),
     ("abstention", "abstains, off-topic"),
+    ("abstention_by_model", "  by the model"),
     ("abstained_gold_missed", "abstains, gold missed"),
     ("below_floor", "declined, below floor"),
     ("adherence", "adheres to an edit"),
@@ -313,6 +316,13 @@ def print_retrain(p: dict) -> None:
     if "raft" in p:
         d = p["raft"]
         console.print(f"RAFT dataset {d['digest']}: {d['train']} train / {d['validation']} validation examples")
+        floor = d.get("relevance_floor")
+        console.print(
+            f"relevance floor {floor['value']:.3f}: {floor['quantile']:.0%} of {floor['questions']} training questions' "
+            "contexts are less related; below it the assistant declines without asking the model"
+            if floor
+            else "relevance floor: none (turned off, or too few training questions to measure one)"
+        )
     if "adapter" in p:
         a = p["adapter"]
         console.print(
