@@ -47,7 +47,7 @@ from evaluation.metrics import (
     token_f1,
 )
 from evaluation.retrieval import ranked_documents, recall_at_k, reciprocal_rank
-from ragtune.behaviour.contexts import counterfactual_identifier, edit_chunk, off_topic_context
+from ragtune.behaviour.contexts import PROBE, counterfactual_identifier, edit_chunk, off_topic_context
 from ragtune.jsonl import iter_jsonl, read_jsonl, write_jsonl
 from ragtune.knowledge.relevance import below
 from ragtune.llm.generator import Generation
@@ -224,11 +224,12 @@ def build_probes(
 def counterfactual_context(item: dict, ranked: list[dict], others: list[dict], identifier: str, k: int) -> dict | None:
     """The best gold chunk with its identifier replaced, among k-1 retrieved non-gold chunks; None when not editable."""
     original = distinctive_identifier(identifier)
-    edited = counterfactual_identifier(identifier)
-    gold_chunk = next((c for c in ranked if c["doc_id"] in item["gold_doc_ids"] and original in c["text"]), None)
-    if edited is None or gold_chunk is None:
+    edited = counterfactual_identifier(identifier, PROBE)
+    changed = (edit_chunk(c, original, edited) for c in ranked if c["doc_id"] in item["gold_doc_ids"]) if edited else ()
+    gold_chunk = next((c for c in changed if c is not None), None)
+    if gold_chunk is None:
         return None
-    documents = documents_of([edit_chunk(gold_chunk, original, edited)] + others[: k - 1])
+    documents = documents_of([gold_chunk] + others[: k - 1])
     random.Random(item["id"]).shuffle(documents)  # the edited chunk is not always first
     return {"documents": documents, "expected": edited, "original": original}
 
@@ -380,7 +381,7 @@ def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
 
 
 # Bump when scoring or decoding code changes what a cached row would hold (metrics, the constraint).
-CACHE_VERSION = 8
+CACHE_VERSION = 9
 
 
 def adapter_digest(adapter_dir: str | None) -> str | None:

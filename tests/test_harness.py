@@ -18,7 +18,7 @@ from evaluation.harness import (
     run_harness,
     summarise,
 )
-from ragtune.behaviour.contexts import counterfactual_identifier, off_topic, off_topic_context
+from ragtune.behaviour.contexts import PROBE, TRAINING, counterfactual_identifier, edit_chunk, off_topic, off_topic_context
 from ragtune.llm.generator import Generation, to_answer
 from ragtune.llm.prompting import NOT_COVERED, answer_json
 
@@ -103,13 +103,25 @@ def test_eval_set_skips_bad_lines_with_reasons(tmp_path):
 
 
 def test_counterfactual_identifiers_differ_and_never_contain_the_original():
-    assert counterfactual_identifier("pipeline('parse', model='acme/parser')") == "acme-labs/parser"
-    assert counterfactual_identifier("joblib.load('model.joblib')") == "model_v2.joblib"
-    assert counterfactual_identifier("mlagents-learn run") == "mlagents-_cf_learn run"
-    assert counterfactual_identifier("ab") is None
-    for identifier in ("x/y", "AutoModel.from_pretrained('aaaa')", "abab"):
-        edited = counterfactual_identifier(identifier)
-        assert edited and identifier.split("'")[-2 if "'" in identifier else 0] not in edited
+    assert counterfactual_identifier("pipeline('parse', model='acme/parser')", TRAINING) == "acme-labs/parser"
+    assert counterfactual_identifier("pipeline('parse', model='acme/parser')", PROBE) == "acme/open-parser"
+    assert counterfactual_identifier("joblib.load('model.joblib')", TRAINING) == "model_v2.joblib"
+    assert counterfactual_identifier("joblib.load('model.joblib')", PROBE) == "model-ft.joblib"
+    assert counterfactual_identifier("mlagents-learn run", TRAINING) == "mlagents-_cf_learn run"
+    assert counterfactual_identifier("ab", PROBE) is None
+    for identifier in ("x/y", "AutoModel.from_pretrained('aaaa')", "abab", "org/name", "a.b"):
+        original = identifier.split("'")[-2 if "'" in identifier else 0]
+        training, probe = (counterfactual_identifier(identifier, family) for family in (TRAINING, PROBE))
+        assert training and probe and training != probe  # the probe never shows an edit training taught
+        assert original not in training and original not in probe
+
+
+def test_an_edit_replaces_the_identifier_only_where_it_stands_alone():
+    chunk = {"title": "acme/parser", "text": "Load acme/parser (or acme/parser-large), not acme/parser_v3 or xacme/parser."}
+    edited = edit_chunk(chunk, "acme/parser", "acme/open-parser")
+    assert edited["title"] == "acme/open-parser"
+    assert edited["text"] == "Load acme/open-parser (or acme/open-parser-large), not acme/parser_v3 or xacme/parser."
+    assert edit_chunk({"title": "", "text": "only acme/parser_v3 here"}, "acme/parser", "acme/open-parser") is None
 
 
 def test_off_topic_contexts_lie_beyond_the_neighbourhood():
@@ -157,9 +169,9 @@ def test_probes_answer_unanswerable_and_counterfactual():
     assert [d["doc_id"] for d in by["q1", "unanswerable"].documents] == ["other/embedder", "misc/joblib"]
     assert by["q3", "unanswerable"].documents[0]["doc_id"] == "misc/joblib"  # marked unanswerable: as served
     cf = by["q1", "counterfactual"]
-    assert (cf.expected, cf.original) == ("acme-labs/parser", "acme/parser")
+    assert (cf.expected, cf.original) == ("acme/open-parser", "acme/parser")
     edited = next(d for d in cf.documents if d["doc_id"] == "acme/parser")
-    assert "model='acme-labs/parser'" in edited["text"] and "'acme/parser'" not in edited["text"]
+    assert "model='acme/open-parser'" in edited["text"] and "'acme/parser'" not in edited["text"]
     assert len(cf.documents) == 2
     # recall@2: both golds in the top 2; MRR: 1 and 1/2
     assert retrieval == {"recall@2": 1.0, "mrr": 0.75, "answerable_items": 2}
@@ -195,7 +207,7 @@ def test_a_faithful_answerer_scores_perfectly_and_no_retrieval_scores_nothing():
     }
     assert shown == {"q1": 1.0, "q2": 1.0}
     rows = [r for r in report.rows if r["candidate"] == "challenger_rag" and r["kind"] == "counterfactual"]
-    assert all("acme-labs/parser" in r["answer"] or "acme-labs/tagger" in r["answer"] for r in rows)
+    assert all("acme/open-parser" in r["answer"] or "acme/open-tagger" in r["answer"] for r in rows)
 
 
 def test_an_answer_naming_every_served_document_wins_no_identifier_match():

@@ -30,7 +30,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from ragtune.behaviour.contexts import counterfactual_identifier, distinctive_identifier, edit_chunk, off_topic_context
+from ragtune.behaviour.contexts import (
+    TRAINING,
+    counterfactual_identifier,
+    distinctive_identifier,
+    edit_chunk,
+    off_topic_context,
+    replace_identifier,
+)
 from ragtune.behaviour.pii import residue
 from ragtune.llm.prompting import NOT_COVERED, answer_json
 
@@ -107,10 +114,12 @@ def counterfactual(record: dict, oracles: list[dict]) -> tuple[list[dict], str] 
     """(oracles, answer) with the answer's distinctive identifier edited in both; None when nothing to edit."""
     answer = record["answer"]
     original = distinctive_identifier(record.get("identifier") or answer)
-    edited = counterfactual_identifier(record.get("identifier") or answer)
-    if not edited or original not in answer or not any(original in c["text"] for c in oracles):
+    edited = counterfactual_identifier(record.get("identifier") or answer, TRAINING)
+    target = replace_identifier(answer, original, edited) if edited else answer
+    changed = [edit_chunk(c, original, edited) for c in oracles] if edited else []
+    if target == answer or not any(changed):
         return None
-    return [edit_chunk(c, original, edited) for c in oracles], answer.replace(original, edited)
+    return [e or c for e, c in zip(changed, oracles)], target
 
 
 def sample_example(

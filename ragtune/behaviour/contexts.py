@@ -62,27 +62,43 @@ def distinctive_identifier(identifier: str) -> str:
     return max(first or quoted, key=len) if quoted else identifier.strip()
 
 
-def counterfactual_identifier(identifier: str) -> str | None:
-    """A plausible identifier that is not the original and does not contain it (`org/name` -> `org-labs/name`)."""
+# Two disjoint families of edits: RAFT trains on one, the harness probes with the other. An adapter that learnt
+# the edit's pattern (append "-labs" to the org) rather than to read the document gains nothing on the probe.
+TRAINING, PROBE = "training", "probe"
+EDITS = {
+    TRAINING: {"hub": "{org}-labs/{name}", "file": "{stem}_v2.{ext}", "word": "{head}_cf_{tail}"},
+    PROBE: {"hub": "{org}/open-{name}", "file": "{stem}-ft.{ext}", "word": "{head}-x-{tail}"},
+}
+
+
+def counterfactual_identifier(identifier: str, family: str) -> str | None:
+    """A plausible identifier that is not the original and does not contain it, from one family of EDITS
+    (training: `org/name` -> `org-labs/name`; probe: `org/name` -> `org/open-name`)."""
+    edits = EDITS[family]
     original = distinctive_identifier(identifier)
     if "/" in original and not original.startswith("/"):
         org, name = original.split("/", 1)
-        edited = f"{org}-labs/{name}"
+        edited = edits["hub"].format(org=org, name=name)
     elif re.search(r"\w\.\w+$", original):
         stem, ext = original.rsplit(".", 1)
-        edited = f"{stem}_v2.{ext}"
+        edited = edits["file"].format(stem=stem, ext=ext)
     elif len(original) >= 4:
         middle = len(original) // 2
-        edited = f"{original[:middle]}_cf_{original[middle:]}"
+        edited = edits["word"].format(head=original[:middle], tail=original[middle:])
     else:
         return None
     return edited if original not in edited else None
 
 
-def edit_chunk(chunk: dict, original: str, edited: str) -> dict:
-    """The chunk with every occurrence of `original` in its text and title replaced by `edited`."""
-    return {
-        **chunk,
-        "text": chunk["text"].replace(original, edited),
-        "title": (chunk.get("title") or "").replace(original, edited),
-    }
+def replace_identifier(text: str, original: str, edited: str) -> str:
+    """Every occurrence of `original` that stands alone (no letter, digit or _ joined to either end) replaced."""
+    return re.sub(rf"(?<!\w){re.escape(original)}(?!\w)", lambda _: edited, text)
+
+
+def edit_chunk(chunk: dict, original: str, edited: str) -> dict | None:
+    """The chunk with `original` replaced by `edited` in its text and title; None when its text has no occurrence
+    standing alone (the edit would change nothing the model reads)."""
+    text = replace_identifier(chunk["text"], original, edited)
+    if text == chunk["text"]:
+        return None
+    return {**chunk, "text": text, "title": replace_identifier(chunk.get("title") or "", original, edited)}
