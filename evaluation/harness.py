@@ -47,7 +47,7 @@ from evaluation.metrics import (
     token_f1,
 )
 from evaluation.retrieval import ranked_documents, recall_at_k, reciprocal_rank
-from ragtune.behaviour.contexts import PROBE, counterfactual_identifier, edit_chunk, off_topic_context
+from ragtune.behaviour.contexts import NEIGHBOURHOOD, PROBE, counterfactual_identifier, edit_chunk, off_topic_context
 from ragtune.jsonl import iter_jsonl, read_jsonl, write_jsonl
 from ragtune.knowledge.relevance import below
 from ragtune.llm.generator import Generation
@@ -69,7 +69,7 @@ class HarnessConfig:
     probe_limit: int | None = None  # of those, items also probed for abstention and adherence (None: all)
     max_new_tokens: int = 128
     depth: int = 10  # retrieved per question for recall@depth and MRR
-    neighbourhood: int = 20  # an unanswerable probe's documents are ranked beyond the question's top 20 documents
+    neighbourhood: int = NEIGHBOURHOOD  # an unanswerable probe's documents are ranked beyond the question's top ones
     dtype: str = "auto"  # ragtune.precision: bfloat16 where the hardware has it
     batch_size: int = 8  # prompts generated together (left-padded)
     constrained: bool = True  # decode under the answer JSON schema (ragtune.llm.constrained)

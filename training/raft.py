@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from ragtune.behaviour.contexts import (
+    NEIGHBOURHOOD,
     TRAINING,
     counterfactual_identifier,
     distinctive_identifier,
@@ -53,7 +54,7 @@ class RaftConfig:
     oracle_probability: float = 0.8  # P: share of examples whose context holds the gold chunk
     oracle_chunks: int = 1  # gold chunks per gold document (the best-ranked ones)
     candidates: int = 30  # retrieved per question to choose hard negatives from
-    neighbourhood: int = 20  # a "not covered" context is ranked beyond the question's top 20 documents
+    neighbourhood: int = NEIGHBOURHOOD  # a "not covered" context is ranked beyond the question's top documents
     counterfactual_share: float = 0.15  # of the oracle examples: identifier edited in the chunk and the target
     max_tokens: int = 1024  # prompt + answer budget (the trainer's max_length); longer documents are cut to fit
     validation_fraction: float = 0.1

@@ -17,6 +17,9 @@ from __future__ import annotations
 import re
 
 HUB_ID = r"[\w.\-]+/[\w.\-]+"
+# An off-topic context lies beyond the question's top 20 documents: the default of RAFT's "not covered" examples
+# and of the harness's unanswerable probes alike, so the probe tests the rule that was trained.
+NEIGHBOURHOOD = 20
 
 
 def off_topic(ranked: list[dict], exclude: set[str], neighbourhood: int, k: int) -> list[dict]:
