@@ -50,6 +50,7 @@ COMPARED = (
     "format_validity_unconstrained",
     "citation_accuracy",
     "abstention",
+    "abstention_by_model",  # paired where both left the probe to the model (no floor declined it)
     "abstain_decision",
     "adherence",
     "false_abstention",
@@ -58,6 +59,7 @@ COMPARED = (
 LOWER_IS_BETTER = {"false_abstention", "false_abstention_gold_in_context"}
 PROBE_KIND = {
     "abstention": "unanswerable",
+    "abstention_by_model": "unanswerable",
     "abstain_decision": "unanswerable",  # other metrics: answer probes
     "adherence": "counterfactual",
 }

@@ -15,11 +15,12 @@ Every item of an evaluation set (docs/design.md format) becomes up to three prob
 A candidate without retrieval gets the answer probes with no documents: the gap
 to the same adapter with retrieval is what the index adds.
 
-With a relevance floor (`HarnessConfig.floor`, ragtune.knowledge.relevance), every
-candidate with retrieval declines a probe whose context is less related to the
+A candidate with retrieval and a relevance floor (`Candidate.floor`,
+ragtune.knowledge.relevance) declines a probe whose context is less related to the
 question than the floor, without generating, as serving does; its row says
-`below_floor`. The floor is the challenger's, the same for every candidate, so a
-comparison between them stays a comparison of weights.
+`below_floor` and carries no format validity or token count (the model wrote nothing).
+Each candidate has the floor it is served with (evaluation/runner.py), so a
+comparison is between what is served and what would be.
 
 Retrieval runs once per probe, shared by every candidate. Generation is greedy,
 so a candidate's rows for the same probes are reproducible and may be cached.
@@ -73,7 +74,6 @@ class HarnessConfig:
     dtype: str = "auto"  # ragtune.precision: bfloat16 where the hardware has it
     batch_size: int = 8  # prompts generated together (left-padded)
     constrained: bool = True  # decode under the answer JSON schema (ragtune.llm.constrained)
-    floor: float | None = None  # relevance floor: decline a context less related than this without generating
 
     @classmethod
     def for_settings(cls, settings, **choices) -> HarnessConfig:
@@ -110,6 +110,7 @@ class Candidate:
     adapter_dir: str | None  # None: the base model alone
     retrieval: bool = True
     version: str | None = None  # registry version, for the report and the cache key
+    floor: float | None = None  # relevance floor it is served with: below it, decline without generating
 
 
 @dataclass
@@ -370,8 +371,13 @@ def summarise(rows: list[dict]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in metrics.items() if v is not None}
 
 
-# What a candidate says to a context below the relevance floor, without generating (as serving does).
-DECLINED = Generation(answer=NOT_COVERED, citations=[], valid=True, raw=answer_json(NOT_COVERED, []), tokens=0, seconds=0.0)
+def decline(probe: Probe, candidate: Candidate) -> dict:
+    """The row of a probe below the candidate's floor: the not-covered reply, as serving gives it without asking the
+    model; no format validity or token count, which would credit the model with a reply it did not write."""
+    reply = Generation(answer=NOT_COVERED, citations=[], valid=True, raw=answer_json(NOT_COVERED, []), tokens=0, seconds=0.0)
+    row = score(probe, reply, candidate)
+    del row["format_validity"], row["tokens"]
+    return row
 
 
 def probes_for(candidate: Candidate, probes: list[Probe]) -> list[Probe]:
@@ -395,8 +401,15 @@ def adapter_digest(adapter_dir: str | None) -> str | None:
     return digest.hexdigest()
 
 
+def declined(candidate: Candidate, probes: list[Probe]) -> list[bool]:
+    """Which of the candidate's probes its relevance floor declines (none without retrieval or a floor)."""
+    return [candidate.retrieval and below(candidate.floor, p.relevance) for p in probes]
+
+
 def cache_key(candidate: Candidate, probes: list[Probe], base_model: str, config: HarnessConfig) -> str:
-    """Same adapter version, same prompts (system prompt included), same decoding -> same scored rows (greedy)."""
+    """Same adapter version, same prompts (system prompt included), same decoding, same probes declined by the
+    floor -> same scored rows (greedy). The declines, not the floor's value: a new floor that declines the same
+    probes leaves the rows as they were."""
     identity = {
         "adapter": candidate.version if candidate.adapter_dir else None,
         "retrieval": candidate.retrieval,
@@ -406,7 +419,8 @@ def cache_key(candidate: Candidate, probes: list[Probe], base_model: str, config
         "dtype": resolve_dtype(config.dtype),
         "constrained": config.constrained,
         "batch_size": config.batch_size,
-        "floor": config.floor if candidate.retrieval else None,
+        "floored": candidate.retrieval and candidate.floor is not None,
+        "declined": declined(candidate, probes),
         "system_prompt": SYSTEM_PROMPT,
         "version": CACHE_VERSION,
         "prompts": [(p.kind, p.question, p.documents) for p in probes],
@@ -447,15 +461,15 @@ def run_harness(
                 if progress is not None:
                     progress(name, done, total)
 
-            declined = [candidate.retrieval and below(config.floor, p.relevance) for p in mine]
-            asked = [p for p, no in zip(mine, declined) if not no]
+            refused = declined(candidate, mine)
+            asked = [p for p, no in zip(mine, refused) if not no]
+            advance(len(mine) - len(asked))  # the declined ones are done already
             generated = iter(generator.generate_batch([(p.question, p.documents) for p in asked], progress=advance))
             produced = [
-                {**score(probe, DECLINED if no else next(generated), candidate), "below_floor": float(no)}
-                if candidate.retrieval and config.floor is not None
-                else score(probe, next(generated), candidate)
-                for probe, no in zip(mine, declined)
+                decline(probe, candidate) if no else score(probe, next(generated), candidate) for probe, no in zip(mine, refused)
             ]
+            if candidate.retrieval and candidate.floor is not None:
+                produced = [{**row, "below_floor": float(no)} for row, no in zip(produced, refused)]
             del generator
             if cached is not None:
                 write_jsonl(cached, produced)

@@ -98,6 +98,8 @@ def summarise(records: list[dict]) -> dict:
         "known": {flag: known[flag] for flag, _ in RATE_METRICS.values()},
     }
     summary.update({metric: counts[flag] / known[flag] if known[flag] else None for metric, (flag, _) in RATE_METRICS.items()})
+    # declined below the relevance floor: shown, not compared between champions (a new floor moves it by design)
+    summary["below_floor_rate"] = counts["below_floor"] / n if n else None
     summary.update(
         {
             "latency_p50_ms": percentile(latencies, 50) if latencies else None,
@@ -136,7 +138,7 @@ def by_model(records: list[dict]) -> dict[str, dict]:
 def gap_reasons(record: dict, low_similarity: float) -> list[str]:
     """Why a live answer shows a coverage gap (empty: it does not)."""
     seen = {**flags(record), "low_retrieval": low_retrieval(record, low_similarity)}
-    return [reason for reason in ("abstained", "down", "low_retrieval") if seen[reason]]
+    return [reason for reason in ("abstained", "below_floor", "down", "low_retrieval") if seen[reason]]
 
 
 def cluster(vectors: np.ndarray, min_similarity: float = GAP_SIMILARITY) -> list[int]:

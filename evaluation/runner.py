@@ -8,7 +8,7 @@ version number or alias), and the challenger without retrieval.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from evaluation.gate import GatePolicy, Verdict, compare, decide
 from evaluation.harness import (
@@ -109,16 +109,24 @@ def tqdm_progress(total_hint: str = "answers"):
 
 
 def candidates(
-    settings: Settings, challenger: str | None, champion: str | None, include_base: bool = True, no_retrieval: bool = True
+    settings: Settings,
+    challenger: str | None,
+    champion: str | None,
+    include_base: bool = True,
+    no_retrieval: bool = True,
+    floors: dict[str, float | None] | None = None,
 ) -> list[Candidate]:
+    """The candidates to score; `floors` maps a version to the relevance floor it is served with."""
+
     def adapter(version: str) -> str:
         return str(registry.download_adapter(settings.tracking_uri, settings.registered_model, version, settings.adapters_dir))
 
+    floor = (floors or {}).get
     chosen = [Candidate("base_rag", None)] if include_base or not champion else []
     if champion and champion != challenger:
-        chosen.append(Candidate("champion_rag", adapter(champion), version=champion))
+        chosen.append(Candidate("champion_rag", adapter(champion), version=champion, floor=floor(champion)))
     if challenger:
-        chosen.append(Candidate("challenger_rag", adapter(challenger), version=challenger))
+        chosen.append(Candidate("challenger_rag", adapter(challenger), version=challenger, floor=floor(challenger)))
         if no_retrieval:
             chosen.append(Candidate("challenger_no_rag", adapter(challenger), retrieval=False, version=challenger))
     return chosen
@@ -135,12 +143,13 @@ def evaluate(
 ) -> Evaluation:
     """Score base, champion and challenger (if any) on the same probes against the live index.
 
-    Every candidate with retrieval declines below the challenger's relevance floor (measured when it was
-    trained, tagged on its version), unless `config.floor` is set already; a floor measured with another
-    embedder than the live one does not apply.
+    Each adapter is scored as it is (or would be) served: with the relevance floor measured when it was
+    trained and tagged on its version, when floors are on and it was measured with the live embedder; the
+    base model has none. So the gate sees what a release changes, weights and floor together, and
+    `abstention_by_model` and `below_floor` tell the two apart.
     """
     from ragtune.knowledge.live_index import open_live
-    from ragtune.knowledge.relevance import RelevanceFloor, relevance
+    from ragtune.knowledge.relevance import relevance, served_floor
     from ragtune.knowledge.retriever import Retriever
     from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import Generator
@@ -156,15 +165,17 @@ def evaluate(
     def search(question: str, n: int) -> list[dict]:
         return [hit.as_dict() for hit in retriever.search(question, k=n)]
 
-    floor = None
-    if challenger and config.floor is None:
-        floor = RelevanceFloor.from_tags(registry.version_tags(settings.tracking_uri, settings.registered_model, challenger))
-        if floor is not None and floor.embedder != embedder.fingerprint:
-            floor = None
-        config = replace(config, floor=floor.value if floor else None)
     probes, retrieval = build_probes(items, search, config, lambda q, chunks: relevance(embedder, q, chunks))
     champion = registry.resolve(settings.tracking_uri, settings.registered_model, registry.CHAMPION)
-    chosen = candidates(settings, challenger, champion, include_base)
+    floors = {
+        version: served_floor(
+            registry.version_tags(settings.tracking_uri, settings.registered_model, version),
+            settings.relevance_floor_quantile > 0,
+            embedder.fingerprint,
+        )
+        for version in {challenger, champion} - {None}
+    }
+    chosen = candidates(settings, challenger, champion, include_base, floors={v: f and f.value for v, f in floors.items()})
     base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
 
     def generator_for(candidate: Candidate) -> Generator:
@@ -194,7 +205,9 @@ def evaluate(
         "constrained": config.constrained,
         "batch_size": config.batch_size,
         "max_new_tokens": config.max_new_tokens,
-        "relevance_floor": floor.as_dict() if floor else ({"value": config.floor} if config.floor is not None else None),
+        # the floor each candidate was scored with (None: it declines nothing)
+        "relevance_floor": {c.name: c.floor for c in chosen if c.retrieval},
+        "relevance_floors_measured": {v: f.as_dict() if f else None for v, f in floors.items()},
     }
     return Evaluation(
         report=report,

@@ -117,10 +117,13 @@ def test_counterfactual_identifiers_differ_and_never_contain_the_original():
 
 
 def test_an_edit_replaces_the_identifier_only_where_it_stands_alone():
-    chunk = {"title": "acme/parser", "text": "Load acme/parser (or acme/parser-large), not acme/parser_v3 or xacme/parser."}
+    chunk = {
+        "title": "acme/parser",
+        "text": "Load acme/parser, not acme/parser-large, acme/parser_v3 or xacme/parser. Use acme/parser.",
+    }
     edited = edit_chunk(chunk, "acme/parser", "acme/open-parser")
     assert edited["title"] == "acme/open-parser"
-    assert edited["text"] == "Load acme/open-parser (or acme/open-parser-large), not acme/parser_v3 or xacme/parser."
+    assert edited["text"] == "Load acme/open-parser, not acme/parser-large, acme/parser_v3 or xacme/parser. Use acme/open-parser."
     assert edit_chunk({"title": "", "text": "only acme/parser_v3 here"}, "acme/parser", "acme/open-parser") is None
 
 
@@ -367,28 +370,41 @@ def test_a_version_whose_weights_changed_is_answered_again(tmp_path):
     assert answerer.calls == 14
 
 
-def test_below_the_floor_every_candidate_with_documents_declines_without_generating(tmp_path):
-    """The floor acts on the probe's relevance alike for every candidate with retrieval, as serving does; a
-    candidate without documents has no context to judge; another floor is another cache key."""
+def test_below_its_floor_a_candidate_declines_without_generating(tmp_path):
+    """A candidate with retrieval and a floor declines the probes whose relevance is below it, as serving does;
+    one without a floor answers them all; one without documents has no context to judge. The declined rows
+    carry no format validity or tokens; the same declines from another floor reuse the cached rows."""
     gold = {"parse my text": "acme/parser", "tag my text": "acme/tagger"}
 
     def relate(question, chunks):  # scripted: a context holding the question's gold document is the related one
         return 0.9 if gold.get(question) in {c["doc_id"] for c in chunks} else 0.1
 
-    probes, retrieval = build_probes(ITEMS, search, HarnessConfig(k=2), relate)
-    floor = HarnessConfig(k=2, floor=0.5)
+    config = HarnessConfig(k=2)
+    probes, retrieval = build_probes(ITEMS, search, config, relate)
     low = [p for p in probes if p.relevance < 0.5]
     assert {(p.item_id, p.kind) for p in low} == {("q1", "unanswerable"), ("q2", "unanswerable"), ("q3", "unanswerable")}
     answerer = Scripted(faithful)
-    candidates = [Candidate("base_rag", None), Candidate("challenger_no_rag", "x", retrieval=False, version="2")]
-    report = run_harness(probes, retrieval, candidates, lambda c: answerer, "base", floor, cache_dir=tmp_path)
-    assert answerer.calls == len(probes) - len(low) + 2  # the declined were never asked; no-RAG answered its 2
-    base = [r for r in report.rows if r["candidate"] == "base_rag"]
-    assert sum(r["below_floor"] for r in base) == 3 and all(r["abstention"] == 1.0 for r in base if r["below_floor"])
-    assert all(r["answer"] == NOT_COVERED and r["tokens"] == 0 for r in base if r["below_floor"])
-    assert report.metrics["base_rag"]["below_floor"] == round(3 / 7, 4)
-    assert "abstention_by_model" not in report.metrics["base_rag"]  # every off-topic probe was declined by the floor
+    candidates = [
+        Candidate("base_rag", None),
+        Candidate("challenger_rag", "x", version="2", floor=0.5),
+        Candidate("challenger_no_rag", "x", retrieval=False, version="2", floor=0.5),
+    ]
+    report = run_harness(probes, retrieval, candidates, lambda c: answerer, "base", config, cache_dir=tmp_path)
+    assert answerer.calls == len(probes) + (len(probes) - len(low)) + 2  # the declined were never asked
+    floored = [r for r in report.rows if r["candidate"] == "challenger_rag"]
+    assert sum(r["below_floor"] for r in floored) == 3
+    for row in (r for r in floored if r["below_floor"]):
+        assert row["answer"] == NOT_COVERED and row["abstention"] == 1.0
+        assert "format_validity" not in row and "tokens" not in row  # the model wrote nothing
+    mine, base = report.metrics["challenger_rag"], report.metrics["base_rag"]
+    assert mine["below_floor"] == round(3 / 7, 4) and mine["abstention"] == 1.0
+    assert "abstention_by_model" not in mine  # every off-topic probe was declined by the floor
+    assert base["abstention_by_model"] == base["abstention"] and "below_floor" not in base
     assert all("below_floor" not in r for r in report.rows if r["candidate"] == "challenger_no_rag")
-    lower = HarnessConfig(k=2, floor=0.1)  # nothing is below it
-    run_harness(probes, retrieval, candidates[:1], lambda c: answerer, "base", lower, cache_dir=tmp_path)
-    assert answerer.calls == len(probes) - len(low) + 2 + len(probes)  # another floor: another key, all answered
+    calls = answerer.calls
+    same = [Candidate("challenger_rag", "x", version="2", floor=0.4)]  # another value, the same probes declined
+    run_harness(probes, retrieval, same, lambda c: answerer, "base", config, cache_dir=tmp_path)
+    assert answerer.calls == calls
+    lower = [Candidate("challenger_rag", "x", version="2", floor=0.05)]  # nothing is below it: answered again
+    run_harness(probes, retrieval, lower, lambda c: answerer, "base", config, cache_dir=tmp_path)
+    assert answerer.calls == calls + len(probes)

@@ -8,7 +8,8 @@ from conftest import make_adapter, register_versions, small_served_home
 
 from ragtune import registry
 from ragtune.behaviour.interactions import InteractionLog
-from ragtune.knowledge.relevance import MIN_QUESTIONS, RelevanceFloor, below, calibrate, relevance
+from ragtune.behaviour.answer_flags import flags
+from ragtune.knowledge.relevance import MIN_QUESTIONS, RelevanceFloor, below, calibrate, relevance, served_floor
 from ragtune.knowledge.retriever import Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.llm.prompting import NOT_COVERED
@@ -28,6 +29,18 @@ def test_the_floor_is_the_quantile_and_needs_enough_questions():
     assert RelevanceFloor.from_tags({"dataset_hash": "x", **floor.tags()}) == floor
     assert RelevanceFloor.from_tags({"relevance_floor_value": "high"}) is None
     assert below(0.3, 0.29) and not below(0.3, 0.3) and not below(None, -1.0) and not below(0.3, None)
+    tags = {"dataset_hash": "x", **floor.tags()}  # a version's tags, as the registry returns them
+    assert served_floor(tags, True, "emb") == floor
+    assert served_floor(tags, False, "emb") is None  # RAGTUNE_RELEVANCE_FLOOR_QUANTILE=0: floors off
+    assert served_floor(tags, True, "another") is None  # measured with another embedder than the one serving
+    assert served_floor({"dataset_hash": "x"}, True, "emb") is None  # a version from before floors
+
+
+def test_a_floor_decline_is_flagged_apart_from_the_models_abstention():
+    declined = {"answer": NOT_COVERED, "below_floor": True, "retrieved": [{"doc_id": "a"}], "citations": []}
+    assert flags(declined)["below_floor"] and not flags(declined)["abstained"]
+    said = {**declined, "below_floor": False}
+    assert flags(said)["abstained"] and not flags(said)["below_floor"]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +83,8 @@ def test_serving_declines_below_the_champions_floor_without_generating(home, emb
 
     declined = answerer.answer(OFF_TOPIC, user="t")
     assert declined.below_floor and declined.answer == NOT_COVERED and declined.tokens == 0 and not declined.citations
-    assert log.records(ids=[declined.id])[0]["answer"] == NOT_COVERED  # logged like any answer
+    logged = log.records(ids=[declined.id])[0]
+    assert logged["answer"] == NOT_COVERED and logged["below_floor"] is True  # logged, and why
     answered = answerer.answer(IN_SCOPE, user="t")
     assert not answered.below_floor and answered.tokens > 0
 

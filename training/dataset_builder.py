@@ -100,11 +100,12 @@ def build_dataset(
     def rank(question: str, n: int) -> list[dict]:
         return [hit.as_dict() for hit in retriever.search(question, k=n, groups=groups)]
 
-    result = build_raft_examples(records, rank, chunks_by_doc(store, public_only=not include_restricted), config)
+    by_doc = chunks_by_doc(store, public_only=not include_restricted)
+    result = build_raft_examples(records, rank, by_doc, config)
+    # in scope: a gold document this search can reach (a restricted one hidden from it would pull the floor down)
+    in_scope = [r["question"] for r in records if any(d in by_doc for d in r.get("gold_doc_ids") or ())]
     floor = calibrate(
-        [relevance(retriever.embedder, r["question"], rank(r["question"], context_k)) for r in records if r.get("gold_doc_ids")]
-        if floor_quantile > 0
-        else [],
+        [relevance(retriever.embedder, q, rank(q, context_k)) for q in in_scope] if floor_quantile > 0 else [],
         floor_quantile,
         retriever.embedder.fingerprint,
     )

@@ -4,7 +4,9 @@ One definition, used by the review queue (ragtune/serving/pages.py), the live re
 (evaluation/live_report.py) and the challenger's live-traffic table (evaluation/live_traffic.py).
 
 - a **fallback**: the logged flag, or the generator's fallback text (records logged before the flag);
-- **abstained**: the answer says the documents do not answer (`ragtune.llm.prompting.abstained`);
+- **abstained**: the model said the documents do not answer (`ragtune.llm.prompting.abstained`);
+- **below floor**: serving declined without asking the model, the context being less related to the
+  question than the champion's relevance floor (ragtune.knowledge.relevance): not the model's abstention;
 - a **valid citation**: at least one document cited, and every cited document was in the context;
   unknown (None) for a record logged before the context was kept, so it counts in no denominator;
 - the **top similarity**: the best context chunk's cosine similarity to the question (None if not logged),
@@ -59,6 +61,7 @@ def flags(record: dict) -> dict[str, bool | None]:
         "up": votes == "up",
         "down": votes == "down",
         "fallback": is_fallback(record),
-        "abstained": abstained(record.get("answer") or ""),
+        "abstained": abstained(record.get("answer") or "") and not record.get("below_floor"),
+        "below_floor": bool(record.get("below_floor")),
         "valid_citation": valid_citation(record),
     }

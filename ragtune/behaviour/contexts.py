@@ -94,8 +94,9 @@ def counterfactual_identifier(identifier: str, family: str) -> str | None:
 
 
 def replace_identifier(text: str, original: str, edited: str) -> str:
-    """Every occurrence of `original` that stands alone (no letter, digit or _ joined to either end) replaced."""
-    return re.sub(rf"(?<!\w){re.escape(original)}(?!\w)", lambda _: edited, text)
+    """Every occurrence of `original` that stands alone replaced: not part of a longer identifier (`org/name-large`,
+    `org/name_v3`, `xorg/name`, `org/name.bin`); a sentence's full stop after it is not part of it."""
+    return re.sub(rf"(?<![\w./-]){re.escape(original)}(?![\w-]|\.\w)", lambda _: edited, text)
 
 
 def edit_chunk(chunk: dict, original: str, edited: str) -> dict | None:

@@ -49,6 +49,7 @@ RECORD_FIELDS = (
     "latency_ms",
     "retrieved",
     "fallback",
+    "below_floor",
     "shadow_of",
     "feedback",
     "correction",
@@ -59,6 +60,7 @@ FEEDBACK_FIELDS = ("feedback", "correction", "gold_citations", "reviewer")  # fr
 OPTIONAL_FIELDS = (
     "retrieved",
     "fallback",
+    "below_floor",
     "shadow_of",
     "gold_citations",
     "reviewer",
@@ -80,6 +82,7 @@ interactions = sa.Table(
     sa.Column("latency_ms", sa.Float),
     sa.Column("retrieved", sa.Text),  # JSON list of {doc_id, chunk_id, score, similarity}: the context, best first
     sa.Column("fallback", sa.Boolean),  # the model's reply was not answer JSON
+    sa.Column("below_floor", sa.Boolean),  # declined without asking the model: the context was below the floor
     sa.Column("shadow_of", sa.String(64)),  # a shadow answer: the live interaction it shadows
 )
 feedback_events = sa.Table(
@@ -163,8 +166,9 @@ def normalise_record(raw: dict) -> dict:
     gold = raw.get("gold_citations")
     if gold is not None and not (isinstance(gold, list) and all(isinstance(d, str) and d for d in gold)):
         raise RecordError("gold_citations must be a list of document ids or null")
-    if raw.get("fallback") not in (None, True, False):
-        raise RecordError("fallback must be true, false or null")
+    for flag in ("fallback", "below_floor"):
+        if raw.get(flag) not in (None, True, False):
+            raise RecordError(f"{flag} must be true, false or null")
     return {
         "id": str(raw.get("id") or uuid.uuid4().hex),
         "ts": utc_iso(raw.get("ts")),
@@ -179,6 +183,7 @@ def normalise_record(raw: dict) -> dict:
             {"doc_id": str(r["doc_id"]), **{k: r[k] for k in ("chunk_id", "score", "similarity") if k in r}} for r in retrieved
         ],
         "fallback": raw.get("fallback"),
+        "below_floor": raw.get("below_floor"),
         "shadow_of": None if raw.get("shadow_of") is None else str(raw["shadow_of"]),
         "feedback": feedback,
         "correction": correction,

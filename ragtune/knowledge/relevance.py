@@ -24,7 +24,7 @@ import numpy as np
 from ragtune.knowledge.embedder import Embedder
 from ragtune.knowledge.indexing import passage_text
 
-MIN_QUESTIONS = 20  # fewer in-scope questions than this give no floor: a 5% quantile of ten is the minimum
+MIN_QUESTIONS = 20  # fewer in-scope questions than this give no floor: at 0.05, the lowest of 20 is the floor
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,13 @@ class RelevanceFloor:
             return None
 
 
+def served_floor(tags: dict[str, str], enabled: bool, embedder: str) -> RelevanceFloor | None:
+    """The floor a registry version is served with: the one tagged on it, when floors are on and it was measured
+    with the embedder that serves (`embedder`, a fingerprint); else None."""
+    floor = RelevanceFloor.from_tags(tags) if enabled else None
+    return floor if floor is not None and floor.embedder == embedder else None
+
+
 def relevance(embedder: Embedder, question: str, chunks: list[dict]) -> float | None:
     """The best cosine similarity between `question` and a chunk ({title, text, similarity?}); None without chunks.
 
@@ -73,8 +80,9 @@ def relevance(embedder: Embedder, question: str, chunks: list[dict]) -> float | 
 
 
 def calibrate(values: list[float | None], quantile: float, embedder: str) -> RelevanceFloor | None:
-    """The `quantile` of in-scope questions' relevance (lower nearest rank: a floor never above what it says);
-    None when the quantile is 0 (floors off) or fewer than MIN_QUESTIONS questions had a context."""
+    """A floor with at most `quantile` of the in-scope questions' relevance strictly below it (the value at
+    index int(quantile * n) of the sorted ones); None when the quantile is 0 (floors off) or fewer than
+    MIN_QUESTIONS questions had a context."""
     measured = sorted(v for v in values if v is not None)
     if quantile <= 0 or len(measured) < MIN_QUESTIONS:
         return None

@@ -200,7 +200,7 @@ class Answerer:
         slot = ModelSlot(settings, base_model, budget)
         shadow = ModelSlot(settings, base_model, budget, registry.CHALLENGER) if settings.shadow_share > 0 else None
         answerer = cls(settings, slot, InteractionLog(settings.interactions_db), k or settings.serve_k, shadow)
-        answerer.live.current()  # load the embedder now, not on the first request
+        _ = answerer.live.current()[2].embedder.fingerprint  # load the embedder and hash its weights now, not in a request
         return answerer
 
     def index_version(self) -> str:
@@ -249,6 +249,7 @@ class Answerer:
             "latency_ms": round((finished - started) * 1000, 1),
             "retrieved": logged_context(hits),
             "fallback": fallback,
+            "below_floor": declined,
             "shadow_of": shadow_of,
         }
         interaction_id, _ = self.interactions.append(record)
