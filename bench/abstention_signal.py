@@ -7,7 +7,8 @@ log P(first token of the abstention reply). A probe should abstain when its cont
 (unanswerable probes); answer probes with a gold document served and counterfactual probes should not.
 Answer probes whose retrieval missed the gold document have no right call (decision 36) and are left out. The AUC of the score against that label says whether any threshold could teach the decision:
 0.5 is chance. Baselines in the same run: the base model on the same prompts, and a detector that reads
-no model at all, the retrieval's best cosine similarity among the probe's documents (low: abstain).
+no model at all, the context's relevance (ragtune.knowledge.relevance: the best cosine similarity between
+the question and a served chunk; low: abstain).
 For that one also a rule with no probe in its making: the relevance floor (ragtune.knowledge.relevance) at
 the 0.05 quantile of the best similarity the *training* questions (the curated ones not held out, all in
 scope) get from the live index; reported as how often it abstains where it should and where it should not.
@@ -66,16 +67,20 @@ def scores(model, tokenizer, probes) -> list[dict]:
     return rows
 
 
-def similarity_rows(probes, similarity) -> list[dict]:
-    """The best served document's similarity to the question as a score (negated: low means abstain)."""
+def similarity_rows(probes) -> list[dict]:
+    """The context's relevance to the question (ragtune.knowledge.relevance) as a score (negated: low means abstain)."""
     rows = []
     for probe in probes:
         gold_in = any(d["doc_id"] in probe.gold_doc_ids for d in probe.documents)
         if probe.kind == "answer" and not gold_in:
             continue
-        best = max(similarity(probe.question).get(d["chunk_id"], 0.0) for d in probe.documents)
         rows.append(
-            {"kind": probe.kind, "should_abstain": probe.kind == "unanswerable", "score": -best, "greedy_abstains": False}
+            {
+                "kind": probe.kind,
+                "should_abstain": probe.kind == "unanswerable",
+                "score": -probe.relevance,
+                "greedy_abstains": False,
+            }
         )
     return rows
 
@@ -110,7 +115,7 @@ def main() -> None:
     from ragtune import registry
     from ragtune.jsonl import read_jsonl
     from ragtune.knowledge.live_index import open_live
-    from ragtune.knowledge.relevance import calibrate
+    from ragtune.knowledge.relevance import calibrate, relevance
     from ragtune.knowledge.retriever import Retriever
     from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import load_model
@@ -128,6 +133,7 @@ def main() -> None:
         items,
         lambda q, n: [h.as_dict() for h in retriever.search(q, k=n)],
         HarnessConfig(limit=args.items, probe_limit=args.probe_items),
+        lambda q, chunks: relevance(embedder, q, chunks),
     )
     if args.version == "latest":
         versions = registry.list_versions(settings.tracking_uri, settings.registered_model)
@@ -141,14 +147,15 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(base)
     result = {"home": args.home, "version": version, "probes": len(probes)}
 
-    def similarity(question: str) -> dict[str, float]:
-        return {h.chunk_id: h.similarity or 0.0 for h in retriever.search(question, k=200)}
-
-    rows = similarity_rows(probes, similarity)
+    rows = similarity_rows(probes)
     result["retrieval_similarity"] = {k: v for k, v in summary(rows).items() if not k.startswith("greedy")}
     curated = read_jsonl(settings.home / "datasets" / "curated.jsonl")
     held_out = set(chosen["held_out_ids"])
-    in_scope = [max(similarity(r["question"]).values(), default=None) for r in curated if r["id"] not in held_out]
+    in_scope = [
+        relevance(embedder, r["question"], [h.as_dict() for h in retriever.search(r["question"], k=settings.serve_k)])
+        for r in curated
+        if r["id"] not in held_out
+    ]
     calibrated = calibrate(in_scope, 0.05, embedder.fingerprint)
     if calibrated is None:
         raise SystemExit(f"too few training questions ({len(in_scope)}) to measure a relevance floor")
