@@ -7,8 +7,8 @@ import pytest
 from conftest import make_adapter, register_versions, small_served_home
 
 from ragtune import registry
-from ragtune.behaviour.interactions import InteractionLog
 from ragtune.behaviour.answer_flags import flags
+from ragtune.behaviour.interactions import InteractionLog
 from ragtune.knowledge.relevance import MIN_QUESTIONS, RelevanceFloor, below, calibrate, relevance, served_floor
 from ragtune.knowledge.retriever import Retriever
 from ragtune.knowledge.store import ChunkStore
