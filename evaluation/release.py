@@ -18,6 +18,7 @@ from evaluation.gate import GatePolicy, Verdict
 from evaluation.runner import Evaluation, verdict_of
 from ragtune import registry
 from ragtune.jsonl import write_jsonl
+from ragtune.knowledge.relevance import DROPPED_TAG
 
 SUMMARY = "evaluation/summary.json"
 ITEMS = "evaluation/items.jsonl"
@@ -71,6 +72,12 @@ def record_evaluation(tracking_uri: str, name: str, run_id: str, evaluation: Eva
             "eval_set_digest": evaluation.eval_digest,
             "eval_dtype": evaluation.decoding.get("dtype", ""),
             "eval_constrained": str(evaluation.decoding.get("constrained", "")),
+            # a floor that did not hold on the held-out questions is never served (ragtune.knowledge.relevance)
+            **(
+                {DROPPED_TAG: evaluation.decoding["relevance_floors_dropped"][evaluation.challenger]}
+                if evaluation.challenger in evaluation.decoding.get("relevance_floors_dropped", {})
+                else {}
+            ),
         },
     )
     return summary

@@ -148,8 +148,9 @@ def evaluate(
     base model has none. So the gate sees what a release changes, weights and floor together, and
     `abstention_by_model` and `below_floor` tell the two apart.
     """
+    from evaluation.retrieval import ranked_documents
     from ragtune.knowledge.live_index import open_live
-    from ragtune.knowledge.relevance import relevance, served_floor
+    from ragtune.knowledge.relevance import below, relevance, served_floor, transfers
     from ragtune.knowledge.retriever import Retriever
     from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import Generator
@@ -175,6 +176,18 @@ def evaluate(
         )
         for version in {challenger, champion} - {None}
     }
+    dropped = {}
+    for version, floor in floors.items():  # a floor that declines in-scope held-out questions is not applied
+        gold_served = [
+            p.relevance for p in probes if p.kind == "answer" and set(ranked_documents(p.documents)) & set(p.gold_doc_ids)
+        ]
+        declines = [float(below(floor.value, v)) for v in gold_served if v is not None] if floor else []
+        if floor and declines and not transfers(floor, mean_interval(declines).low):
+            dropped[version] = (
+                f"declines {int(sum(declines))} of {len(declines)} held-out questions with a gold document served "
+                f"(measured to decline {floor.quantile:.0%} of the training questions): not applied"
+            )
+            floors[version] = None
     chosen = candidates(settings, challenger, champion, include_base, floors={v: f and f.value for v, f in floors.items()})
     base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
 
@@ -208,6 +221,7 @@ def evaluate(
         # the floor each candidate was scored with (None: it declines nothing)
         "relevance_floor": {c.name: c.floor for c in chosen if c.retrieval},
         "relevance_floors_measured": {v: f.as_dict() if f else None for v, f in floors.items()},
+        "relevance_floors_dropped": dropped,
     }
     return Evaluation(
         report=report,

@@ -6,10 +6,20 @@ Real embedder, LanceDB index, MLflow registry and base model; the floor's arithm
 import pytest
 from conftest import make_adapter, register_versions, small_served_home
 
+from evaluation.intervals import mean_interval
 from ragtune import registry
 from ragtune.behaviour.answer_flags import flags
 from ragtune.behaviour.interactions import InteractionLog
-from ragtune.knowledge.relevance import MIN_QUESTIONS, RelevanceFloor, below, calibrate, relevance, served_floor
+from ragtune.knowledge.relevance import (
+    DROPPED_TAG,
+    MIN_QUESTIONS,
+    RelevanceFloor,
+    below,
+    calibrate,
+    relevance,
+    served_floor,
+    transfers,
+)
 from ragtune.knowledge.retriever import Retriever
 from ragtune.knowledge.store import ChunkStore
 from ragtune.llm.prompting import NOT_COVERED
@@ -34,6 +44,10 @@ def test_the_floor_is_the_quantile_and_needs_enough_questions():
     assert served_floor(tags, False, "emb") is None  # RAGTUNE_RELEVANCE_FLOOR_QUANTILE=0: floors off
     assert served_floor(tags, True, "another") is None  # measured with another embedder than the one serving
     assert served_floor({"dataset_hash": "x"}, True, "emb") is None  # a version from before floors
+    assert served_floor({**tags, DROPPED_TAG: "declines 19 of 24"}, True, "emb") is None  # did not transfer
+    # transfer: judged by the lower bound of the held-out decline share's interval against the quantile
+    assert transfers(floor, mean_interval([0.0] * 23 + [1.0]).low) and transfers(floor, None)
+    assert not transfers(floor, mean_interval([1.0] * 19 + [0.0] * 5).low)
 
 
 def test_a_floor_decline_is_flagged_apart_from_the_models_abstention():

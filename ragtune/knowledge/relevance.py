@@ -24,6 +24,7 @@ import numpy as np
 from ragtune.knowledge.embedder import Embedder
 from ragtune.knowledge.indexing import passage_text
 
+DROPPED_TAG = "relevance_floor_dropped"  # on a version whose floor failed `transfers`: the reason; never applied
 MIN_QUESTIONS = 20  # fewer in-scope questions than this give no floor: at 0.05, the lowest of 20 is the floor
 
 
@@ -58,8 +59,16 @@ class RelevanceFloor:
 def served_floor(tags: dict[str, str], enabled: bool, embedder: str) -> RelevanceFloor | None:
     """The floor a registry version is served with: the one tagged on it, when floors are on and it was measured
     with the embedder that serves (`embedder`, a fingerprint); else None."""
-    floor = RelevanceFloor.from_tags(tags) if enabled else None
+    floor = RelevanceFloor.from_tags(tags) if enabled and not tags.get(DROPPED_TAG) else None
     return floor if floor is not None and floor.embedder == embedder else None
+
+
+def transfers(floor: RelevanceFloor, low: float | None) -> bool:
+    """Whether the floor holds on held-out in-scope questions as it did on the training ones. `low` is the lower
+    bound of a 95% interval on the share of held-out questions (each with a gold document served) it declines;
+    when even that is above the floor's quantile, the share it was measured to decline, it does not transfer
+    (questions phrased unlike the training ones, another user group) and is not applied. None: nothing to tell."""
+    return low is None or low <= floor.quantile
 
 
 def relevance(embedder: Embedder, question: str, chunks: list[dict]) -> float | None:
