@@ -31,9 +31,9 @@ browser:
 
 # Two workers: much of the suite waits on servers and subprocesses, so both cores stay busy.
 # One test handed out at a time, so the worker running the release loop (about 10 min) is not
-# also holding a queue of long tests the other worker could be running.
+# also holding a queue of long tests the other worker could be running. The 15 slowest are listed at the end.
 test: setup browser lint
-	$(BIN)/python -m pytest -q -n 2 --maxschedchunk=1
+	$(BIN)/python -m pytest -q -n 2 --maxschedchunk=1 --durations=15
 
 # Lint, format and the import layers (pyproject.toml: [tool.ruff], [tool.importlinter]).
 lint: setup

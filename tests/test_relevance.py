@@ -18,6 +18,7 @@ from ragtune.knowledge.relevance import (
     calibrate,
     relevance,
     served_floor,
+    tagged_floor,
     transfers,
 )
 from ragtune.knowledge.retriever import Retriever
@@ -45,6 +46,8 @@ def test_the_floor_is_the_quantile_and_needs_enough_questions():
     assert served_floor(tags, True, "another") is None  # measured with another embedder than the one serving
     assert served_floor({"dataset_hash": "x"}, True, "emb") is None  # a version from before floors
     assert served_floor({**tags, DROPPED_TAG: "declines 19 of 24"}, True, "emb") is None  # did not transfer
+    assert tagged_floor(tags, True) == floor and tagged_floor({**tags, DROPPED_TAG: "x"}, True) is None
+    assert tagged_floor(tags, False) is None  # what serving loads; the embedder is checked per request
     # transfer: judged by the lower bound of the held-out decline share's interval against the quantile
     assert transfers(floor, mean_interval([0.0] * 23 + [1.0]).low) and transfers(floor, None)
     assert not transfers(floor, mean_interval([1.0] * 19 + [0.0] * 5).low)

@@ -56,10 +56,15 @@ class RelevanceFloor:
             return None
 
 
+def tagged_floor(tags: dict[str, str], enabled: bool) -> RelevanceFloor | None:
+    """The floor a registry version carries, unless floors are off or it was dropped (it did not transfer)."""
+    return RelevanceFloor.from_tags(tags) if enabled and not tags.get(DROPPED_TAG) else None
+
+
 def served_floor(tags: dict[str, str], enabled: bool, embedder: str) -> RelevanceFloor | None:
-    """The floor a registry version is served with: the one tagged on it, when floors are on and it was measured
+    """The floor a registry version is served with: the one tagged on it (`tagged_floor`), when it was measured
     with the embedder that serves (`embedder`, a fingerprint); else None."""
-    floor = RelevanceFloor.from_tags(tags) if enabled and not tags.get(DROPPED_TAG) else None
+    floor = tagged_floor(tags, enabled)
     return floor if floor is not None and floor.embedder == embedder else None
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from ragtune import registry
 from ragtune.behaviour.interactions import InteractionLog, RecordError
-from ragtune.knowledge.relevance import DROPPED_TAG, RelevanceFloor, below, relevance
+from ragtune.knowledge.relevance import RelevanceFloor, below, relevance, tagged_floor
 from ragtune.knowledge.retriever import Hit, LiveRetriever
 from ragtune.llm.generator import Generator
 from ragtune.llm.prompting import NOT_COVERED
@@ -129,8 +129,8 @@ class ModelSlot:
                 )
             )
             tags = registry.version_tags(self.settings.tracking_uri, self.settings.registered_model, version)
-            enabled = self.settings.relevance_floor_quantile > 0 and not tags.get(DROPPED_TAG)  # dropped: did not transfer
-            floor = RelevanceFloor.from_tags(tags) if enabled else None
+            # the embedder is checked per request (`below_floor`): an index refresh may change it under this model
+            floor = tagged_floor(tags, self.settings.relevance_floor_quantile > 0)
         return LoadedModel(
             version,
             Generator(
