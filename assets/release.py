@@ -27,7 +27,7 @@ LIVE_TRAFFIC_DAYS = 28  # the challenger's shadow answers read back this far
 class EvaluationConfig(dg.Config):
     limit: int | None = Field(None, description="Items answered per candidate (None: the whole evaluation set).")
     probe_limit: int | None = Field(DEFAULT_PROBED, description="Of those, items also probed for abstention and adherence.")
-    k: int = Field(DEFAULT_HARNESS.k, description="Documents in the context, as served.")
+    k: int | None = Field(None, description="Documents in the context (default RAGTUNE_SERVE_K: as served).")
     max_new_tokens: int = Field(DEFAULT_HARNESS.max_new_tokens, description="Generation budget per answer.")
 
 

@@ -77,7 +77,9 @@ class HarnessConfig:
 
     @classmethod
     def for_settings(cls, settings, **choices) -> HarnessConfig:
-        """The caller's choices (k, limit, ...) with the machine-wide ones taken from the settings."""
+        """The caller's choices (k, limit, ...) with the machine-wide ones taken from the settings; k, when not
+        chosen (None), is the served context's size (RAGTUNE_SERVE_K), so a relevance floor sees what serving sees."""
+        choices["k"] = choices.get("k") or settings.serve_k
         return cls(
             dtype=settings.dtype,
             batch_size=settings.generate_batch_size,

@@ -20,7 +20,9 @@ from evaluation.intervals import mean_interval, paired_difference
 from evaluation.metrics import percentile
 from ragtune.behaviour.answer_flags import agree, flags
 
-OUTCOMES = ("fallback", "abstained", "valid_citation")  # the 0/1 flags compared
+# the 0/1 flags compared: what the caller was told (not covered, by the model or its floor), and citations
+# where the model answered; each over the pairs where both sides' flag is known
+OUTCOMES = ("fallback", "not_covered", "below_floor", "valid_citation")
 MAX_DISAGREEMENTS = 20
 
 
@@ -44,9 +46,12 @@ def live_traffic(records: list[dict], challenger: str) -> dict:
     share = mean_interval(agreed)
     metrics = {}
     for name in OUTCOMES:
-        champion = {live["id"]: float(flags(live)[name]) for live, _ in pairs}
-        mine = {live["id"]: float(flags(shadow)[name]) for live, shadow in pairs}
-        metrics[name] = comparison(mine, champion)
+        known = [(live, flags(live)[name], flags(shadow)[name]) for live, shadow in pairs]
+        known = [(live, a, b) for live, a, b in known if a is not None and b is not None]
+        if known:
+            champion = {live["id"]: float(a) for live, a, _ in known}
+            mine = {live["id"]: float(b) for live, _, b in known}
+            metrics[name] = comparison(mine, champion)
     latency = [
         (live, shadow) for live, shadow in pairs if live.get("latency_ms") is not None and shadow.get("latency_ms") is not None
     ]

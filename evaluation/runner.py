@@ -176,18 +176,19 @@ def evaluate(
         )
         for version in {challenger, champion} - {None}
     }
+    # The challenger's floor is checked before it is ever served: one that declines in-scope held-out questions
+    # beyond its quantile is not applied (and record_evaluation tags it so, for serving). The champion is scored
+    # with the floor it is served with, whatever this set says of it.
     dropped = {}
-    for version, floor in floors.items():  # a floor that declines in-scope held-out questions is not applied
-        gold_served = [
-            p.relevance for p in probes if p.kind == "answer" and set(ranked_documents(p.documents)) & set(p.gold_doc_ids)
-        ]
-        declines = [float(below(floor.value, v)) for v in gold_served if v is not None] if floor else []
-        if floor and declines and not transfers(floor, mean_interval(declines).low):
-            dropped[version] = (
-                f"declines {int(sum(declines))} of {len(declines)} held-out questions with a gold document served "
-                f"(measured to decline {floor.quantile:.0%} of the training questions): not applied"
-            )
-            floors[version] = None
+    floor = floors.get(challenger)
+    gold_served = [p.relevance for p in probes if p.kind == "answer" and set(ranked_documents(p.documents)) & set(p.gold_doc_ids)]
+    declines = [float(below(floor.value, v)) for v in gold_served if v is not None] if floor else []
+    if floor and declines and challenger != champion and not transfers(floor, mean_interval(declines).low):
+        dropped[challenger] = (
+            f"declines {int(sum(declines))} of {len(declines)} held-out questions with a gold document served "
+            f"(measured to decline {floor.quantile:.0%} of the training questions): not applied"
+        )
+        floors[challenger] = None
     chosen = candidates(settings, challenger, champion, include_base, floors={v: f and f.value for v, f in floors.items()})
     base_model = str(resolve_base_model(settings.base_model, settings.models_dir))
 

@@ -85,6 +85,16 @@ def test_rates_citation_validity_percentiles_and_shadow_answers_left_out():
     assert "3" not in report["by_model"] and report["gaps"] is None
 
 
+def test_a_new_floor_moves_neither_compared_rate_only_below_floor():
+    answered = [record(i) for i in range(1, 9)] + [record(9, answer=NOT_COVERED, citations=[]), record(10, citations=[])]
+    declined = [record(i, answer=NOT_COVERED, citations=[], below_floor=True) for i in range(11, 16)]
+    before, after = summarise(answered), summarise(answered + declined)
+    for metric in ("abstention_rate", "valid_citation_rate", "fallback_rate"):  # the model was not asked below the floor
+        assert after[metric] == before[metric], metric
+    assert (before["abstention_rate"], before["valid_citation_rate"]) == (0.1, 0.8)
+    assert (before["below_floor_rate"], after["below_floor_rate"]) == (0.0, 5 / 15)
+
+
 def test_coverage_gaps_cluster_paraphrases_together_largest_first(home):
     embed = EmbedderResource().get().embed
     asked = [

@@ -5,8 +5,9 @@ from ragtune.behaviour.answer_flags import agree
 from ragtune.llm.prompting import NOT_COVERED
 
 
-def answer(n, text="Use org/x.", cited=("x",), version="1", shadow_of=None, latency=1000.0, fallback=False):
+def answer(n, text="Use org/x.", cited=("x",), version="1", shadow_of=None, latency=1000.0, fallback=False, floor=False):
     return {
+        "below_floor": floor,
         "id": f"{'s' if shadow_of else 'l'}{n}",
         "question": f"question {n}",
         "answer": text,
@@ -30,7 +31,8 @@ def test_the_live_traffic_table_pairs_each_shadow_with_its_live_answer():
     records = []
     for n in range(40):
         records.append(answer(n, latency=1000.0))
-        disagree = n % 4 == 0  # 10 of 40: the challenger abstains where the champion answered
+        # 10 of 40: the challenger says "not covered" where the champion answered; 5 of them its floor declined
+        disagree = n % 4 == 0
         records.append(
             answer(
                 n,
@@ -39,6 +41,7 @@ def test_the_live_traffic_table_pairs_each_shadow_with_its_live_answer():
                 version="2",
                 shadow_of=f"l{n}",
                 latency=1500.0,
+                floor=n % 8 == 0,
             )
         )
     records.append(answer(99, version="3", shadow_of="l1"))  # another version's shadow: not this table's
@@ -47,16 +50,17 @@ def test_the_live_traffic_table_pairs_each_shadow_with_its_live_answer():
     table = live_traffic(records, "2")
     assert table["pairs"] == 40 and table["champion_versions"] == ["1"]
     assert table["agreement"]["mean"] == 0.75 and table["agreement"]["low"] < 0.75 < table["agreement"]["high"]
-    abstained = table["metrics"]["abstained"]
-    assert (abstained["champion"], abstained["challenger"], abstained["method"]) == (0.0, 0.25, "newcombe")
-    assert abstained["low"] > 0  # shown to abstain more
-    citations = table["metrics"]["valid_citation"]
-    assert (citations["champion"], citations["challenger"]) == (1.0, 0.75)
+    told = table["metrics"]["not_covered"]  # what the caller was told, by the model or the floor
+    assert (told["champion"], told["challenger"], told["method"]) == (0.0, 0.25, "newcombe")
+    assert told["low"] > 0  # shown to say "not covered" more
+    assert (table["metrics"]["below_floor"]["challenger"], table["metrics"]["below_floor"]["n"]) == (0.125, 40)
+    citations = table["metrics"]["valid_citation"]  # where the model was asked: floor declines left out
+    assert (citations["champion"], citations["challenger"], citations["n"]) == (1.0, 30 / 35, 35)
     latency = table["metrics"]["latency_ms"]
     assert latency["diff"] == 500.0 and latency["p50"] == {"champion": 1000.0, "challenger": 1500.0}
     assert len(table["disagreements"]) == 10 and table["disagreements"][0]["challenger_cited"] == []
     text = live_traffic_markdown(table)
-    assert "answered 40 live questions" in text and "| abstained | 0.00 | 0.25 |" in text
+    assert "answered 40 live questions" in text and "| not_covered | 0.00 | 0.25 |" in text
 
 
 def test_no_shadow_answers_says_how_to_collect_them():

@@ -63,6 +63,12 @@ def test_promote_reject_and_roll_back(home, tmp_path, base_model, monkeypatch, c
     assert metrics["challenger_rag"]["identifier_match"] >= metrics["base_rag"]["identifier_match"] + 0.25
     assert metrics["challenger_rag"]["format_validity"] >= 0.75
     assert metrics["challenger_no_rag"]["identifier_match"] < metrics["challenger_rag"]["identifier_match"]  # what the index adds
+    # the floor measured on the training questions; this corpus's held-out questions are paraphrases, further from
+    # their documents, so it declines many of them: not applied in the evaluation, and tagged so that serving drops it
+    assert first["raft"]["relevance_floor"]["questions"] >= 20
+    tags = registry.version_tags(s.tracking_uri, s.registered_model, "1")
+    assert first["evaluation"]["relevance_floor"]["challenger_rag"] is None
+    assert tags["relevance_floor_dropped"].startswith("declines ") and "not applied" in tags["relevance_floor_dropped"]
     monkeypatch.delenv("RAGTUNE_FAILPOINT")
     resumed = run_job(
         s,

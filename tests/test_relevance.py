@@ -55,9 +55,10 @@ def test_the_floor_is_the_quantile_and_needs_enough_questions():
 
 def test_a_floor_decline_is_flagged_apart_from_the_models_abstention():
     declined = {"answer": NOT_COVERED, "below_floor": True, "retrieved": [{"doc_id": "a"}], "citations": []}
-    assert flags(declined)["below_floor"] and not flags(declined)["abstained"]
-    said = {**declined, "below_floor": False}
-    assert flags(said)["abstained"] and not flags(said)["below_floor"]
+    seen = flags(declined)  # the caller was told "not covered"; the model was not asked, so its flags are unknown
+    assert seen["below_floor"] and seen["not_covered"] and seen["abstained"] is None and seen["valid_citation"] is None
+    said = flags({**declined, "below_floor": False})
+    assert said["abstained"] and said["not_covered"] and not said["below_floor"] and said["valid_citation"] is False
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,10 @@ def test_serving_declines_below_the_champions_floor_without_generating(home, emb
     assert logged["answer"] == NOT_COVERED and logged["below_floor"] is True  # logged, and why
     answered = answerer.answer(IN_SCOPE, user="t")
     assert not answered.below_floor and answered.tokens > 0
+    # an evaluation drops the floor of the version already loaded: the next sync serves it without one
+    registry.tag_version(settings.tracking_uri, settings.registered_model, measured, {DROPPED_TAG: "declines 19 of 24"})
+    assert not slot.sync() and slot.current.floor is None and slot.current.version == measured
+    assert not answerer.answer(OFF_TOPIC, user="t").below_floor
 
     registry.promote(settings.tracking_uri, settings.registered_model, foreign, reason="test")
     assert slot.sync() and slot.current.floor == other

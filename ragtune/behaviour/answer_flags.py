@@ -4,11 +4,15 @@ One definition, used by the review queue (ragtune/serving/pages.py), the live re
 (evaluation/live_report.py) and the challenger's live-traffic table (evaluation/live_traffic.py).
 
 - a **fallback**: the logged flag, or the generator's fallback text (records logged before the flag);
-- **abstained**: the model said the documents do not answer (`ragtune.llm.prompting.abstained`);
+- **not covered**: the caller was told the documents do not answer (`ragtune.llm.prompting.abstained`),
+  by the model or by the relevance floor;
 - **below floor**: serving declined without asking the model, the context being less related to the
-  question than the champion's relevance floor (ragtune.knowledge.relevance): not the model's abstention;
+  question than the champion's relevance floor (ragtune.knowledge.relevance);
+- **abstained**: the model's own "not covered"; unknown (None) below the floor, where it was not asked;
 - a **valid citation**: at least one document cited, and every cited document was in the context;
-  unknown (None) for a record logged before the context was kept, so it counts in no denominator;
+  unknown (None) for a record logged before the context was kept, and below the floor (the model was
+  not asked), so it counts in no denominator. A new floor thus moves neither rate the live report
+  compares between champions: it shows in `below_floor` and `not_covered` only;
 - the **top similarity**: the best context chunk's cosine similarity to the question (None if not logged),
   and **low retrieval** when it is below a threshold or nothing was retrieved (never for an unknown context);
 - **up** / **down**: what end users said (`user_feedback`); a reviewer's verdict is not a user's vote;
@@ -57,11 +61,13 @@ def agree(first: dict, second: dict) -> bool:
 def flags(record: dict) -> dict[str, bool | None]:
     """The 0/1 outcomes the live rates count, for one answer (None: unknown for this record)."""
     votes = record.get("user_feedback", record.get("feedback"))  # records built by hand may carry feedback only
+    declined, not_covered = bool(record.get("below_floor")), abstained(record.get("answer") or "")
     return {
         "up": votes == "up",
         "down": votes == "down",
         "fallback": is_fallback(record),
-        "abstained": abstained(record.get("answer") or "") and not record.get("below_floor"),
-        "below_floor": bool(record.get("below_floor")),
-        "valid_citation": valid_citation(record),
+        "not_covered": not_covered,
+        "below_floor": declined,
+        "abstained": None if declined else not_covered,
+        "valid_citation": None if declined else valid_citation(record),
     }

@@ -260,6 +260,6 @@ def add_commands(command, with_json) -> None:
     p.add_argument("--adapter", default=None, help="version or alias to judge as the challenger (e.g. 7, challenger)")
     p.add_argument("--limit", type=int, default=None, help="items answered per candidate (default: all)")
     p.add_argument("--probe-limit", type=int, default=None, help="items also probed for abstention and adherence (default: all)")
-    p.add_argument("--k", type=int, default=3, help="documents in the context (default 3)")
+    p.add_argument("--k", type=int, default=None, help="documents in the context (default RAGTUNE_SERVE_K, 3: as served)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="generation budget per answer (default 128)")
     p.add_argument("--gate", default=None, help="gate policy YAML for the verdict (default evaluation/gate.yaml)")

@@ -25,7 +25,7 @@ from ragtune.knowledge.embedder import Embedder
 from ragtune.knowledge.indexing import passage_text
 
 DROPPED_TAG = "relevance_floor_dropped"  # on a version whose floor failed `transfers`: the reason; never applied
-MIN_QUESTIONS = 20  # fewer in-scope questions than this give no floor: at 0.05, the lowest of 20 is the floor
+MIN_QUESTIONS = 20  # fewer in-scope questions than this give no floor: at 0.05 of 20, one question is below it
 
 
 @dataclass(frozen=True)

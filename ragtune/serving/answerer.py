@@ -120,17 +120,22 @@ class ModelSlot:
         version = registry.resolve(self.settings.tracking_uri, self.settings.registered_model, self.alias)
         return version or (BASE if self.alias == registry.CHAMPION else None)
 
+    def floor_of(self, version: str) -> RelevanceFloor | None:
+        """The relevance floor a version is served with, read from its tags now. The embedder is checked per
+        request (`Answerer.below_floor`): an index refresh may change it under a loaded model."""
+        if version == BASE:
+            return None
+        tags = registry.version_tags(self.settings.tracking_uri, self.settings.registered_model, version)
+        return tagged_floor(tags, self.settings.relevance_floor_quantile > 0)
+
     def load(self, version: str) -> LoadedModel:
-        adapter, floor = None, None
+        adapter = None
         if version != BASE:
             adapter = str(
                 registry.download_adapter(
                     self.settings.tracking_uri, self.settings.registered_model, version, self.settings.adapters_dir
                 )
             )
-            tags = registry.version_tags(self.settings.tracking_uri, self.settings.registered_model, version)
-            # the embedder is checked per request (`below_floor`): an index refresh may change it under this model
-            floor = tagged_floor(tags, self.settings.relevance_floor_quantile > 0)
         return LoadedModel(
             version,
             Generator(
@@ -140,11 +145,12 @@ class ModelSlot:
                 dtype=self.settings.dtype,
                 constrained=self.settings.constrained_decoding,
             ),
-            floor=floor,
+            floor=self.floor_of(version),
         )
 
     def sync(self) -> bool:
-        """Load the champion if it is not what serves now; True when the model changed.
+        """Load the champion if it is not what serves now; True when the model changed. The floor of the model
+        already loaded is read again.
 
         A failed load (registry down, broken artifact) keeps the current model serving and
         is reported in `last_error`; with nothing loaded yet it raises.
@@ -153,6 +159,8 @@ class ModelSlot:
             try:
                 version = self.wanted()
                 if (self._current.version if self._current else None) == version:
+                    if version is not None:  # tags change after a load: the challenger's evaluation may drop its floor
+                        self._current.floor = self.floor_of(version)
                     self.last_error = None
                     return False
                 loaded = None if version is None else self.load(version)

@@ -63,7 +63,7 @@ class Flags:
         return cls(
             down=seen["down"],
             fallback=seen["fallback"],
-            abstained=seen["abstained"] or seen["below_floor"],  # either way the user was told "not covered"
+            abstained=seen["not_covered"],  # by the model or the relevance floor: either way the user was told so
             low_retrieval=low_retrieval(record, low_similarity),
             reviewed=record.get("reviewer") is not None,
             top_similarity=top,
