@@ -9,9 +9,10 @@ Answer probes whose retrieval missed the gold document have no right call (decis
 0.5 is chance. Baselines in the same run: the base model on the same prompts, and a detector that reads
 no model at all, the context's relevance (ragtune.knowledge.relevance: the best cosine similarity between
 the question and a served chunk; low: abstain).
-For that one also a rule with no probe in its making: the relevance floor (ragtune.knowledge.relevance) at
-the 0.05 quantile of the best similarity the *training* questions (the curated ones not held out, all in
-scope) get from the live index; reported as how often it abstains where it should and where it should not.
+For that one also a rule with no probe in its making: the relevance floor the version was trained with
+(its `relevance_floor_*` tags: the 0.05 quantile of the relevance the training questions get), or for a
+version from before floors one measured here the same way on the curated questions not held out;
+reported as how often it abstains where it should and where it should not.
 
     python bench/abstention_signal.py --home .ragtune [--version latest] [--holdout 0.4] [--items 71] [--probe-items 20]
 """
@@ -72,7 +73,7 @@ def similarity_rows(probes) -> list[dict]:
     rows = []
     for probe in probes:
         gold_in = any(d["doc_id"] in probe.gold_doc_ids for d in probe.documents)
-        if probe.kind == "answer" and not gold_in:
+        if (probe.kind == "answer" and not gold_in) or probe.relevance is None:  # a near miss, or no context at all
             continue
         rows.append(
             {
@@ -115,7 +116,7 @@ def main() -> None:
     from ragtune import registry
     from ragtune.jsonl import read_jsonl
     from ragtune.knowledge.live_index import open_live
-    from ragtune.knowledge.relevance import calibrate, relevance
+    from ragtune.knowledge.relevance import RelevanceFloor, calibrate, relevance
     from ragtune.knowledge.retriever import Retriever
     from ragtune.llm.base_model import resolve_base_model
     from ragtune.llm.generator import load_model
@@ -149,16 +150,21 @@ def main() -> None:
 
     rows = similarity_rows(probes)
     result["retrieval_similarity"] = {k: v for k, v in summary(rows).items() if not k.startswith("greedy")}
-    curated = read_jsonl(settings.home / "datasets" / "curated.jsonl")
-    held_out = set(chosen["held_out_ids"])
-    in_scope = [
-        relevance(embedder, r["question"], [h.as_dict() for h in retriever.search(r["question"], k=settings.serve_k)])
-        for r in curated
-        if r["id"] not in held_out
-    ]
-    calibrated = calibrate(in_scope, 0.05, embedder.fingerprint)
+    # the floor this version was trained with (its tags); for a version from before floors, one measured here
+    calibrated = RelevanceFloor.from_tags(registry.version_tags(settings.tracking_uri, settings.registered_model, version))
     if calibrated is None:
-        raise SystemExit(f"too few training questions ({len(in_scope)}) to measure a relevance floor")
+        curated = read_jsonl(settings.home / "datasets" / "curated.jsonl")
+        held_out = set(chosen["held_out_ids"])
+        in_scope = [
+            relevance(
+                embedder, r["question"], [h.as_dict() for h in retriever.search(r["question"], k=settings.serve_k, groups=[])]
+            )
+            for r in curated
+            if r["id"] not in held_out
+        ]
+        calibrated = calibrate(in_scope, 0.05, embedder.fingerprint)
+    if calibrated is None:
+        raise SystemExit("too few training questions to measure a relevance floor")
     floor = calibrated.value
     result["retrieval_similarity"].update(
         floor_from_training_questions=round(floor, 4),
