@@ -177,7 +177,7 @@ def evaluate(
         for version in {challenger, champion} - {None}
     }
     # The challenger's floor is checked before it is ever served: one that declines in-scope held-out questions
-    # beyond its quantile is not applied (and record_evaluation tags it so, for serving). The champion is scored
+    # beyond relevance.DECLINE_TOLERANCE is not applied (and record_evaluation tags it so, for serving). The champion is scored
     # with the floor it is served with, whatever this set says of it.
     dropped = {}
     floor = floors.get(challenger)

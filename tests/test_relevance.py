@@ -50,7 +50,9 @@ def test_the_floor_is_the_quantile_and_needs_enough_questions():
     assert tagged_floor(tags, False) is None  # what serving loads; the embedder is checked per request
     # transfer: judged by the lower bound of the held-out decline share's interval against the quantile
     assert transfers(floor, mean_interval([0.0] * 23 + [1.0]).low) and transfers(floor, None)
-    assert not transfers(floor, mean_interval([1.0] * 19 + [0.0] * 5).low)
+    assert not transfers(floor, mean_interval([1.0] * 19 + [0.0] * 5).low)  # the release-loop corpus
+    assert transfers(floor, mean_interval([1.0] * 5 + [0.0] * 37).low)  # HuggingFace: low 0.052, within the tolerance
+    assert not transfers(floor, mean_interval([1.0] * 10 + [0.0] * 32).low)  # shown to decline over DECLINE_TOLERANCE
 
 
 def test_a_floor_decline_is_flagged_apart_from_the_models_abstention():
