@@ -51,3 +51,19 @@ def write_result(name: str, result: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
+
+
+def adapter_version(settings, ref: str) -> tuple[str, str]:
+    """The registry version behind `ref` (a version, an alias, or "latest") in a benchmark's data home, and
+    the MLflow run that trained it; SystemExit when there is none."""
+    from ragtune import registry
+
+    versions = registry.list_versions(settings.tracking_uri, settings.registered_model)
+    if ref == "latest":
+        version = versions[0]["version"] if versions else None
+    else:
+        version = registry.resolve(settings.tracking_uri, settings.registered_model, ref)
+    run_id = next((v["run_id"] for v in versions if v["version"] == version), None)
+    if run_id is None:
+        raise SystemExit(f"no adapter behind {ref!r} in {settings.home}")
+    return version, run_id

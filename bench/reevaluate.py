@@ -17,7 +17,7 @@ import argparse
 import os
 from pathlib import Path
 
-from common import ROOT, write_result
+from common import ROOT, adapter_version, write_result
 from quality import METRICS, targets
 
 
@@ -45,15 +45,7 @@ def main() -> None:
     from ragtune.settings import load_settings
 
     s = load_settings()
-    versions = registry.list_versions(s.tracking_uri, s.registered_model)
-    version = (
-        versions[0]["version"]
-        if args.version == "latest" and versions
-        else registry.resolve(s.tracking_uri, s.registered_model, args.version)
-    )
-    run_id = next((v["run_id"] for v in versions if v["version"] == version), None)
-    if run_id is None:
-        raise SystemExit(f"no adapter behind {args.version!r} in {args.home}")
+    version, run_id = adapter_version(s, args.version)
     if registry.resolve(s.tracking_uri, s.registered_model, registry.CHAMPION) == version:
         registry.retire_champion(s.tracking_uri, s.registered_model, reason="bench/reevaluate: evaluated again as a challenger")
     before = registry.version_tags(s.tracking_uri, s.registered_model, version).get(DROPPED_TAG)

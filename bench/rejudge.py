@@ -30,7 +30,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from common import ROOT, write_result
+from common import ROOT, adapter_version, write_result
 
 
 def rank_one_baseline(rows: list[dict], candidate: str) -> dict:
@@ -73,15 +73,7 @@ def main() -> None:
     from ragtune.settings import load_settings
 
     settings = load_settings()
-    versions = registry.list_versions(settings.tracking_uri, settings.registered_model)
-    wanted = (
-        versions[0]["version"]
-        if args.version == "latest" and versions
-        else registry.resolve(settings.tracking_uri, settings.registered_model, args.version)
-    )
-    run_id = next((v["run_id"] for v in versions if v["version"] == wanted), None)
-    if run_id is None:
-        raise SystemExit(f"no evaluated adapter behind {args.version!r} in {args.home}")
+    wanted, run_id = adapter_version(settings, args.version)
     with tempfile.TemporaryDirectory() as tmp:
         path = registry.client(settings.tracking_uri).download_artifacts(run_id, ITEMS, tmp)
         rows = read_jsonl(path)
