@@ -42,6 +42,7 @@ from ragtune.llm.base_model import resolve_base_model
 from ragtune.llm.prompting import answer_json, render_example
 from ragtune.settings import load_settings
 from training.config import SftConfig
+from training.order import ORDERS
 
 DEMO = ROOT / "examples" / "apibench"
 DEFAULT_YAML = ROOT / "training" / "configs" / "default.yaml"
@@ -214,7 +215,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="leading steps left out of the timing in both paths")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each path, alternating (P B, B P, ...), pooled")
     parser.add_argument(
-        "--no-group-by-length", action="store_true", help="project samples at random (the baseline still replays its batches)"
+        "--batch-order",
+        choices=ORDERS,
+        default="stratified",
+        help="the project's training order (training/order.py); the baseline replays its batches",
     )
     args = parser.parse_args()
     if args.steps <= args.warmup:
@@ -242,7 +246,7 @@ def main() -> None:
         per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=1,
         max_length=args.max_length,
-        group_by_length=not args.no_group_by_length,
+        batch_order=args.batch_order,
         eval_at_end=False,
         tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
         artifact_location=str(work / "mlartifacts"),
@@ -305,7 +309,7 @@ def main() -> None:
                 "target_modules": list(config.target_modules),
                 "learning_rate": config.learning_rate,
                 "gradient_accumulation_steps": 1,
-                "group_by_length": config.group_by_length,
+                "batch_order": config.batch_order,
                 "warmup_steps_excluded": args.warmup,
                 "rounds": args.rounds,
                 "baseline_optimizer": "torch.optim.AdamW (foreach), weight_decay 0; project: Trainer default (adamw_torch_fused, grad clipping 1.0)",

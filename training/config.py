@@ -36,7 +36,9 @@ class SftConfig:
     # padding-free needs a flash-attention kernel (GPU); on CPU, batches grouped by length waste little padding
     padding_free: bool = False
     packing: bool = False
-    group_by_length: bool = True
+    # "stratified": "not covered" examples spread evenly, batches grouped by length in small windows
+    # (training/order.py); "length": transformers' length-grouped sampler; "random": shuffled
+    batch_order: str = "stratified"
     gradient_checkpointing: bool = False
     lead_tokens: int = 0  # the first N answer tokens (JSON opening + the answer-or-abstain decision) ...
     lead_weight: float = 1.0  # ... weigh this much in the loss (1: a plain per-token mean)
@@ -53,6 +55,12 @@ class SftConfig:
     registered_model: str = ""  # "" = log only, do not register
     version_tags: dict[str, str] = field(default_factory=dict)
     run_tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        from training.order import ORDERS
+
+        if self.batch_order not in ORDERS:
+            raise ValueError(f"batch_order {self.batch_order!r} is not one of {', '.join(ORDERS)}")
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> SftConfig:

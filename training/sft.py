@@ -41,6 +41,23 @@ def load_split(path: str):
     return load_dataset("json", data_files=path, split="train").select_columns(["prompt", "completion"])
 
 
+def ordered(train_set, tokenizer, config: SftConfig):
+    """The training set in the order it is trained on, and that order's longest run of abstention-only batches.
+
+    "stratified" reorders the rows here (training/order.py) and the Trainer reads them in sequence;
+    "length" and "random" leave the order to the Trainer's sampler.
+    """
+    from training.order import abstains, longest_run, stratified_order
+
+    if config.batch_order != "stratified":
+        return train_set, None
+    flags = [abstains(c) for c in train_set["completion"]]
+    batch = config.per_device_train_batch_size
+    lengths = [len(ids) for ids in tokenizer([p + c for p, c in zip(train_set["prompt"], train_set["completion"])])["input_ids"]]
+    order = stratified_order(lengths, flags, batch, config.seed)
+    return train_set.select(order), longest_run([flags[i] for i in order], batch)
+
+
 class LoraSFTTrainer(SFTTrainer):
     """TRL's SFTTrainer; without a GPU, the loss from logits of the completion positions only.
 
@@ -281,9 +298,7 @@ def training_arguments(config: SftConfig):
         padding_free=config.padding_free,
         packing=config.packing,
         completion_only_loss=True,
-        train_sampling_strategy="group_by_length"
-        if config.group_by_length and config.per_device_train_batch_size > 1
-        else "random",
+        train_sampling_strategy={"stratified": "sequential", "length": "group_by_length"}.get(config.batch_order, "random"),
         include_num_input_tokens_seen="non_padding",
         logging_steps=1,
         save_strategy="no",
@@ -316,7 +331,7 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
     base = resolve_base_model(config.base_model, Path(config.models_dir))
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    train_set = load_split(config.train_file)
+    train_set, abstention_run = ordered(load_split(config.train_file), tokenizer, config)
     has_validation = (
         bool(config.validation_file)
         and Path(config.validation_file).is_file()
@@ -342,6 +357,7 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
                 "train_examples": len(train_set),
                 "dtype_resolved": resolve_dtype(config.dtype, training_device()),
                 "validation_examples": len(eval_set) if eval_set is not None else 0,
+                "longest_abstention_run": abstention_run if abstention_run is not None else "sampler's",
             }
         )
         step_metrics, budget = StepMetrics(), TimeBudget(config.max_minutes)
