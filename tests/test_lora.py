@@ -77,6 +77,8 @@ def test_lora_trains_logs_registers_and_loads_back(base_model, tokenizer, tmp_pa
     assert len(client.get_metric_history(summary["run_id"], "tokens_per_second")) == 3
     assert client.get_metric_history(summary["run_id"], "val_distinct_replies")  # replies checked, not only loss
     assert math.isfinite(summary["metrics"]["eval_loss"]) and summary["metrics"]["train_tokens"] > 0
+    params = client.get_run(summary["run_id"]).data.params
+    assert params["batch_order"] == "stratified" and params["longest_abstention_run"] == "0"  # no "not covered" rows
 
     # only the adapter is saved
     with safe_open(f"{summary['adapter_dir']}/adapter_model.safetensors", "pt") as f:

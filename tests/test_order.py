@@ -82,22 +82,52 @@ def test_an_unknown_order_is_refused():
         SftConfig(batch_order="sorted")
 
 
-@pytest.mark.integration
-def test_training_reads_the_stratified_order(tokenizer):
-    from datasets import Dataset
+def test_stratified_order_needs_whole_examples():
+    with pytest.raises(ValueError, match="packing merges them"):
+        SftConfig(batch_order="stratified", packing=True)
+    assert SftConfig(batch_order="random", packing=True).packing
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        stratified_order([1], [False], 0, seed=0)
 
-    from training.sft import ordered
+
+@pytest.mark.integration
+def test_the_trainer_batches_in_the_stratified_order(base_model, tokenizer, tmp_path):
+    """Through TRL's own preparation and dataloader: the batches are the sampler's, drawn anew each epoch."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from training.sft import LoraSFTTrainer, StratifiedSampler, training_arguments
 
     rows = [
         {
-            "prompt": f"question {i} " + "document text " * (40 if i % 4 else 5),
+            "prompt": f"question {i} " + "document text " * (5 if i % 4 == 0 else 40 + i),
             "completion": answer_json(NOT_COVERED, []) if i % 4 == 0 else answer_json(f"Use m{i}.", [f"m{i}"]),
         }
         for i in range(40)
     ]
-    data = Dataset.from_list(rows)
-    reordered, run = ordered(data, tokenizer, SftConfig(per_device_train_batch_size=2))
-    assert sorted(reordered["prompt"]) == sorted(data["prompt"]) and reordered["prompt"] != data["prompt"]
-    assert run == longest_run([abstains(c) for c in reordered["completion"]], 2) <= 1
-    same, none = ordered(data, tokenizer, SftConfig(batch_order="length"))
-    assert same["prompt"] == data["prompt"] and none is None
+    config = SftConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=1, batch_order="stratified")
+    trainer = LoraSFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(base_model),
+        args=training_arguments(config),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=config.lora_config(),
+    )
+    trainer.batch_order = "stratified"
+    loader = trainer.get_train_dataloader()
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, StratifiedSampler) and sum(sampler.abstain) == 10
+    assert sampler.longest_abstention_run() <= 1
+
+    def batches():
+        return [tuple(b["input_ids"][:, :4].flatten().tolist()) for b in loader]
+
+    first = batches()
+    expected = [i for i in sampler.order()]
+    prepared = trainer.train_dataset["input_ids"]
+    assert first == [tuple(sum((prepared[i][:4] for i in expected[s : s + 2]), [])) for s in range(0, 40, 2)]
+    loader.set_epoch(1)  # what the Trainer does at each epoch
+    assert batches() != first
+
+    trainer.batch_order = "random"  # the other orders stay the Trainer's own samplers
+    assert not isinstance(trainer._get_train_sampler(), StratifiedSampler)

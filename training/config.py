@@ -61,6 +61,8 @@ class SftConfig:
 
         if self.batch_order not in ORDERS:
             raise ValueError(f"batch_order {self.batch_order!r} is not one of {', '.join(ORDERS)}")
+        if self.batch_order == "stratified" and self.packing:
+            raise ValueError("batch_order stratified orders whole examples, and packing merges them: set batch_order: random")
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> SftConfig:

@@ -41,6 +41,8 @@ def stratified_order(lengths: Sequence[int], abstain: Sequence[bool], batch_size
     only across a window boundary while abstentions are under half the data. A short last batch
     stays last, so batch boundaries in the returned order are every `batch_size` examples.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     if len(lengths) != len(abstain):
         raise ValueError(f"{len(lengths)} lengths for {len(abstain)} examples")
     rng = random.Random(seed)
@@ -49,7 +51,7 @@ def stratified_order(lengths: Sequence[int], abstain: Sequence[bool], batch_size
     rng.shuffle(answers)
     rng.shuffle(abstentions)
     merged = spread(answers, abstentions)
-    span = max(batch_size, 1) * max(window, 1)
+    span = batch_size * max(window, 1)
     order: list[int] = []
     for start in range(0, len(merged), span):
         chunk = sorted(merged[start : start + span], key=lambda i: lengths[i], reverse=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: no code path may need the internet
 
+from torch.utils.data import Sampler  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 from trl import SFTTrainer  # noqa: E402
 
@@ -41,21 +42,38 @@ def load_split(path: str):
     return load_dataset("json", data_files=path, split="train").select_columns(["prompt", "completion"])
 
 
-def ordered(train_set, tokenizer, config: SftConfig):
-    """The training set in the order it is trained on, and that order's longest run of abstention-only batches.
+class StratifiedSampler(Sampler):
+    """training/order.py's order over the Trainer's prepared rows (tokenised, truncated), drawn anew each epoch.
 
-    "stratified" reorders the rows here (training/order.py) and the Trainer reads them in sequence;
-    "length" and "random" leave the order to the Trainer's sampler.
+    Lengths and "not covered" targets are read from the rows the Trainer will batch, so a row TRL
+    dropped (an answer cut off entirely by truncation) cannot shift the batches.
     """
-    from training.order import abstains, longest_run, stratified_order
 
-    if config.batch_order != "stratified":
-        return train_set, None
-    flags = [abstains(c) for c in train_set["completion"]]
-    batch = config.per_device_train_batch_size
-    lengths = [len(ids) for ids in tokenizer([p + c for p, c in zip(train_set["prompt"], train_set["completion"])])["input_ids"]]
-    order = stratified_order(lengths, flags, batch, config.seed)
-    return train_set.select(order), longest_run([flags[i] for i in order], batch)
+    def __init__(self, dataset, tokenizer, batch_size: int, seed: int):
+        from training.order import abstains
+
+        self.lengths = [len(ids) for ids in dataset["input_ids"]]
+        self.abstain = [abstains(tokenizer.decode([t for t in labels if t != -100])) for labels in dataset["labels"]]
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # the Trainer calls it at each epoch
+        self.epoch = epoch
+
+    def order(self) -> list[int]:
+        from training.order import stratified_order
+
+        return stratified_order(self.lengths, self.abstain, self.batch_size, self.seed + self.epoch)
+
+    def longest_abstention_run(self) -> int:
+        from training.order import longest_run
+
+        return longest_run([self.abstain[i] for i in self.order()], self.batch_size)
+
+    def __iter__(self):
+        return iter(self.order())
+
+    def __len__(self) -> int:
+        return len(self.lengths)
 
 
 class LoraSFTTrainer(SFTTrainer):
@@ -70,6 +88,13 @@ class LoraSFTTrainer(SFTTrainer):
     """
 
     lead_tokens, lead_weight = 0, 1.0  # see completion_loss
+    batch_order = "random"  # "stratified": StratifiedSampler; else the sampler TrainingArguments name
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.batch_order != "stratified" or dataset is None or "labels" not in getattr(dataset, "column_names", ()):
+            return super()._get_train_sampler(train_dataset)
+        return StratifiedSampler(dataset, self.processing_class, self.args.train_batch_size, self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.args.device.type == "cuda" and self.lead_weight == 1.0:
@@ -298,7 +323,9 @@ def training_arguments(config: SftConfig):
         padding_free=config.padding_free,
         packing=config.packing,
         completion_only_loss=True,
-        train_sampling_strategy={"stratified": "sequential", "length": "group_by_length"}.get(config.batch_order, "random"),
+        train_sampling_strategy="group_by_length"  # "stratified" is LoraSFTTrainer's own sampler
+        if config.batch_order == "length" and config.per_device_train_batch_size > 1
+        else "random",
         include_num_input_tokens_seen="non_padding",
         logging_steps=1,
         save_strategy="no",
@@ -331,7 +358,7 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
     base = resolve_base_model(config.base_model, Path(config.models_dir))
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    train_set, abstention_run = ordered(load_split(config.train_file), tokenizer, config)
+    train_set = load_split(config.train_file)
     has_validation = (
         bool(config.validation_file)
         and Path(config.validation_file).is_file()
@@ -357,7 +384,6 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
                 "train_examples": len(train_set),
                 "dtype_resolved": resolve_dtype(config.dtype, training_device()),
                 "validation_examples": len(eval_set) if eval_set is not None else 0,
-                "longest_abstention_run": abstention_run if abstention_run is not None else "sampler's",
             }
         )
         step_metrics, budget = StepMetrics(), TimeBudget(config.max_minutes)
@@ -376,6 +402,10 @@ def train(config: SftConfig, keep_model: bool = False) -> dict:
             callbacks=[step_metrics, budget, check],
         )
         trainer.lead_tokens, trainer.lead_weight = config.lead_tokens, config.lead_weight
+        trainer.batch_order = config.batch_order
+        sampler = trainer._get_train_sampler()
+        if isinstance(sampler, StratifiedSampler):  # how long training sees only "not covered" (first epoch)
+            mlflow.log_param("longest_abstention_run", sampler.longest_abstention_run())
         started = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - started
