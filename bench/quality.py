@@ -47,6 +47,11 @@ METRICS = (
 )
 
 
+def _first(row: dict, *keys: str) -> float:
+    """The first of these metrics the row has (None counts as missing); 1.0 when none."""
+    return next((row[k] for k in keys if row.get(k) is not None), 1.0)
+
+
 def targets(adapter: dict, passed: bool) -> dict:
     share = adapter.get("gold_in_context", 0.0)
     checks = {
@@ -55,7 +60,8 @@ def targets(adapter: dict, passed: bool) -> dict:
         "identifier_match": (adapter["identifier_match"], ">=", round(0.8 * share, 4)),
         "abstention": (adapter.get("abstention", 0.0), ">=", 0.8),
         "adherence": (adapter.get("adherence", 0.0), ">=", 0.8),
-        "false_abstention": (adapter.get("false_abstention", 1.0), "<=", 0.1),
+        # the issue's definition: abstaining with the gold document in the context (overall, where none was served)
+        "false_abstention": (_first(adapter, "false_abstention_gold_in_context", "false_abstention"), "<=", 0.1),
     }
     out = {
         name: {
