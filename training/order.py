@@ -1,10 +1,11 @@
 """The order training sees its examples in: batches of similar length, "not covered" examples spread out.
 
 Grouping batches by length saves padding (a batch costs as much as its longest example). The
-sampler that ships with transformers sorts whole megabatches of 50 batches by length, and in a
-RAFT set the short examples are the "not covered" ones (no oracle document, a one-line reply).
-A 15-minute run sees about one megabatch, so it ended on a run of abstentions and collapsed to
-answering "Not covered" to everything (docs/retraining.md, "why the recipe collapses").
+sampler that ships with transformers sorts megabatches (up to 50 batches, at most a quarter of the
+data set) by length, and in a RAFT set the short examples are the "not covered" ones (no oracle
+document, a one-line reply). A 15-minute run sees one or two megabatches, and the TF Hub run ended
+on a stretch of abstentions and collapsed to answering "Not covered" to everything
+(docs/retraining.md, "why the recipe collapsed"; bench/order.py replays the orders).
 
 `stratified_order` keeps both properties apart: the abstention examples are first spread evenly
 over the epoch, and only then are examples grouped by length, within windows of a few batches.
